@@ -1,0 +1,149 @@
+package meta
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Badger is the embedded KV implementation.
+type Badger struct {
+	db *badger.DB
+}
+
+// OpenBadger opens (creating if needed) the Badger database in dir. Badger
+// takes an exclusive lock on the directory, so a second process opening the
+// same volume fails here instead of corrupting it.
+func OpenBadger(dir string, readOnly bool) (*Badger, error) {
+	opts := badger.DefaultOptions(dir).
+		// Commits reach Badger's write-ahead log (mmapped, so they survive
+		// a crash of the process); fsync() and friends call Sync to make
+		// them survive a crash of the machine.
+		WithSyncWrites(false).
+		WithReadOnly(readOnly).
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(32 << 20).
+		WithNumMemtables(3).
+		WithValueThreshold(1 << 10).
+		WithValueLogFileSize(256 << 20).
+		WithBlockCacheSize(64 << 20).
+		WithIndexCacheSize(32 << 20).
+		WithNumCompactors(2).
+		WithLogger(badgerLogger{})
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open metadata database %s: %w", dir, err)
+	}
+	return &Badger{db: db}, nil
+}
+
+// maxAttempts bounds conflict retries; each retry backs off a little more.
+const maxAttempts = 64
+
+// Update implements KV.
+func (b *Badger) Update(ctx context.Context, fn func(Txn) error) error {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := b.db.Update(func(t *badger.Txn) error { return fn(badgerTxn{t}) })
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, badger.ErrConflict):
+			if attempt >= maxAttempts {
+				return fmt.Errorf("transaction still conflicting after %d attempts: %w", attempt, err)
+			}
+			backoff := time.Duration(rand.IntN(50*(attempt+1))) * time.Microsecond
+			time.Sleep(backoff)
+		case errors.Is(err, badger.ErrTxnTooBig):
+			return fmt.Errorf("%w: %v", ErrTxnTooBig, err)
+		default:
+			return err
+		}
+	}
+}
+
+// View implements KV.
+func (b *Badger) View(ctx context.Context, fn func(Txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.View(func(t *badger.Txn) error { return fn(badgerTxn{t}) })
+}
+
+// Sync implements KV.
+func (b *Badger) Sync() error { return b.db.Sync() }
+
+// Close implements KV.
+func (b *Badger) Close() error { return b.db.Close() }
+
+type badgerTxn struct{ t *badger.Txn }
+
+func (t badgerTxn) Get(key []byte) ([]byte, error) {
+	item, err := t.t.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrKeyNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
+func (t badgerTxn) Set(key, value []byte) error {
+	if err := t.t.Set(key, value); err != nil {
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return fmt.Errorf("%w: %v", ErrTxnTooBig, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (t badgerTxn) Delete(key []byte) error {
+	if err := t.t.Delete(key); err != nil {
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return fmt.Errorf("%w: %v", ErrTxnTooBig, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (t badgerTxn) Scan(prefix, start []byte, fn func(key, value []byte) (bool, error)) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = false
+	it := t.t.NewIterator(opts)
+	defer it.Close()
+	seek := prefix
+	if start != nil {
+		seek = start
+	}
+	for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		more, err := fn(item.Key(), v)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// badgerLogger routes Badger's chatter to slog, keeping only what matters.
+type badgerLogger struct{}
+
+func (badgerLogger) Errorf(f string, a ...any)   { slog.Error("badger: " + fmt.Sprintf(f, a...)) }
+func (badgerLogger) Warningf(f string, a ...any) { slog.Warn("badger: " + fmt.Sprintf(f, a...)) }
+func (badgerLogger) Infof(f string, a ...any)    { slog.Debug("badger: " + fmt.Sprintf(f, a...)) }
+func (badgerLogger) Debugf(f string, a ...any)   {}

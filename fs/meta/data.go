@@ -1,0 +1,585 @@
+package meta
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+)
+
+// MaxFileSize is the largest file size objfs accepts.
+const MaxFileSize = 1 << 50
+
+func (x *tx) chunk(ino uint64, idx uint32) ([]Slice, error) {
+	k := keyChunk(ino, idx)
+	v, err := x.t.Get(k)
+	if errors.Is(err, ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %d of inode %d: %w", idx, ino, err)
+	}
+	return decodeSlices(k, v)
+}
+
+func (x *tx) putChunk(ino uint64, idx uint32, ss []Slice) error {
+	if len(ss) == 0 {
+		return x.del(keyChunk(ino, idx))
+	}
+	return x.set(keyChunk(ino, idx), encodeSlices(ss))
+}
+
+// ref adds n (+1 or -1) references to block b. A block whose count reaches
+// zero is queued for deletion; one that gains a reference leaves the queue.
+func (x *tx) ref(b BlockRef, n int64) error {
+	k := keyBlock(pRefcount, b.ID)
+	v, err := x.t.Get(k)
+	var refs int64
+	switch {
+	case errors.Is(err, ErrKeyNotFound):
+	case err != nil:
+		return fmt.Errorf("read refcount of block %s: %w", b.ID, err)
+	case len(v) != 12:
+		return corrupt("block refcount", k)
+	default:
+		refs = int64(binary.LittleEndian.Uint64(v))
+	}
+	after := refs + n
+	switch {
+	case after < 0:
+		return fmt.Errorf("%w: block %s refcount would drop below zero", errCorrupt, b.ID)
+	case after == 0:
+		x.addDelta(Stats{Blocks: -1, BlockBytes: -int64(b.Size)})
+		if err := x.del(k); err != nil {
+			return err
+		}
+		return x.set(keyBlock(pPending, b.ID), u64bytes(uint64(x.now)))
+	}
+	if refs == 0 {
+		x.addDelta(Stats{Blocks: 1, BlockBytes: int64(b.Size)})
+		if err := x.del(keyBlock(pPending, b.ID)); err != nil {
+			return err
+		}
+	}
+	val := binary.LittleEndian.AppendUint64(make([]byte, 0, 12), uint64(after))
+	return x.set(k, binary.LittleEndian.AppendUint32(val, b.Size))
+}
+
+func (x *tx) refSlice(s Slice, n int64) error {
+	for _, b := range s.Blocks {
+		if err := x.ref(b, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trimSlice cuts s to end at chunk offset end, releasing blocks it no longer
+// needs. It reports false if nothing of s remains.
+func (x *tx) trimSlice(s *Slice, end uint32) (bool, error) {
+	if s.Pos >= end {
+		return false, x.refSlice(*s, -1)
+	}
+	if s.Pos+s.Len <= end {
+		return true, nil
+	}
+	s.Len = end - s.Pos
+	var off uint32
+	keep := 0
+	for keep < len(s.Blocks) && off < s.Len {
+		off += s.Blocks[keep].Size
+		keep++
+	}
+	for _, b := range s.Blocks[keep:] {
+		if err := x.ref(b, -1); err != nil {
+			return false, err
+		}
+	}
+	s.Blocks = s.Blocks[:keep]
+	return true, nil
+}
+
+// truncate drops the data of a beyond size.
+func (x *tx) truncate(a *Attr, size uint64) error {
+	if size >= a.Size {
+		return nil
+	}
+	if v, err := x.t.Get(keyIno(pInline, a.Ino)); err == nil {
+		if uint64(len(v)) > size {
+			if err := x.set(keyIno(pInline, a.Ino), v[:size]); err != nil {
+				return err
+			}
+		}
+	} else if !errors.Is(err, ErrKeyNotFound) {
+		return err
+	}
+	cs := uint64(x.m.format.ChunkSize)
+	first := uint32(size / cs)
+	var idxs []uint32
+	err := x.t.Scan(keyIno(pSlices, a.Ino), keyChunk(a.Ino, first), func(k, v []byte) (bool, error) {
+		idxs = append(idxs, binary.BigEndian.Uint32(k[9:]))
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, idx := range idxs {
+		ss, err := x.chunk(a.Ino, idx)
+		if err != nil {
+			return err
+		}
+		end := uint32(0)
+		if idx == first {
+			end = uint32(size % cs)
+		}
+		kept := ss[:0]
+		for _, s := range ss {
+			keep, err := x.trimSlice(&s, end)
+			if err != nil {
+				return err
+			}
+			if keep {
+				kept = append(kept, s)
+			}
+		}
+		if err := x.putChunk(a.Ino, idx, kept); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (x *tx) setSize(a *Attr, size uint64) error {
+	if err := x.truncate(a, size); err != nil {
+		return err
+	}
+	x.addDelta(Stats{Bytes: int64(size) - int64(a.Size)})
+	a.Size = size
+	return nil
+}
+
+// SetAttr field selectors.
+const (
+	SetMode = 1 << iota
+	SetUid
+	SetGid
+	SetSize
+	SetAtime
+	SetMtime
+	SetAtimeNow
+	SetMtimeNow
+	SetCtime
+)
+
+// SetAttrIn is a change of attributes.
+type SetAttrIn struct {
+	Valid               uint32
+	Mode, Uid, Gid      uint32
+	Size                uint64
+	Atime, Mtime, Ctime int64
+	// OpenForWrite: the size change comes through a file opened for
+	// writing, so write permission was checked at open.
+	OpenForWrite bool
+}
+
+// SetAttr changes an inode's attributes in one transaction. The caller must
+// have flushed any buffered writes before a size change.
+func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn) (*Attr, error) {
+	var out *Attr
+	err := m.update(ctx, func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		owner := c.Uid == 0 || c.Uid == a.Uid
+		if in.Valid&SetSize != 0 {
+			switch {
+			case a.IsDir():
+				return syscall.EISDIR
+			case !a.IsRegular():
+				return syscall.EINVAL
+			case in.Size > MaxFileSize:
+				return syscall.EFBIG
+			}
+			if !in.OpenForWrite {
+				if err := Access(a, c, MayWrite); err != nil {
+					return err
+				}
+			}
+			if err := x.setSize(a, in.Size); err != nil {
+				return err
+			}
+			a.Mtime = x.now
+		}
+		if in.Valid&(SetUid|SetGid) != 0 {
+			newUid, newGid := a.Uid, a.Gid
+			if in.Valid&SetUid != 0 {
+				newUid = in.Uid
+			}
+			if in.Valid&SetGid != 0 {
+				newGid = in.Gid
+			}
+			if c.Uid != 0 {
+				if newUid != a.Uid || c.Uid != a.Uid {
+					return syscall.EPERM
+				}
+				if newGid != a.Gid && !c.inGroup(newGid) {
+					return syscall.EPERM
+				}
+			}
+			if !a.IsDir() && (newUid != a.Uid || newGid != a.Gid || c.Uid != 0) {
+				a.Mode &^= syscall.S_ISUID
+				if a.Mode&0o010 != 0 {
+					a.Mode &^= syscall.S_ISGID
+				}
+			}
+			a.Uid, a.Gid = newUid, newGid
+		}
+		if in.Valid&SetMode != 0 {
+			if !owner {
+				return syscall.EPERM
+			}
+			mode := in.Mode & 0o7777
+			if c.Uid != 0 && !a.IsDir() && !c.inGroup(a.Gid) {
+				mode &^= syscall.S_ISGID
+			}
+			a.Mode = a.Type() | mode
+		}
+		for _, t := range []struct {
+			set, now uint32
+			field    *int64
+			value    int64
+		}{{SetAtime, SetAtimeNow, &a.Atime, in.Atime}, {SetMtime, SetMtimeNow, &a.Mtime, in.Mtime}} {
+			switch {
+			case in.Valid&t.now != 0:
+				if !owner {
+					if err := Access(a, c, MayWrite); err != nil {
+						return err
+					}
+				}
+				*t.field = x.now
+			case in.Valid&t.set != 0:
+				if !owner {
+					return syscall.EPERM
+				}
+				*t.field = t.value
+			}
+		}
+		a.Ctime = x.now
+		if in.Valid&SetCtime != 0 {
+			a.Ctime = in.Ctime
+		}
+		x.touch(a)
+		cp := *a
+		out = &cp
+		return nil
+	})
+	return out, err
+}
+
+// Data is a consistent view of part of a file's layout.
+type Data struct {
+	Attr   *Attr
+	Inline []byte // inline content (may be shorter than Size: the rest reads as zeros)
+	Chunks map[uint32][]Slice
+}
+
+// ReadData reads the attributes, inline data and the slice lists of chunks
+// first..last of ino from one snapshot.
+func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint32) (*Data, error) {
+	d := &Data{Chunks: map[uint32][]Slice{}}
+	err := m.view(ctx, func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		if !a.IsRegular() {
+			if a.IsDir() {
+				return syscall.EISDIR
+			}
+			return syscall.EINVAL
+		}
+		d.Attr = a
+		if v, err := x.t.Get(keyIno(pInline, ino)); err == nil {
+			d.Inline = v
+		} else if !errors.Is(err, ErrKeyNotFound) {
+			return err
+		}
+		return x.t.Scan(keyIno(pSlices, ino), keyChunk(ino, first), func(k, v []byte) (bool, error) {
+			idx := binary.BigEndian.Uint32(k[9:])
+			if idx > last {
+				return false, nil
+			}
+			ss, err := decodeSlices(k, v)
+			d.Chunks[idx] = ss
+			return true, err
+		})
+	})
+	return d, err
+}
+
+// ChunkWrite is new slices for one chunk.
+type ChunkWrite struct {
+	Index  uint32
+	Slices []Slice
+}
+
+// WriteIn is one commit of buffered writes.
+type WriteIn struct {
+	Chunks     []ChunkWrite
+	End        uint64 // the file is at least this long afterwards
+	Mtime      int64  // time of the last write
+	DropInline bool   // the inline content was rewritten into Chunks
+	// Inline, when not nil, replaces the inline content entirely; used
+	// instead of Chunks for files that stay small.
+	Inline []byte
+}
+
+// Write commits buffered writes: slices, their block references and the
+// file's new size and times, in one transaction. Blocks must already be
+// durable in the object store.
+func (m *Meta) Write(ctx context.Context, ino uint64, in WriteIn) (*Attr, error) {
+	if in.End > MaxFileSize {
+		return nil, syscall.EFBIG
+	}
+	var out *Attr
+	err := m.update(ctx, func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		if !a.IsRegular() {
+			return syscall.EINVAL
+		}
+		if in.Inline != nil {
+			if err := x.set(keyIno(pInline, ino), in.Inline); err != nil {
+				return err
+			}
+		} else if in.DropInline {
+			if err := x.del(keyIno(pInline, ino)); err != nil {
+				return err
+			}
+		}
+		cs := uint32(m.format.ChunkSize)
+		for _, cw := range in.Chunks {
+			ss, err := x.chunk(ino, cw.Index)
+			if err != nil {
+				return err
+			}
+			for _, s := range cw.Slices {
+				if s.Len == 0 || uint64(s.Pos)+uint64(s.Len) > uint64(cs) {
+					return fmt.Errorf("slice [%d,+%d) outside chunk", s.Pos, s.Len)
+				}
+				if err := x.refSlice(s, 1); err != nil {
+					return err
+				}
+				ss = appendSlice(ss, s)
+			}
+			if err := x.putChunk(ino, cw.Index, ss); err != nil {
+				return err
+			}
+		}
+		if in.End > a.Size {
+			x.addDelta(Stats{Bytes: int64(in.End - a.Size)})
+			a.Size = in.End
+		}
+		a.Mtime, a.Ctime = in.Mtime, max(in.Mtime, a.Ctime)
+		x.touch(a)
+		cp := *a
+		out = &cp
+		return nil
+	})
+	return out, err
+}
+
+// appendSlice adds s as the newest slice, merging it into the newest
+// existing one when s continues it exactly: the merged slice covers the same
+// bytes with the same precedence, and sequential writes keep one slice.
+func appendSlice(ss []Slice, s Slice) []Slice {
+	if n := len(ss); n > 0 {
+		last := &ss[n-1]
+		var total uint32
+		for _, b := range last.Blocks {
+			total += b.Size
+		}
+		if last.Pos+last.Len == s.Pos && total == last.Len && len(last.Blocks)+len(s.Blocks) <= 1<<14 {
+			last.Len += s.Len
+			last.Blocks = append(last.Blocks, s.Blocks...)
+			return ss
+		}
+	}
+	return append(ss, s)
+}
+
+// ReplaceChunk swaps a chunk's slice list for an equivalent compacted one,
+// if the chunk still holds exactly old. It reports whether it did.
+func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint32, old, repl []Slice) (bool, error) {
+	done := false
+	err := m.update(ctx, func(x *tx) error {
+		done = false
+		cur, err := x.chunk(ino, idx)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(encodeSlices(cur), encodeSlices(old)) {
+			return nil
+		}
+		for _, s := range repl {
+			if err := x.refSlice(s, 1); err != nil {
+				return err
+			}
+		}
+		for _, s := range old {
+			if err := x.refSlice(s, -1); err != nil {
+				return err
+			}
+		}
+		done = true
+		return x.putChunk(ino, idx, repl)
+	})
+	return done, err
+}
+
+// Orphans lists inodes whose last link is gone.
+func (m *Meta) Orphans(ctx context.Context) ([]uint64, error) {
+	var out []uint64
+	err := m.kv.View(ctx, func(t Txn) error {
+		return t.Scan(key1(pOrphan), nil, func(k, v []byte) (bool, error) {
+			if len(k) == 9 {
+				out = append(out, binary.BigEndian.Uint64(k[1:]))
+			}
+			return true, nil
+		})
+	})
+	return out, err
+}
+
+// reapBatch bounds the chunks released per transaction when reaping.
+const reapBatch = 64
+
+// Reap frees an orphan inode: its chunks (in bounded transactions, each
+// consistent), then the inode itself. The caller guarantees nothing has it
+// open. Reap is idempotent and resumes after a crash.
+func (m *Meta) Reap(ctx context.Context, ino uint64) error {
+	for {
+		finished := false
+		err := m.update(ctx, func(x *tx) error {
+			finished = false
+			a, err := x.inode(ino)
+			if errors.Is(err, syscall.ENOENT) {
+				finished = true
+				return x.del(keyIno(pOrphan, ino))
+			}
+			if err != nil {
+				return err
+			}
+			if a.Nlink > 0 {
+				finished = true
+				return x.del(keyIno(pOrphan, ino))
+			}
+			var idxs []uint32
+			err = x.t.Scan(keyIno(pSlices, ino), nil, func(k, v []byte) (bool, error) {
+				idxs = append(idxs, binary.BigEndian.Uint32(k[9:]))
+				return len(idxs) < reapBatch, nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, idx := range idxs {
+				ss, err := x.chunk(ino, idx)
+				if err != nil {
+					return err
+				}
+				for _, s := range ss {
+					if err := x.refSlice(s, -1); err != nil {
+						return err
+					}
+				}
+				if err := x.del(keyChunk(ino, idx)); err != nil {
+					return err
+				}
+			}
+			if len(idxs) == reapBatch {
+				return nil
+			}
+			var xattrs [][]byte
+			err = x.t.Scan(keyIno(pXattr, ino), nil, func(k, v []byte) (bool, error) {
+				xattrs = append(xattrs, append([]byte(nil), k...))
+				return true, nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, k := range append(xattrs, keyIno(pInline, ino), keyIno(pOrphan, ino)) {
+				if err := x.del(k); err != nil {
+					return err
+				}
+			}
+			d := Stats{Inodes: -1}
+			switch {
+			case a.IsDir():
+				d.Dirs = -1
+			case a.IsRegular():
+				d.Files, d.Bytes = -1, -int64(a.Size)
+			}
+			x.addDelta(d)
+			x.forget(ino)
+			finished = true
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("reap inode %d: %w", ino, err)
+		}
+		if finished {
+			return nil
+		}
+	}
+}
+
+// PendingBlocks returns up to limit blocks whose reference count reached
+// zero before cutoff.
+func (m *Meta) PendingBlocks(ctx context.Context, cutoff time.Time, limit int) ([]BlockID, error) {
+	var out []BlockID
+	err := m.kv.View(ctx, func(t Txn) error {
+		return t.Scan(key1(pPending), nil, func(k, v []byte) (bool, error) {
+			if len(k) != 33 {
+				return true, nil
+			}
+			if int64(u64(v)) <= cutoff.UnixNano() {
+				var id BlockID
+				copy(id[:], k[1:])
+				out = append(out, id)
+			}
+			return len(out) < limit, nil
+		})
+	})
+	return out, err
+}
+
+// ClaimBlock removes block id from the deletion queue. It reports true if
+// the block is unreferenced, so its object may be deleted now; the caller
+// must keep new references to id from being committed until it has.
+func (m *Meta) ClaimBlock(ctx context.Context, id BlockID) (bool, error) {
+	deletable := false
+	err := m.update(ctx, func(x *tx) error {
+		deletable = false
+		if _, err := x.t.Get(keyBlock(pPending, id)); errors.Is(err, ErrKeyNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if err := x.del(keyBlock(pPending, id)); err != nil {
+			return err
+		}
+		_, err := x.t.Get(keyBlock(pRefcount, id))
+		if errors.Is(err, ErrKeyNotFound) {
+			deletable = true
+			return nil
+		}
+		return err
+	})
+	return deletable, err
+}

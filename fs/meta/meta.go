@@ -1,0 +1,411 @@
+// Package meta keeps a volume's namespace and file layout in a transactional
+// key-value store (Badger by default): inodes, directory entries, slices,
+// block reference counts, extended attributes. Every change to the namespace
+// is exactly one transaction, retried on conflict and never split.
+package meta
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// FormatVersion is the on-disk format this code reads and writes.
+const FormatVersion = 1
+
+// RootIno is the inode number of the root directory.
+const RootIno = 1
+
+// firstSeq is the readdir cookie of a directory's first entry; 1 and 2 are
+// left for "." and "..".
+const firstSeq = 3
+
+// MaxNameLen is the longest name a directory entry may have.
+const MaxNameLen = 255
+
+// Format is the volume's format record, written once by `objfs format`.
+type Format struct {
+	Version   int       `json:"version"`
+	UUID      string    `json:"uuid"`
+	Created   time.Time `json:"created"`
+	BlockSize int       `json:"block_size"` // largest block, bytes
+	ChunkSize int       `json:"chunk_size"` // files are cut into chunks at multiples of this
+	InlineMax int       `json:"inline_max"` // files up to this size live in metadata
+	Stores    []string  `json:"stores"`     // object store URLs
+}
+
+// Validate checks that the layout parameters are usable.
+func (f *Format) Validate() error {
+	switch {
+	case f.Version != FormatVersion:
+		return fmt.Errorf("volume format version %d is not supported (this objfs reads version %d)", f.Version, FormatVersion)
+	case f.BlockSize < 4096 || f.BlockSize > 16<<20 || f.BlockSize&(f.BlockSize-1) != 0:
+		return fmt.Errorf("block size %d: must be a power of two between 4 KiB and 16 MiB", f.BlockSize)
+	case f.ChunkSize < f.BlockSize || f.ChunkSize > 256<<20 || f.ChunkSize%f.BlockSize != 0:
+		return fmt.Errorf("chunk size %d: must be a multiple of the block size, at most 256 MiB", f.ChunkSize)
+	case f.InlineMax < 0 || f.InlineMax > 64<<10:
+		return fmt.Errorf("inline limit %d: must be between 0 and 64 KiB", f.InlineMax)
+	case len(f.Stores) == 0:
+		return errors.New("no object store configured")
+	}
+	return nil
+}
+
+// NewFormat returns a format record with default layout parameters.
+func NewFormat(stores []string, blockSize int) *Format {
+	var u [16]byte
+	_, _ = rand.Read(u[:])
+	return &Format{
+		Version:   FormatVersion,
+		UUID:      hex.EncodeToString(u[:]),
+		Created:   time.Now().UTC(),
+		BlockSize: blockSize,
+		ChunkSize: 64 << 20,
+		InlineMax: 16 << 10,
+		Stores:    stores,
+	}
+}
+
+// Caller is who asks for an operation, for permission checks.
+type Caller struct {
+	Uid, Gid uint32
+	Groups   []uint32
+}
+
+// Root is the superuser.
+var Root = Caller{}
+
+func (c *Caller) inGroup(gid uint32) bool {
+	if c.Gid == gid {
+		return true
+	}
+	for _, g := range c.Groups {
+		if g == gid {
+			return true
+		}
+	}
+	return false
+}
+
+// Meta is a volume's metadata.
+type Meta struct {
+	kv     KV
+	format Format
+	boot   uint64 // distinguishes this process's delta records
+
+	inoMu   sync.Mutex
+	nextIno uint64
+	maxIno  uint64
+
+	statsMu  sync.Mutex
+	stats    Stats
+	deltaSeq uint64
+	deltas   int
+}
+
+// Create writes a new volume's format record and root directory into kv,
+// which must be empty.
+func Create(ctx context.Context, kv KV, f *Format) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	js, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode format record: %w", err)
+	}
+	return kv.Update(ctx, func(t Txn) error {
+		if _, err := t.Get(key1(pFormat)); err == nil {
+			return errors.New("volume is already formatted")
+		} else if !errors.Is(err, ErrKeyNotFound) {
+			return err
+		}
+		now := time.Now().UnixNano()
+		root := &Attr{Ino: RootIno, Gen: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2,
+			Atime: now, Mtime: now, Ctime: now, Parent: RootIno, NextSeq: firstSeq}
+		st := Stats{Inodes: 1, Dirs: 1}
+		for _, kvp := range []struct{ k, v []byte }{
+			{key1(pFormat), js},
+			{keyIno(pInode, RootIno), root.encode()},
+			{counterKey("next_inode"), u64bytes(RootIno + 1)},
+			{key1(pTotals), st.encode()},
+		} {
+			if err := t.Set(kvp.k, kvp.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Open reads the format record and totals of an existing volume.
+func Open(ctx context.Context, kv KV) (*Meta, error) {
+	m := &Meta{kv: kv}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	m.boot = binary.BigEndian.Uint64(b[:])
+	err := kv.View(ctx, func(t Txn) error {
+		js, err := t.Get(key1(pFormat))
+		if errors.Is(err, ErrKeyNotFound) {
+			return errors.New("not an objfs volume: no format record")
+		}
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(js, &m.format); err != nil {
+			return fmt.Errorf("%w: format record: %v", errCorrupt, err)
+		}
+		return m.format.Validate()
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.loadStats(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Format returns the volume's format record.
+func (m *Meta) Format() Format { return m.format }
+
+// KV returns the underlying store (for tools such as fsck and dump).
+func (m *Meta) KV() KV { return m.kv }
+
+// Sync makes every committed change durable against power loss.
+func (m *Meta) Sync() error { return m.kv.Sync() }
+
+func counterKey(name string) []byte { return append(key1(pCounter), name...) }
+
+// inoBatch inode numbers are reserved per counter update, so that creates do
+// not all conflict on one key. Numbers are never reused: a stale NFS handle
+// can never reach a newer file.
+const inoBatch = 1024
+
+func (m *Meta) allocIno(ctx context.Context) (uint64, error) {
+	m.inoMu.Lock()
+	defer m.inoMu.Unlock()
+	if m.nextIno < m.maxIno {
+		m.nextIno++
+		return m.nextIno - 1, nil
+	}
+	var first uint64
+	err := m.kv.Update(ctx, func(t Txn) error {
+		v, err := t.Get(counterKey("next_inode"))
+		if err != nil {
+			return fmt.Errorf("read inode counter: %w", err)
+		}
+		first = u64(v)
+		return t.Set(counterKey("next_inode"), u64bytes(first+inoBatch))
+	})
+	if err != nil {
+		return 0, err
+	}
+	m.nextIno, m.maxIno = first+1, first+inoBatch
+	return first, nil
+}
+
+// tx wraps one attempt of a transaction with a cache of the inodes it read,
+// so that an operation touching the same inode twice (a rename within one
+// directory) sees and writes one copy.
+type tx struct {
+	m      *Meta
+	t      Txn
+	now    int64
+	inodes map[uint64]*Attr
+	dirty  map[uint64]bool
+	gone   map[uint64]bool
+	delta  Stats
+}
+
+// update runs fn as one transaction, retried on conflict.
+func (m *Meta) update(ctx context.Context, fn func(x *tx) error) error {
+	var delta Stats
+	err := m.kv.Update(ctx, func(t Txn) error {
+		x := &tx{m: m, t: t, now: time.Now().UnixNano(), inodes: map[uint64]*Attr{}, dirty: map[uint64]bool{}, gone: map[uint64]bool{}}
+		if err := fn(x); err != nil {
+			return err
+		}
+		if err := x.flush(); err != nil {
+			return err
+		}
+		delta = x.delta
+		return nil
+	})
+	if err == nil && !delta.isZero() {
+		m.statsMu.Lock()
+		m.stats.add(delta)
+		m.deltas++
+		m.statsMu.Unlock()
+	}
+	return err
+}
+
+func (m *Meta) view(ctx context.Context, fn func(x *tx) error) error {
+	return m.kv.View(ctx, func(t Txn) error {
+		return fn(&tx{m: m, t: t, now: time.Now().UnixNano(), inodes: map[uint64]*Attr{}})
+	})
+}
+
+// inode reads an inode; a missing one is ENOENT.
+func (x *tx) inode(ino uint64) (*Attr, error) {
+	if a, ok := x.inodes[ino]; ok {
+		return a, nil
+	}
+	k := keyIno(pInode, ino)
+	v, err := x.t.Get(k)
+	if errors.Is(err, ErrKeyNotFound) {
+		return nil, syscall.ENOENT
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read inode %d: %w", ino, err)
+	}
+	a, err := decodeAttr(ino, v)
+	if err != nil {
+		return nil, err
+	}
+	x.inodes[ino] = a
+	return a, nil
+}
+
+// dir reads an inode that must be a live directory.
+func (x *tx) dir(ino uint64) (*Attr, error) {
+	a, err := x.inode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if !a.IsDir() {
+		return nil, syscall.ENOTDIR
+	}
+	if a.Nlink == 0 {
+		return nil, syscall.ENOENT // removed, still open somewhere
+	}
+	return a, nil
+}
+
+func (x *tx) touch(a *Attr)         { x.dirty[a.Ino] = true }
+func (x *tx) touchTimes(a *Attr)    { a.Mtime, a.Ctime = x.now, x.now; x.touch(a) }
+func (x *tx) touchCtime(a *Attr)    { a.Ctime = x.now; x.touch(a) }
+func (x *tx) forget(ino uint64)     { x.gone[ino] = true }
+func (x *tx) addDelta(d Stats)      { x.delta.add(d) }
+func (x *tx) set(k, v []byte) error { return x.t.Set(k, v) }
+func (x *tx) del(k []byte) error    { return x.t.Delete(k) }
+
+func (x *tx) flush() error {
+	for ino := range x.dirty {
+		if x.gone[ino] {
+			continue
+		}
+		if err := x.t.Set(keyIno(pInode, ino), x.inodes[ino].encode()); err != nil {
+			return err
+		}
+	}
+	for ino := range x.gone {
+		if err := x.t.Delete(keyIno(pInode, ino)); err != nil {
+			return err
+		}
+	}
+	if !x.delta.isZero() {
+		x.m.statsMu.Lock()
+		x.m.deltaSeq++
+		seq := x.m.deltaSeq
+		x.m.statsMu.Unlock()
+		if err := x.t.Set(keyInoU64(pDelta, x.m.boot, seq), x.delta.encode()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stats returns the volume's totals.
+func (m *Meta) Stats() Stats {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	return m.stats
+}
+
+// FoldStats merges the per-transaction delta records into the totals record.
+// Each transaction writes its own delta key instead of updating one shared
+// totals key, so that statistics never make transactions conflict. The
+// in-memory totals are exact already; folding only keeps the number of
+// delta records small.
+func (m *Meta) FoldStats(ctx context.Context) error {
+	for {
+		_, more, err := m.fold(ctx)
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+// foldBatch bounds one fold transaction.
+const foldBatch = 5000
+
+func (m *Meta) fold(ctx context.Context) (total Stats, more bool, err error) {
+	err = m.kv.Update(ctx, func(t Txn) error {
+		v, err := t.Get(key1(pTotals))
+		if err != nil {
+			return fmt.Errorf("read totals: %w", err)
+		}
+		if total, err = decodeStats(key1(pTotals), v); err != nil {
+			return err
+		}
+		var keys [][]byte
+		err = t.Scan(key1(pDelta), nil, func(k, v []byte) (bool, error) {
+			d, err := decodeStats(k, v)
+			if err != nil {
+				return false, err
+			}
+			total.add(d)
+			keys = append(keys, append([]byte(nil), k...))
+			return len(keys) < foldBatch, nil
+		})
+		if err != nil {
+			return err
+		}
+		more = len(keys) == foldBatch
+		for _, k := range keys {
+			if err := t.Delete(k); err != nil {
+				return err
+			}
+		}
+		return t.Set(key1(pTotals), total.encode())
+	})
+	if err != nil {
+		return Stats{}, false, fmt.Errorf("fold statistics: %w", err)
+	}
+	m.statsMu.Lock()
+	m.deltas = 0
+	m.statsMu.Unlock()
+	return total, more, nil
+}
+
+// loadStats folds every outstanding delta and loads the totals; called
+// before the volume serves anything.
+func (m *Meta) loadStats(ctx context.Context) error {
+	for {
+		total, more, err := m.fold(ctx)
+		if err != nil {
+			return err
+		}
+		if !more {
+			m.statsMu.Lock()
+			m.stats = total
+			m.statsMu.Unlock()
+			return nil
+		}
+	}
+}
+
+// PendingDeltas reports how many delta records were written since the last fold.
+func (m *Meta) PendingDeltas() int {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	return m.deltas
+}

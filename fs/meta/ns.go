@@ -1,0 +1,718 @@
+package meta
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"syscall"
+)
+
+// Permission bits asked of access().
+const (
+	MayRead  = 4
+	MayWrite = 2
+	MayExec  = 1
+)
+
+// maxLinks bounds a file's hard links (as ext4 does).
+const maxLinks = 65000
+
+// Access reports whether c may access a with the mask of MayRead, MayWrite
+// and MayExec bits.
+func Access(a *Attr, c *Caller, mask uint32) error {
+	if c.Uid == 0 {
+		// root needs an execute bit somewhere to execute a non-directory
+		if mask&MayExec != 0 && !a.IsDir() && a.Mode&0o111 == 0 {
+			return syscall.EACCES
+		}
+		return nil
+	}
+	var perm uint32
+	switch {
+	case c.Uid == a.Uid:
+		perm = a.Mode >> 6 & 7
+	case c.inGroup(a.Gid):
+		perm = a.Mode >> 3 & 7
+	default:
+		perm = a.Mode & 7
+	}
+	if perm&mask != mask {
+		return syscall.EACCES
+	}
+	return nil
+}
+
+// CheckName validates a name for a new directory entry.
+func CheckName(name string) error {
+	switch {
+	case name == "" || strings.IndexByte(name, '/') >= 0 || strings.IndexByte(name, 0) >= 0:
+		return syscall.EINVAL
+	case len(name) > MaxNameLen:
+		return syscall.ENAMETOOLONG
+	}
+	return nil
+}
+
+// stickyDenies reports whether the sticky bit of dir forbids c from
+// removing or replacing child.
+func stickyDenies(dir, child *Attr, c *Caller) bool {
+	return dir.Mode&syscall.S_ISVTX != 0 && c.Uid != 0 && c.Uid != dir.Uid && c.Uid != child.Uid
+}
+
+func (x *tx) entry(parent uint64, name string) (entry, bool, error) {
+	k := keyInoName(pEntry, parent, name)
+	v, err := x.t.Get(k)
+	if errors.Is(err, ErrKeyNotFound) {
+		return entry{}, false, nil
+	}
+	if err != nil {
+		return entry{}, false, fmt.Errorf("read entry %q in %d: %w", name, parent, err)
+	}
+	e, err := decodeEntry(k, v)
+	return e, err == nil, err
+}
+
+// addEntry links child into dir under name with a fresh readdir cookie.
+func (x *tx) addEntry(dir *Attr, name string, child *Attr) error {
+	seq := dir.NextSeq
+	dir.NextSeq++
+	x.touchTimes(dir)
+	e := entry{child: child.Ino, seq: seq, typ: child.Type()}
+	if err := x.set(keyInoName(pEntry, dir.Ino, name), e.encode()); err != nil {
+		return err
+	}
+	ov := make([]byte, 0, 12+len(name))
+	ov = append(ov, e.encode()[:8]...)
+	ov = append(ov, e.encode()[16:]...)
+	ov = append(ov, name...)
+	return x.set(keyInoU64(pOrder, dir.Ino, seq), ov)
+}
+
+func (x *tx) removeEntry(dir *Attr, name string, e entry) error {
+	x.touchTimes(dir)
+	if err := x.del(keyInoName(pEntry, dir.Ino, name)); err != nil {
+		return err
+	}
+	return x.del(keyInoU64(pOrder, dir.Ino, e.seq))
+}
+
+// dropLink decrements a's link count; at zero the inode becomes an orphan,
+// kept until it is closed everywhere and then reaped.
+func (x *tx) dropLink(a *Attr) error {
+	if a.IsDir() {
+		a.Nlink = 0
+	} else if a.Nlink > 0 {
+		a.Nlink--
+	}
+	x.touchCtime(a)
+	if a.Nlink == 0 {
+		return x.set(keyIno(pOrphan, a.Ino), u64bytes(uint64(x.now)))
+	}
+	return nil
+}
+
+// Lookup finds name in directory parent.
+func (m *Meta) Lookup(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
+	var out *Attr
+	err := m.view(ctx, func(x *tx) error {
+		dir, err := x.dir(parent)
+		if err != nil {
+			return err
+		}
+		if err := Access(dir, c, MayExec); err != nil {
+			return err
+		}
+		switch name {
+		case ".":
+			out = dir
+			return nil
+		case "..":
+			out, err = x.inode(dir.Parent)
+			return err
+		}
+		if len(name) > MaxNameLen {
+			return syscall.ENAMETOOLONG
+		}
+		e, ok, err := x.entry(parent, name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return syscall.ENOENT
+		}
+		out, err = x.inode(e.child)
+		return err
+	})
+	return out, err
+}
+
+// GetAttr reads an inode's attributes.
+func (m *Meta) GetAttr(ctx context.Context, ino uint64) (*Attr, error) {
+	var out *Attr
+	err := m.view(ctx, func(x *tx) error {
+		var err error
+		out, err = x.inode(ino)
+		return err
+	})
+	return out, err
+}
+
+// NewNode describes an inode to create.
+type NewNode struct {
+	Mode   uint32 // type and permission bits, umask already applied
+	Rdev   uint32
+	Target string // symlink target
+}
+
+// Mknod creates a file, directory, symlink, device, fifo or socket named
+// name in parent. An existing name gives EEXIST.
+func (m *Meta) Mknod(ctx context.Context, c *Caller, parent uint64, name string, n NewNode) (*Attr, error) {
+	if err := CheckName(name); err != nil {
+		if name == "." || name == ".." {
+			return nil, syscall.EEXIST
+		}
+		return nil, err
+	}
+	if name == "." || name == ".." {
+		return nil, syscall.EEXIST
+	}
+	switch n.Mode & syscall.S_IFMT {
+	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK, syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
+	default:
+		return nil, syscall.EINVAL
+	}
+	if n.Mode&syscall.S_IFMT == syscall.S_IFLNK && (len(n.Target) == 0 || len(n.Target) > 4095) {
+		if len(n.Target) == 0 {
+			return nil, syscall.ENOENT
+		}
+		return nil, syscall.ENAMETOOLONG
+	}
+	ino, err := m.allocIno(ctx)
+	if err != nil {
+		return nil, err
+	}
+	gen := rand.Uint64()>>1 | 1
+	var out *Attr
+	err = m.update(ctx, func(x *tx) error {
+		dir, err := x.dir(parent)
+		if err != nil {
+			return err
+		}
+		if err := Access(dir, c, MayWrite|MayExec); err != nil {
+			return err
+		}
+		if _, ok, err := x.entry(parent, name); err != nil {
+			return err
+		} else if ok {
+			return syscall.EEXIST
+		}
+		a := &Attr{Ino: ino, Gen: gen, Mode: n.Mode, Uid: c.Uid, Gid: c.Gid, Nlink: 1, Rdev: n.Rdev,
+			Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: parent}
+		if dir.Mode&syscall.S_ISGID != 0 {
+			a.Gid = dir.Gid
+			if a.IsDir() {
+				a.Mode |= syscall.S_ISGID
+			}
+		}
+		if a.Mode&syscall.S_ISGID != 0 && !a.IsDir() && c.Uid != 0 && !c.inGroup(a.Gid) {
+			a.Mode &^= syscall.S_ISGID
+		}
+		d := Stats{Inodes: 1}
+		switch a.Type() {
+		case syscall.S_IFDIR:
+			a.Nlink = 2
+			a.NextSeq = firstSeq
+			dir.Nlink++
+			d.Dirs = 1
+		case syscall.S_IFLNK:
+			a.Size = uint64(len(n.Target))
+			if err := x.set(keyIno(pInline, ino), []byte(n.Target)); err != nil {
+				return err
+			}
+		case syscall.S_IFREG:
+			d.Files = 1
+		}
+		x.inodes[ino] = a
+		x.touch(a)
+		x.addDelta(d)
+		if err := x.addEntry(dir, name, a); err != nil {
+			return err
+		}
+		cp := *a
+		out = &cp
+		return nil
+	})
+	return out, err
+}
+
+// Link adds a hard link newName in newParent to inode ino.
+func (m *Meta) Link(ctx context.Context, c *Caller, ino, newParent uint64, newName string) (*Attr, error) {
+	if err := CheckName(newName); err != nil {
+		return nil, err
+	}
+	if newName == "." || newName == ".." {
+		return nil, syscall.EEXIST
+	}
+	var out *Attr
+	err := m.update(ctx, func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		if a.IsDir() {
+			return syscall.EPERM
+		}
+		if a.Nlink == 0 {
+			return syscall.ENOENT
+		}
+		if a.Nlink >= maxLinks {
+			return syscall.EMLINK
+		}
+		dir, err := x.dir(newParent)
+		if err != nil {
+			return err
+		}
+		if err := Access(dir, c, MayWrite|MayExec); err != nil {
+			return err
+		}
+		if _, ok, err := x.entry(newParent, newName); err != nil {
+			return err
+		} else if ok {
+			return syscall.EEXIST
+		}
+		a.Nlink++
+		x.touchCtime(a)
+		if err := x.addEntry(dir, newName, a); err != nil {
+			return err
+		}
+		cp := *a
+		out = &cp
+		return nil
+	})
+	return out, err
+}
+
+// Unlink removes the entry name of a non-directory from parent and returns
+// the inode as it is afterwards (Nlink 0: it is now an orphan).
+func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
+	if len(name) > MaxNameLen {
+		return nil, syscall.ENAMETOOLONG
+	}
+	var out *Attr
+	err := m.update(ctx, func(x *tx) error {
+		dir, err := x.dir(parent)
+		if err != nil {
+			return err
+		}
+		if err := Access(dir, c, MayWrite|MayExec); err != nil {
+			return err
+		}
+		e, ok, err := x.entry(parent, name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return syscall.ENOENT
+		}
+		a, err := x.inode(e.child)
+		if err != nil {
+			return err
+		}
+		if a.IsDir() {
+			return syscall.EISDIR
+		}
+		if stickyDenies(dir, a, c) {
+			return syscall.EPERM
+		}
+		if err := x.removeEntry(dir, name, e); err != nil {
+			return err
+		}
+		if err := x.dropLink(a); err != nil {
+			return err
+		}
+		cp := *a
+		out = &cp
+		return nil
+	})
+	return out, err
+}
+
+// isEmptyDir reports whether directory ino has no entries.
+func (x *tx) isEmptyDir(ino uint64) (bool, error) {
+	empty := true
+	err := x.t.Scan(keyIno(pEntry, ino), nil, func(k, v []byte) (bool, error) {
+		empty = false
+		return false, nil
+	})
+	return empty, err
+}
+
+// Rmdir removes the empty directory name from parent.
+func (m *Meta) Rmdir(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
+	switch {
+	case name == ".":
+		return nil, syscall.EINVAL
+	case name == "..":
+		return nil, syscall.ENOTEMPTY
+	case len(name) > MaxNameLen:
+		return nil, syscall.ENAMETOOLONG
+	}
+	var out *Attr
+	err := m.update(ctx, func(x *tx) error {
+		dir, err := x.dir(parent)
+		if err != nil {
+			return err
+		}
+		if err := Access(dir, c, MayWrite|MayExec); err != nil {
+			return err
+		}
+		e, ok, err := x.entry(parent, name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return syscall.ENOENT
+		}
+		a, err := x.inode(e.child)
+		if err != nil {
+			return err
+		}
+		if !a.IsDir() {
+			return syscall.ENOTDIR
+		}
+		if stickyDenies(dir, a, c) {
+			return syscall.EPERM
+		}
+		if empty, err := x.isEmptyDir(a.Ino); err != nil {
+			return err
+		} else if !empty {
+			return syscall.ENOTEMPTY
+		}
+		if err := x.removeEntry(dir, name, e); err != nil {
+			return err
+		}
+		dir.Nlink--
+		if err := x.dropLink(a); err != nil {
+			return err
+		}
+		cp := *a
+		out = &cp
+		return nil
+	})
+	return out, err
+}
+
+// Rename flags, as in renameat2(2).
+const (
+	RenameNoReplace = 1
+	RenameExchange  = 2
+	RenameWhiteout  = 4
+)
+
+// isAncestor reports whether dir anc is dir ino or one of its ancestors.
+func (x *tx) isAncestor(anc, ino uint64) (bool, error) {
+	for depth := 0; ; depth++ {
+		if ino == anc {
+			return true, nil
+		}
+		if ino == RootIno {
+			return false, nil
+		}
+		if depth > 1<<16 {
+			return false, fmt.Errorf("%w: directory %d: parent chain loops", errCorrupt, ino)
+		}
+		a, err := x.inode(ino)
+		if err != nil {
+			return false, fmt.Errorf("walk to root from %d: %w", ino, err)
+		}
+		ino = a.Parent
+	}
+}
+
+// Rename moves oldName in oldParent to newName in newParent, atomically. It
+// returns the inode that lost its last link by being replaced, if any.
+func (m *Meta) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) (replaced *Attr, err error) {
+	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+		return nil, syscall.EINVAL
+	}
+	for _, n := range []string{oldName, newName} {
+		if n == "." || n == ".." {
+			return nil, syscall.EBUSY
+		}
+		if err := CheckName(n); err != nil {
+			return nil, err
+		}
+	}
+	err = m.update(ctx, func(x *tx) error {
+		replaced = nil
+		od, err := x.dir(oldParent)
+		if err != nil {
+			return err
+		}
+		nd, err := x.dir(newParent)
+		if err != nil {
+			return err
+		}
+		if err := Access(od, c, MayWrite|MayExec); err != nil {
+			return err
+		}
+		if err := Access(nd, c, MayWrite|MayExec); err != nil {
+			return err
+		}
+		se, ok, err := x.entry(oldParent, oldName)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return syscall.ENOENT
+		}
+		src, err := x.inode(se.child)
+		if err != nil {
+			return err
+		}
+		de, dstExists, err := x.entry(newParent, newName)
+		if err != nil {
+			return err
+		}
+		switch {
+		case flags&RenameNoReplace != 0 && dstExists:
+			return syscall.EEXIST
+		case flags&RenameExchange != 0 && !dstExists:
+			return syscall.ENOENT
+		}
+		if oldParent == newParent && oldName == newName {
+			return nil
+		}
+		if stickyDenies(od, src, c) {
+			return syscall.EPERM
+		}
+		// A directory cannot move below itself.
+		if src.IsDir() && oldParent != newParent {
+			if below, err := x.isAncestor(src.Ino, newParent); err != nil {
+				return err
+			} else if below {
+				return syscall.EINVAL
+			}
+			// Its ".." changes: that needs write access to it.
+			if err := Access(src, c, MayWrite); err != nil {
+				return err
+			}
+		}
+		if !dstExists {
+			if err := x.removeEntry(od, oldName, se); err != nil {
+				return err
+			}
+			if err := x.addEntry(nd, newName, src); err != nil {
+				return err
+			}
+			x.moved(src, od, nd)
+			return nil
+		}
+		dst, err := x.inode(de.child)
+		if err != nil {
+			return err
+		}
+		if stickyDenies(nd, dst, c) {
+			return syscall.EPERM
+		}
+		if flags&RenameExchange != 0 {
+			return x.exchange(c, od, oldName, se, src, nd, newName, de, dst)
+		}
+		if dst.Ino == src.Ino {
+			return nil // two links to one file: POSIX says do nothing
+		}
+		switch {
+		case src.IsDir() && !dst.IsDir():
+			return syscall.ENOTDIR
+		case !src.IsDir() && dst.IsDir():
+			return syscall.EISDIR
+		case dst.IsDir():
+			if empty, err := x.isEmptyDir(dst.Ino); err != nil {
+				return err
+			} else if !empty {
+				return syscall.ENOTEMPTY
+			}
+		}
+		if err := x.removeEntry(od, oldName, se); err != nil {
+			return err
+		}
+		if err := x.removeEntry(nd, newName, de); err != nil {
+			return err
+		}
+		if err := x.addEntry(nd, newName, src); err != nil {
+			return err
+		}
+		if dst.IsDir() {
+			nd.Nlink--
+		}
+		if err := x.dropLink(dst); err != nil {
+			return err
+		}
+		x.moved(src, od, nd)
+		cp := *dst
+		replaced = &cp
+		return nil
+	})
+	return replaced, err
+}
+
+// moved records that src now lives in nd instead of od.
+func (x *tx) moved(src, od, nd *Attr) {
+	src.Parent = nd.Ino
+	x.touchCtime(src)
+	if src.IsDir() && od.Ino != nd.Ino {
+		od.Nlink--
+		nd.Nlink++
+	}
+}
+
+func (x *tx) exchange(c *Caller, od *Attr, oldName string, se entry, src *Attr, nd *Attr, newName string, de entry, dst *Attr) error {
+	if od.Ino != nd.Ino {
+		for _, p := range []struct{ dir, under uint64 }{{src.Ino, nd.Ino}, {dst.Ino, od.Ino}} {
+			if a, _ := x.inode(p.dir); a == nil || !a.IsDir() {
+				continue
+			}
+			if below, err := x.isAncestor(p.dir, p.under); err != nil {
+				return err
+			} else if below {
+				return syscall.EINVAL
+			}
+		}
+		for _, a := range []*Attr{src, dst} {
+			if a.IsDir() {
+				if err := Access(a, c, MayWrite); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := x.removeEntry(od, oldName, se); err != nil {
+		return err
+	}
+	if err := x.removeEntry(nd, newName, de); err != nil {
+		return err
+	}
+	if err := x.addEntry(od, oldName, dst); err != nil {
+		return err
+	}
+	if err := x.addEntry(nd, newName, src); err != nil {
+		return err
+	}
+	x.moved(src, od, nd)
+	x.moved(dst, nd, od)
+	return nil
+}
+
+// Readlink returns a symlink's target.
+func (m *Meta) Readlink(ctx context.Context, ino uint64) (string, error) {
+	var target string
+	err := m.view(ctx, func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		if a.Type() != syscall.S_IFLNK {
+			return syscall.EINVAL
+		}
+		v, err := x.t.Get(keyIno(pInline, ino))
+		if err != nil {
+			return fmt.Errorf("read symlink %d: %w", ino, err)
+		}
+		target = string(v)
+		return nil
+	})
+	return target, err
+}
+
+// Dirent is one directory entry as listed.
+type Dirent struct {
+	Name   string
+	Ino    uint64
+	Type   uint32 // mode type bits
+	Cookie uint64 // pass back to ReadDir to continue after this entry
+}
+
+// ReadDir lists directory dir in creation order, starting after cookie
+// (0: from the start). Cookies stay valid while the directory changes: an
+// entry present for the whole listing is returned exactly once. fn returns
+// false to stop.
+func (m *Meta) ReadDir(ctx context.Context, dir uint64, cookie uint64, fn func(Dirent) bool) error {
+	return m.view(ctx, func(x *tx) error {
+		if _, err := x.dir(dir); err != nil {
+			return err
+		}
+		start := keyInoU64(pOrder, dir, max(cookie+1, firstSeq))
+		return x.t.Scan(keyIno(pOrder, dir), start, func(k, v []byte) (bool, error) {
+			if len(k) != 17 || len(v) < 12 {
+				return false, corrupt("directory order record", k)
+			}
+			d := Dirent{
+				Ino:    u64(v),
+				Type:   uint32(v[8]) | uint32(v[9])<<8 | uint32(v[10])<<16 | uint32(v[11])<<24,
+				Name:   string(v[12:]),
+				Cookie: beU64(k[9:]),
+			}
+			return fn(d), nil
+		})
+	})
+}
+
+func beU64(b []byte) uint64 {
+	var v uint64
+	for _, c := range b[:8] {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+// Path returns a path of ino from the root, for messages and tools. Files
+// with several links get one of their paths.
+func (m *Meta) Path(ctx context.Context, ino uint64) (string, error) {
+	var parts []string
+	err := m.view(ctx, func(x *tx) error {
+		for depth := 0; ino != RootIno; depth++ {
+			if depth > 4096 {
+				return fmt.Errorf("%w: parent chain of %d too deep", errCorrupt, ino)
+			}
+			a, err := x.inode(ino)
+			if err != nil {
+				return err
+			}
+			name := ""
+			err = x.t.Scan(keyIno(pEntry, a.Parent), nil, func(k, v []byte) (bool, error) {
+				e, err := decodeEntry(k, v)
+				if err != nil {
+					return false, err
+				}
+				if e.child == ino {
+					name = string(k[9:])
+					return false, nil
+				}
+				return true, nil
+			})
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				return syscall.ENOENT
+			}
+			parts = append(parts, name)
+			ino = a.Parent
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for i := len(parts) - 1; i >= 0; i-- {
+		b.WriteString("/")
+		b.WriteString(parts[i])
+	}
+	if b.Len() == 0 {
+		return "/", nil
+	}
+	return b.String(), nil
+}
