@@ -1,0 +1,152 @@
+package fs
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/objfs/objfs/cache"
+	"github.com/objfs/objfs/fs/meta"
+	"github.com/objfs/objfs/objstore"
+)
+
+// blocks moves immutable blocks between memory and the object store,
+// verifying every read, and keeps uploads and deletions of one block from
+// crossing: a block named by its content can be re-uploaded by a writer
+// while the deleter frees an earlier copy of the same content.
+type blocks struct {
+	store objstore.Store
+	cache *cache.Memory
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	inflight map[meta.BlockID]int  // uploads whose references are not committed yet
+	deleting map[meta.BlockID]bool // objects being deleted right now
+}
+
+func newBlocks(store objstore.Store, c *cache.Memory, log *slog.Logger) *blocks {
+	b := &blocks{store: store, cache: c, log: log,
+		inflight: map[meta.BlockID]int{}, deleting: map[meta.BlockID]bool{}}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// hold marks ids as about to be referenced, waiting out a deletion of the
+// same content in progress. Every hold must be matched by release once the
+// references are committed (or abandoned).
+func (b *blocks) hold(ids ...meta.BlockID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, id := range ids {
+		for b.deleting[id] {
+			b.cond.Wait()
+		}
+		b.inflight[id]++
+	}
+}
+
+func (b *blocks) release(ids ...meta.BlockID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, id := range ids {
+		if b.inflight[id]--; b.inflight[id] <= 0 {
+			delete(b.inflight, id)
+		}
+	}
+}
+
+// put stores data as a block and returns its reference. The caller must
+// hold the id (put does) and release it after committing.
+func (b *blocks) put(ctx context.Context, data []byte) (meta.BlockRef, error) {
+	ref := meta.BlockRef{ID: sha256.Sum256(data), Size: uint32(len(data))}
+	b.hold(ref.ID)
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = b.store.Put(ctx, ref.ID.ObjectKey(), data); err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	}
+	if err != nil {
+		b.release(ref.ID)
+		return ref, fmt.Errorf("store block %s: %w", ref.ID, err)
+	}
+	b.cache.Add(ref.ID.String(), data)
+	return ref, nil
+}
+
+// errCorruptBlock is returned when no stored copy of a block matches its hash.
+var errCorruptBlock = errors.New("block content does not match its hash")
+
+// get returns a block's verified content. The slice must not be modified.
+func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
+	key := ref.ID.String()
+	if data, ok := b.cache.Get(key); ok {
+		return data, nil
+	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var data []byte
+		data, err = b.store.Get(ctx, ref.ID.ObjectKey())
+		if err == nil {
+			if len(data) == int(ref.Size) && sha256.Sum256(data) == ref.ID {
+				b.cache.Add(key, data)
+				return data, nil
+			}
+			err = errCorruptBlock
+			b.log.Error("corrupt block", "block", ref.ID.ObjectKey(), "size", len(data), "want_size", ref.Size)
+		} else if errors.Is(err, objstore.ErrNotFound) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	}
+	b.log.Error("read block failed", "block", ref.ID.ObjectKey(), "err", err)
+	return nil, fmt.Errorf("read block %s: %w: %w", ref.ID, syscall.EIO, err)
+}
+
+// deletePending frees the objects of blocks whose reference count dropped
+// to zero at least grace ago.
+func (b *blocks) deletePending(ctx context.Context, m *meta.Meta, grace time.Duration) error {
+	ids, err := m.PendingBlocks(ctx, time.Now().Add(-grace), 256)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := b.deleteOne(ctx, m, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *blocks) deleteOne(ctx context.Context, m *meta.Meta, id meta.BlockID) error {
+	b.mu.Lock()
+	if b.inflight[id] > 0 {
+		b.mu.Unlock()
+		return nil // a writer is about to reference it again
+	}
+	b.deleting[id] = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.deleting, id)
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	}()
+	ok, err := m.ClaimBlock(ctx, id)
+	if err != nil || !ok {
+		return err
+	}
+	// A crash here leaves an unreferenced object, which gc removes.
+	if err := b.store.Delete(ctx, id.ObjectKey()); err != nil {
+		b.log.Warn("delete block", "block", id.ObjectKey(), "err", err)
+	}
+	b.cache.Remove(id.String())
+	return nil
+}

@@ -1,0 +1,468 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/objfs/objfs/fs/meta"
+)
+
+// Open flags that matter here, as in open(2).
+const (
+	accMode = syscall.O_ACCMODE
+)
+
+func accessMask(flags uint32) uint32 {
+	switch flags & accMode {
+	case syscall.O_WRONLY:
+		return meta.MayWrite
+	case syscall.O_RDWR:
+		return meta.MayRead | meta.MayWrite
+	}
+	return meta.MayRead
+}
+
+// Open opens inode ino and returns a handle.
+func (f *FS) Open(ctx context.Context, c *Caller, ino uint64, flags uint32) (uint64, error) {
+	a, err := f.meta.GetAttr(ctx, ino)
+	if err != nil {
+		return 0, err
+	}
+	writing := flags&accMode != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+	switch {
+	case a.IsDir() && writing:
+		return 0, syscall.EISDIR
+	case a.Type() == syscall.S_IFLNK:
+		return 0, syscall.ELOOP
+	}
+	mask := accessMask(flags)
+	if flags&syscall.O_TRUNC != 0 {
+		mask |= meta.MayWrite
+	}
+	if err := meta.Access(a, c, mask); err != nil {
+		return 0, err
+	}
+	in := f.acquire(ino)
+	if flags&syscall.O_TRUNC != 0 && a.IsRegular() {
+		if _, err := f.truncate(ctx, c, in, 0, true); err != nil {
+			_ = f.releaseInode(ctx, in)
+			return 0, err
+		}
+	}
+	return f.newHandle(in, flags), nil
+}
+
+func (f *FS) newHandle(in *inode, flags uint32) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fh := f.nextFh
+	f.nextFh++
+	f.handles[fh] = &handle{ino: in, flags: flags}
+	return fh
+}
+
+// Create makes a regular file name in parent and opens it. With O_EXCL an
+// existing name is EEXIST; without, the existing file is opened.
+func (f *FS) Create(ctx context.Context, c *Caller, parent uint64, name string, mode, flags uint32) (*Attr, uint64, error) {
+	a, err := f.meta.Mknod(ctx, c, parent, name, meta.NewNode{Mode: syscall.S_IFREG | mode&0o7777})
+	if err == syscall.EEXIST && flags&syscall.O_EXCL == 0 {
+		if a, err = f.meta.Lookup(ctx, c, parent, name); err != nil {
+			return nil, 0, err
+		}
+		fh, err := f.Open(ctx, c, a.Ino, flags&^syscall.O_CREAT)
+		if err != nil {
+			return nil, 0, err
+		}
+		a, err = f.GetAttr(ctx, a.Ino)
+		return a, fh, err
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return a, f.newHandle(f.acquire(a.Ino), flags), nil
+}
+
+// Release closes a handle; the file's last close commits its buffered data.
+func (f *FS) Release(ctx context.Context, fh uint64) error {
+	f.mu.Lock()
+	h := f.handles[fh]
+	delete(f.handles, fh)
+	f.mu.Unlock()
+	if h == nil {
+		return syscall.EBADF
+	}
+	return f.releaseInode(ctx, h.ino)
+}
+
+// Flush commits the file's buffered writes so every other opener sees them
+// (called at each close of a descriptor).
+func (f *FS) Flush(ctx context.Context, fh uint64) error {
+	h, err := f.handle(fh)
+	if err != nil {
+		return err
+	}
+	h.ino.mu.Lock()
+	defer h.ino.mu.Unlock()
+	return f.flushLocked(ctx, h.ino)
+}
+
+// Fsync makes the file's data and metadata durable.
+func (f *FS) Fsync(ctx context.Context, fh uint64) error {
+	if fh != 0 {
+		if err := f.Flush(ctx, fh); err != nil {
+			return err
+		}
+	}
+	return f.sync()
+}
+
+// FsyncInode commits and syncs inode ino whether or not a handle is given.
+func (f *FS) FsyncInode(ctx context.Context, ino uint64) error {
+	if in := f.lookupInode(ino); in != nil {
+		in.mu.Lock()
+		err := f.flushLocked(ctx, in)
+		in.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return f.sync()
+}
+
+func (f *FS) sync() error {
+	if err := f.meta.Sync(); err != nil {
+		return fmt.Errorf("sync metadata: %w", err)
+	}
+	return nil
+}
+
+// Write buffers data at off (or at the end of file for O_APPEND handles).
+func (f *FS) Write(ctx context.Context, fh uint64, off uint64, data []byte) (int, error) {
+	h, err := f.handle(fh)
+	if err != nil {
+		return 0, err
+	}
+	if h.flags&accMode == syscall.O_RDONLY {
+		return 0, syscall.EBADF
+	}
+	in := h.ino
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if h.flags&syscall.O_APPEND != 0 {
+		a, err := f.meta.GetAttr(ctx, in.ino)
+		if err != nil {
+			return 0, err
+		}
+		off = max(a.Size, in.buf.end())
+	}
+	if off+uint64(len(data)) > meta.MaxFileSize {
+		return 0, syscall.EFBIG
+	}
+	in.buf.write(off, data)
+	in.mtime = time.Now().UnixNano()
+	if in.buf.bytes >= f.opts.InodeDirty {
+		if err := f.flushLocked(ctx, in); err != nil {
+			return 0, err
+		}
+	}
+	return len(data), nil
+}
+
+// Read reads into dest from off and returns the number of bytes read.
+func (f *FS) Read(ctx context.Context, fh uint64, off uint64, dest []byte) (int, error) {
+	h, err := f.handle(fh)
+	if err != nil {
+		return 0, err
+	}
+	if h.flags&accMode == syscall.O_WRONLY {
+		return 0, syscall.EBADF
+	}
+	h.ino.mu.Lock()
+	defer h.ino.mu.Unlock()
+	return f.readLocked(ctx, h.ino, off, dest)
+}
+
+func (f *FS) readLocked(ctx context.Context, in *inode, off uint64, dest []byte) (int, error) {
+	cs := uint64(f.format.ChunkSize)
+	end := off + uint64(len(dest))
+	if len(dest) == 0 {
+		return 0, nil
+	}
+	d, err := f.meta.ReadData(ctx, in.ino, uint32(off/cs), uint32((end-1)/cs))
+	if err != nil {
+		return 0, err
+	}
+	size := max(d.Attr.Size, in.buf.end())
+	if off >= size {
+		return 0, nil
+	}
+	end = min(end, size)
+	dest = dest[:end-off]
+	clear(dest)
+	if len(d.Inline) > 0 && off < uint64(len(d.Inline)) {
+		copy(dest, d.Inline[off:])
+	}
+	for idx, ss := range d.Chunks {
+		base := uint64(idx) * cs
+		lo, hi := max(off, base), min(end, base+cs)
+		if lo >= hi {
+			continue
+		}
+		if err := f.readChunk(ctx, ss, uint32(lo-base), dest[lo-off:hi-off]); err != nil {
+			return 0, err
+		}
+	}
+	in.buf.overlay(off, dest)
+	return len(dest), nil
+}
+
+// segment is a visible run of a chunk served by one slice.
+type segment struct {
+	lo, hi uint32 // chunk offsets
+	s      *meta.Slice
+}
+
+// visible resolves which slice serves each byte of [lo, hi): newer slices
+// win. Bytes no slice covers are holes and read as zeros.
+func visible(ss []meta.Slice, lo, hi uint32) []segment {
+	type span struct{ lo, hi uint32 }
+	open := []span{{lo, hi}}
+	var out []segment
+	for i := len(ss) - 1; i >= 0 && len(open) > 0; i-- {
+		s := &ss[i]
+		slo, shi := s.Pos, s.Pos+s.Len
+		var next []span
+		for _, o := range open {
+			a, b := max(o.lo, slo), min(o.hi, shi)
+			if a >= b {
+				next = append(next, o)
+				continue
+			}
+			out = append(out, segment{a, b, s})
+			if o.lo < a {
+				next = append(next, span{o.lo, a})
+			}
+			if b < o.hi {
+				next = append(next, span{b, o.hi})
+			}
+		}
+		open = next
+	}
+	return out
+}
+
+// readChunk fills dest with the chunk's bytes starting at chunk offset pos.
+func (f *FS) readChunk(ctx context.Context, ss []meta.Slice, pos uint32, dest []byte) error {
+	segs := visible(ss, pos, pos+uint32(len(dest)))
+	for _, sg := range segs {
+		if err := f.readSlice(ctx, sg.s, sg.lo-sg.s.Pos, dest[sg.lo-pos:sg.hi-pos]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readSlice copies the slice's bytes from slice offset off into dest.
+func (f *FS) readSlice(ctx context.Context, s *meta.Slice, off uint32, dest []byte) error {
+	var bstart uint32
+	for _, b := range s.Blocks {
+		bend := bstart + b.Size
+		if len(dest) == 0 {
+			return nil
+		}
+		if off < bend {
+			data, err := f.blocks.get(ctx, b)
+			if err != nil {
+				return err
+			}
+			n := copy(dest, data[off-bstart:])
+			dest = dest[n:]
+			off += uint32(n)
+		}
+		bstart = bend
+	}
+	if len(dest) > 0 {
+		return fmt.Errorf("slice [%d,+%d) shorter than its length: %w", s.Pos, s.Len, syscall.EIO)
+	}
+	return nil
+}
+
+// flushLocked commits in's buffered writes: uploads blocks, then commits
+// the slices that reference them in one transaction.
+func (f *FS) flushLocked(ctx context.Context, in *inode) error {
+	if len(in.buf.extents) == 0 {
+		return nil
+	}
+	d, err := f.meta.ReadData(ctx, in.ino, 0, 0)
+	if err != nil {
+		return err
+	}
+	end := max(d.Attr.Size, in.buf.end())
+	w := meta.WriteIn{End: end, Mtime: in.mtime}
+	inlineKey := d.Inline != nil
+	if end <= uint64(f.format.InlineMax) && len(d.Chunks[0]) == 0 {
+		content := make([]byte, end)
+		copy(content, d.Inline)
+		in.buf.overlay(0, content)
+		w.Inline = content
+		if _, err := f.meta.Write(ctx, in.ino, w); err != nil {
+			return err
+		}
+		in.buf.reset()
+		return nil
+	}
+	extents := in.buf.extents
+	if inlineKey {
+		// The file outgrows metadata: its inline bytes become its oldest slice.
+		w.DropInline = true
+		if len(d.Inline) > 0 {
+			extents = append([]extent{{off: 0, data: d.Inline}}, extents...)
+		}
+	}
+	chunks, held, err := f.upload(ctx, extents)
+	defer f.blocks.release(held...)
+	if err != nil {
+		return err
+	}
+	w.Chunks = chunks
+	if _, err := f.meta.Write(ctx, in.ino, w); err != nil {
+		return err
+	}
+	in.buf.reset()
+	for _, cw := range chunks {
+		if err := f.maybeCompact(ctx, in, cw.Index); err != nil {
+			f.log.Warn("compact chunk", "ino", in.ino, "chunk", cw.Index, "err", err)
+		}
+	}
+	return nil
+}
+
+// upload cuts extents into chunk slices and blocks and stores the blocks in
+// parallel. It returns the held block ids, to release after the commit.
+func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, []meta.BlockID, error) {
+	cs := uint64(f.format.ChunkSize)
+	bs := f.format.BlockSize
+	type job struct {
+		data []byte
+		ref  *meta.BlockRef
+	}
+	var jobs []job
+	var chunks []meta.ChunkWrite
+	index := map[uint32]int{}
+	for _, e := range extents {
+		for off := e.off; off < e.end(); {
+			idx := uint32(off / cs)
+			pos := off % cs
+			n := min(e.end()-off, cs-pos)
+			data := e.data[off-e.off : off-e.off+n]
+			s := meta.Slice{Pos: uint32(pos), Len: uint32(n), Blocks: make([]meta.BlockRef, (len(data)+bs-1)/bs)}
+			for i := range s.Blocks {
+				jobs = append(jobs, job{data: data[i*bs : min((i+1)*bs, len(data))], ref: &s.Blocks[i]})
+			}
+			ci, ok := index[idx]
+			if !ok {
+				ci = len(chunks)
+				index[idx] = ci
+				chunks = append(chunks, meta.ChunkWrite{Index: idx})
+			}
+			chunks[ci].Slices = append(chunks[ci].Slices, s)
+			off += n
+		}
+	}
+	// Each job's ref points into a slice's Blocks array, which the chunk
+	// list shares, so uploads fill in the slices in place.
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		held  []meta.BlockID
+		sem   = make(chan struct{}, f.opts.Uploaders)
+	)
+	for _, j := range jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ref, err := f.blocks.put(ctx, j.data)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = err
+				}
+				return
+			}
+			*j.ref = ref
+			held = append(held, ref.ID)
+		}()
+	}
+	wg.Wait()
+	return chunks, held, first
+}
+
+// compactAt is the slice count at which a chunk is rewritten as one run of
+// fresh blocks, so many small overwrites cannot grow metadata without bound.
+const compactAt = 24
+
+func (f *FS) maybeCompact(ctx context.Context, in *inode, idx uint32) error {
+	d, err := f.meta.ReadData(ctx, in.ino, idx, idx)
+	if err != nil {
+		return err
+	}
+	old := d.Chunks[idx]
+	if len(old) < compactAt {
+		return nil
+	}
+	cs := uint32(f.format.ChunkSize)
+	segs := visible(old, 0, cs)
+	// Merge adjacent segments into runs of data; holes stay holes.
+	var runs []extent
+	for _, sg := range sortSegments(segs) {
+		if n := len(runs); n > 0 && runs[n-1].end() == uint64(sg.lo) {
+			runs[n-1].data = append(runs[n-1].data, make([]byte, sg.hi-sg.lo)...)
+		} else {
+			runs = append(runs, extent{off: uint64(sg.lo), data: make([]byte, sg.hi-sg.lo)})
+		}
+	}
+	for i := range runs {
+		if err := f.readChunk(ctx, old, uint32(runs[i].off), runs[i].data); err != nil {
+			return err
+		}
+		runs[i].off += uint64(idx) * uint64(cs)
+	}
+	chunks, held, err := f.upload(ctx, runs)
+	defer f.blocks.release(held...)
+	if err != nil {
+		return err
+	}
+	var repl []meta.Slice
+	if len(chunks) == 1 {
+		repl = chunks[0].Slices
+	}
+	_, err = f.meta.ReplaceChunk(ctx, in.ino, idx, old, repl)
+	return err
+}
+
+func sortSegments(segs []segment) []segment {
+	for i := 1; i < len(segs); i++ {
+		for j := i; j > 0 && segs[j].lo < segs[j-1].lo; j-- {
+			segs[j], segs[j-1] = segs[j-1], segs[j]
+		}
+	}
+	return segs
+}
+
+// truncate sets the size of the file in (which the caller holds a
+// reference on), committing buffered writes first.
+func (f *FS) truncate(ctx context.Context, c *Caller, in *inode, size uint64, openForWrite bool) (*Attr, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if err := f.flushLocked(ctx, in); err != nil {
+		return nil, err
+	}
+	return f.meta.SetAttr(ctx, c, in.ino, meta.SetAttrIn{Valid: meta.SetSize, Size: size, OpenForWrite: openForWrite})
+}

@@ -1,0 +1,255 @@
+// Package fs is objfs's POSIX layer: inodes, directories, open files, write
+// buffers and the data path from files to chunks, slices and blocks. Both
+// front ends (FUSE and NFS) call this one API; it reaches metadata through
+// fs/meta and blocks through the cache and an object store.
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/objfs/objfs/cache"
+	"github.com/objfs/objfs/fs/meta"
+	"github.com/objfs/objfs/objstore"
+)
+
+// Attr and Caller are the metadata layer's types, used unchanged here.
+type (
+	Attr   = meta.Attr
+	Caller = meta.Caller
+)
+
+// Options tune a mounted volume.
+type Options struct {
+	MemCacheBytes int64         // in-memory block cache
+	InodeDirty    int           // buffered bytes per file before it is committed
+	Uploaders     int           // parallel block uploads per commit
+	DeleteGrace   time.Duration // how long an unreferenced block waits before its object is deleted
+	// Capacity reports the space of the backing store for statfs.
+	Capacity func() (total, free uint64, err error)
+	Logger   *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.MemCacheBytes == 0 {
+		o.MemCacheBytes = 128 << 20
+	}
+	if o.InodeDirty <= 0 {
+		o.InodeDirty = 64 << 20
+	}
+	if o.Uploaders <= 0 {
+		o.Uploaders = 8
+	}
+	if o.DeleteGrace == 0 {
+		o.DeleteGrace = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// FS is a mounted volume.
+type FS struct {
+	meta   *meta.Meta
+	blocks *blocks
+	opts   Options
+	log    *slog.Logger
+	format meta.Format
+
+	mu      sync.Mutex
+	inodes  map[uint64]*inode  // inodes with open handles or buffered data
+	handles map[uint64]*handle // open files and directories
+	nextFh  uint64
+
+	reap   chan uint64
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// inode is the in-memory state of a file that is open or being written.
+type inode struct {
+	ino  uint64
+	refs int // handles plus in-flight stateless operations
+
+	mu    sync.Mutex // serializes data operations on the file
+	buf   buffer
+	mtime int64 // time of the last buffered write
+}
+
+// handle is an open file or directory.
+type handle struct {
+	ino   *inode
+	flags uint32
+}
+
+// New serves the volume m whose blocks live in store. It first finishes
+// what a crash may have interrupted: orphan inodes are reaped.
+func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) (*FS, error) {
+	opts.defaults()
+	f := &FS{
+		meta:    m,
+		blocks:  newBlocks(store, cache.NewMemory(opts.MemCacheBytes), opts.Logger),
+		opts:    opts,
+		log:     opts.Logger,
+		format:  m.Format(),
+		inodes:  map[uint64]*inode{},
+		handles: map[uint64]*handle{},
+		nextFh:  1,
+		reap:    make(chan uint64, 1024),
+	}
+	orphans, err := m.Orphans(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list orphan inodes: %w", err)
+	}
+	for _, ino := range orphans {
+		if err := m.Reap(ctx, ino); err != nil {
+			return nil, err
+		}
+	}
+	if len(orphans) > 0 {
+		f.log.Info("reaped inodes unlinked before the last shutdown", "count", len(orphans))
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	f.wg.Add(1)
+	go f.background(bg)
+	return f, nil
+}
+
+// Close commits every buffered write, stops background work and leaves the
+// volume consistent. It does not close the metadata store or object store.
+func (f *FS) Close(ctx context.Context) error {
+	f.mu.Lock()
+	inodes := make([]*inode, 0, len(f.inodes))
+	for _, in := range f.inodes {
+		inodes = append(inodes, in)
+	}
+	f.mu.Unlock()
+	var errs []error
+	for _, in := range inodes {
+		in.mu.Lock()
+		errs = append(errs, f.flushLocked(ctx, in))
+		in.mu.Unlock()
+	}
+	f.cancel()
+	f.wg.Wait()
+	errs = append(errs, f.meta.FoldStats(ctx), f.meta.Sync())
+	return errors.Join(errs...)
+}
+
+// background reaps orphans, frees unreferenced blocks and folds statistics.
+func (f *FS) background(ctx context.Context) {
+	defer f.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastDelete := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ino := <-f.reap:
+			f.reapIfClosed(ctx, ino)
+		case <-tick.C:
+			if time.Since(lastDelete) >= min(f.opts.DeleteGrace, 5*time.Second) {
+				lastDelete = time.Now()
+				if err := f.blocks.deletePending(ctx, f.meta, f.opts.DeleteGrace); err != nil && ctx.Err() == nil {
+					f.log.Warn("free unreferenced blocks", "err", err)
+				}
+			}
+			if f.meta.PendingDeltas() > 1000 {
+				if err := f.meta.FoldStats(ctx); err != nil && ctx.Err() == nil {
+					f.log.Warn("fold statistics", "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (f *FS) reapIfClosed(ctx context.Context, ino uint64) {
+	f.mu.Lock()
+	_, open := f.inodes[ino]
+	f.mu.Unlock()
+	if open {
+		return // the last release queues it again
+	}
+	if err := f.meta.Reap(ctx, ino); err != nil && ctx.Err() == nil {
+		f.log.Warn("reap unlinked inode", "ino", ino, "err", err)
+	}
+}
+
+// orphaned queues an inode that lost its last link for reaping.
+func (f *FS) orphaned(a *Attr) {
+	if a == nil || a.Nlink > 0 {
+		return
+	}
+	select {
+	case f.reap <- a.Ino:
+	default:
+		// Full queue: the orphan record stays and the next start reaps it.
+		f.log.Warn("reap queue full; inode will be reaped at next start", "ino", a.Ino)
+	}
+}
+
+// acquire returns the in-memory state of ino, creating it; release drops it.
+func (f *FS) acquire(ino uint64) *inode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	in := f.inodes[ino]
+	if in == nil {
+		in = &inode{ino: ino}
+		f.inodes[ino] = in
+	}
+	in.refs++
+	return in
+}
+
+// releaseInode drops one reference; the last one commits buffered data.
+func (f *FS) releaseInode(ctx context.Context, in *inode) error {
+	f.mu.Lock()
+	last := in.refs == 1
+	f.mu.Unlock()
+	var err error
+	if last {
+		in.mu.Lock()
+		err = f.flushLocked(ctx, in)
+		in.mu.Unlock()
+	}
+	f.mu.Lock()
+	in.refs--
+	gone := in.refs == 0
+	if gone {
+		delete(f.inodes, in.ino)
+	}
+	f.mu.Unlock()
+	if gone {
+		if a, aerr := f.meta.GetAttr(ctx, in.ino); aerr == nil && a.Nlink == 0 {
+			f.orphaned(a)
+		}
+	}
+	return err
+}
+
+// lookupInode returns the in-memory state of ino if it has one.
+func (f *FS) lookupInode(ino uint64) *inode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inodes[ino]
+}
+
+func (f *FS) handle(fh uint64) (*handle, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.handles[fh]
+	if h == nil {
+		return nil, syscall.EBADF
+	}
+	return h, nil
+}
+
+// Meta returns the metadata layer (for tools and status).
+func (f *FS) Meta() *meta.Meta { return f.meta }

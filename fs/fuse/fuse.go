@@ -1,0 +1,547 @@
+// Package fuse is the FUSE front end: it translates the kernel's requests,
+// as decoded by go-fuse's raw protocol layer, into calls of the POSIX layer
+// in package fs, and its errors into errno values. It keeps no state of its
+// own beyond what the kernel protocol needs: inode numbers are objfs's own.
+package fuse
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/objfs/objfs/fs"
+	"github.com/objfs/objfs/fs/meta"
+)
+
+// Timeouts for the kernel's caches of entries and attributes. They are
+// short so that changes made through another front end (NFS) show up fast.
+const (
+	entryTimeout = time.Second
+	attrTimeout  = time.Second
+)
+
+// FS adapts fs.FS to go-fuse's RawFileSystem.
+type FS struct {
+	gofuse.RawFileSystem // defaults answer ENOSYS for what is not implemented
+	fs                   *fs.FS
+	log                  *slog.Logger
+}
+
+// New returns the FUSE adapter for f.
+func New(f *fs.FS, log *slog.Logger) *FS {
+	return &FS{RawFileSystem: gofuse.NewDefaultRawFileSystem(), fs: f, log: log}
+}
+
+// Mount mounts f at mountpoint and starts serving; the caller waits on the
+// returned server and unmounts it.
+func Mount(f *fs.FS, mountpoint string, debug bool, log *slog.Logger) (*gofuse.Server, error) {
+	opts := &gofuse.MountOptions{
+		FsName:        "objfs",
+		Name:          "objfs",
+		MaxWrite:      1 << 20,
+		MaxReadAhead:  1 << 20,
+		MaxBackground: 64,
+		Debug:         debug,
+		// The kernel keeps flock and POSIX locks for the mount itself.
+		EnableLocks: false,
+		Options:     []string{"default_permissions"},
+	}
+	srv, err := gofuse.NewServer(New(f, log), mountpoint, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		_ = srv.Unmount()
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	return srv, nil
+}
+
+func (a *FS) String() string { return "objfs" }
+
+// errno turns an error from the POSIX layer into a FUSE status. Errors
+// that are not errno values are unexpected (I/O, corruption): they are
+// logged and reported as EIO.
+func (a *FS) errno(op string, err error) gofuse.Status {
+	if err == nil {
+		return gofuse.OK
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) && !errors.Is(err, syscall.EIO) {
+		return gofuse.Status(e)
+	}
+	switch {
+	case errors.Is(err, meta.ErrTxnTooBig):
+		a.log.Warn("operation too large for one transaction", "op", op, "err", err)
+		return gofuse.Status(syscall.EFBIG)
+	case errors.Is(err, context.Canceled):
+		return gofuse.EINTR
+	}
+	a.log.Error("operation failed", "op", op, "err", err)
+	return gofuse.EIO
+}
+
+// ctx turns the kernel's cancel channel into a context.
+func ctx(cancel <-chan struct{}) (context.Context, context.CancelFunc) {
+	c, stop := context.WithCancel(context.Background())
+	if cancel != nil {
+		go func() {
+			select {
+			case <-cancel:
+				stop()
+			case <-c.Done():
+			}
+		}()
+	}
+	return c, stop
+}
+
+// caller builds the permission identity of a request. FUSE sends no
+// supplementary groups, so they are read from /proc for non-root callers.
+func caller(h *gofuse.InHeader) *meta.Caller {
+	c := &meta.Caller{Uid: h.Uid, Gid: h.Gid}
+	if h.Uid != 0 && h.Pid != 0 {
+		c.Groups = procGroups(h.Pid)
+	}
+	return c
+}
+
+func procGroups(pid uint32) []uint32 {
+	f, err := os.Open("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/status")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "Groups:"); ok {
+			var out []uint32
+			for _, g := range strings.Fields(rest) {
+				if v, err := strconv.ParseUint(g, 10, 32); err == nil {
+					out = append(out, uint32(v))
+				}
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+func fillAttr(out *gofuse.Attr, a *meta.Attr) {
+	out.Ino = a.Ino
+	out.Size = a.Size
+	out.Blocks = (a.Size + 511) / 512
+	out.Atime, out.Atimensec = uint64(a.Atime/1e9), uint32(a.Atime%1e9)
+	out.Mtime, out.Mtimensec = uint64(a.Mtime/1e9), uint32(a.Mtime%1e9)
+	out.Ctime, out.Ctimensec = uint64(a.Ctime/1e9), uint32(a.Ctime%1e9)
+	out.Mode = a.Mode
+	out.Nlink = a.Nlink
+	out.Uid, out.Gid = a.Uid, a.Gid
+	out.Rdev = a.Rdev
+	out.Blksize = 1 << 20
+}
+
+func fillEntry(out *gofuse.EntryOut, a *meta.Attr) {
+	out.NodeId = a.Ino
+	out.Generation = a.Gen
+	out.SetEntryTimeout(entryTimeout)
+	out.SetAttrTimeout(attrTimeout)
+	fillAttr(&out.Attr, a)
+}
+
+func (a *FS) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out *gofuse.EntryOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	at, err := a.fs.Lookup(c, caller(h), h.NodeId, name)
+	if err != nil {
+		return a.errno("lookup", err)
+	}
+	fillEntry(out, at)
+	return gofuse.OK
+}
+
+// Forget needs no work: objfs keeps no per-lookup state.
+func (a *FS) Forget(nodeid, nlookup uint64) {}
+
+func (a *FS) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	at, err := a.fs.GetAttr(c, in.NodeId)
+	if err != nil {
+		return a.errno("getattr", err)
+	}
+	fillAttr(&out.Attr, at)
+	out.SetTimeout(attrTimeout)
+	return gofuse.OK
+}
+
+func (a *FS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	var s meta.SetAttrIn
+	v := in.Valid
+	if v&gofuse.FATTR_MODE != 0 {
+		s.Valid |= meta.SetMode
+		s.Mode = in.Mode
+	}
+	if v&gofuse.FATTR_UID != 0 {
+		s.Valid |= meta.SetUid
+		s.Uid = in.Uid
+	}
+	if v&gofuse.FATTR_GID != 0 {
+		s.Valid |= meta.SetGid
+		s.Gid = in.Gid
+	}
+	if v&gofuse.FATTR_SIZE != 0 {
+		s.Valid |= meta.SetSize
+		s.Size = in.Size
+	}
+	if v&gofuse.FATTR_ATIME_NOW != 0 {
+		s.Valid |= meta.SetAtimeNow
+	} else if v&gofuse.FATTR_ATIME != 0 {
+		s.Valid |= meta.SetAtime
+		s.Atime = int64(in.Atime)*1e9 + int64(in.Atimensec)
+	}
+	if v&gofuse.FATTR_MTIME_NOW != 0 {
+		s.Valid |= meta.SetMtimeNow
+	} else if v&gofuse.FATTR_MTIME != 0 {
+		s.Valid |= meta.SetMtime
+		s.Mtime = int64(in.Mtime)*1e9 + int64(in.Mtimensec)
+	}
+	if v&gofuse.FATTR_CTIME != 0 {
+		s.Valid |= meta.SetCtime
+		s.Ctime = int64(in.Ctime)*1e9 + int64(in.Ctimensec)
+	}
+	fh, _ := in.GetFh()
+	at, err := a.fs.SetAttr(c, caller(&in.InHeader), in.NodeId, s, fh)
+	if err != nil {
+		return a.errno("setattr", err)
+	}
+	fillAttr(&out.Attr, at)
+	out.SetTimeout(attrTimeout)
+	return gofuse.OK
+}
+
+func (a *FS) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	at, err := a.fs.Mknod(c, caller(&in.InHeader), in.NodeId, name, meta.NewNode{Mode: in.Mode, Rdev: in.Rdev})
+	if err != nil {
+		return a.errno("mknod", err)
+	}
+	fillEntry(out, at)
+	return gofuse.OK
+}
+
+func (a *FS) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	at, err := a.fs.Mkdir(c, caller(&in.InHeader), in.NodeId, name, in.Mode)
+	if err != nil {
+		return a.errno("mkdir", err)
+	}
+	fillEntry(out, at)
+	return gofuse.OK
+}
+
+func (a *FS) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("unlink", a.fs.Unlink(c, caller(h), h.NodeId, name))
+}
+
+func (a *FS) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("rmdir", a.fs.Rmdir(c, caller(h), h.NodeId, name))
+}
+
+func (a *FS) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("rename", a.fs.Rename(c, caller(&in.InHeader), in.NodeId, oldName, in.Newdir, newName, in.Flags))
+}
+
+func (a *FS) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	at, err := a.fs.Link(c, caller(&in.InHeader), in.Oldnodeid, in.NodeId, name)
+	if err != nil {
+		return a.errno("link", err)
+	}
+	fillEntry(out, at)
+	return gofuse.OK
+}
+
+func (a *FS) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	at, err := a.fs.Symlink(c, caller(h), h.NodeId, name, target)
+	if err != nil {
+		return a.errno("symlink", err)
+	}
+	fillEntry(out, at)
+	return gofuse.OK
+}
+
+func (a *FS) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte, gofuse.Status) {
+	c, stop := ctx(cancel)
+	defer stop()
+	t, err := a.fs.Readlink(c, h.NodeId)
+	if err != nil {
+		return nil, a.errno("readlink", err)
+	}
+	return []byte(t), gofuse.OK
+}
+
+func (a *FS) Access(cancel <-chan struct{}, in *gofuse.AccessIn) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("access", a.fs.Access(c, caller(&in.InHeader), in.NodeId, in.Mask))
+}
+
+func (a *FS) GetXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string, dest []byte) (uint32, gofuse.Status) {
+	c, stop := ctx(cancel)
+	defer stop()
+	v, err := a.fs.GetXattr(c, caller(h), h.NodeId, attr)
+	if err != nil {
+		return 0, a.errno("getxattr", err)
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), gofuse.OK
+	}
+	if len(v) > len(dest) {
+		return uint32(len(v)), gofuse.ERANGE
+	}
+	return uint32(copy(dest, v)), gofuse.OK
+}
+
+func (a *FS) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest []byte) (uint32, gofuse.Status) {
+	c, stop := ctx(cancel)
+	defer stop()
+	names, err := a.fs.ListXattr(c, caller(h), h.NodeId)
+	if err != nil {
+		return 0, a.errno("listxattr", err)
+	}
+	var b []byte
+	for _, n := range names {
+		b = append(append(b, n...), 0)
+	}
+	if len(dest) == 0 {
+		return uint32(len(b)), gofuse.OK
+	}
+	if len(b) > len(dest) {
+		return uint32(len(b)), gofuse.ERANGE
+	}
+	return uint32(copy(dest, b)), gofuse.OK
+}
+
+func (a *FS) SetXAttr(cancel <-chan struct{}, in *gofuse.SetXAttrIn, attr string, data []byte) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("setxattr", a.fs.SetXattr(c, caller(&in.InHeader), in.NodeId, attr, data, in.Flags))
+}
+
+func (a *FS) RemoveXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("removexattr", a.fs.RemoveXattr(c, caller(h), h.NodeId, attr))
+}
+
+func (a *FS) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	at, fh, err := a.fs.Create(c, caller(&in.InHeader), in.NodeId, name, in.Mode, in.Flags)
+	if err != nil {
+		return a.errno("create", err)
+	}
+	fillEntry(&out.EntryOut, at)
+	out.Fh = fh
+	return gofuse.OK
+}
+
+func (a *FS) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	fh, err := a.fs.Open(c, caller(&in.InHeader), in.NodeId, in.Flags)
+	if err != nil {
+		return a.errno("open", err)
+	}
+	out.Fh = fh
+	return gofuse.OK
+}
+
+func (a *FS) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
+	c, stop := ctx(cancel)
+	defer stop()
+	n, err := a.fs.Read(c, in.Fh, in.Offset, buf[:min(len(buf), int(in.Size))])
+	if err != nil {
+		return nil, a.errno("read", err)
+	}
+	return gofuse.ReadResultData(buf[:n]), gofuse.OK
+}
+
+func (a *FS) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
+	c, stop := ctx(cancel)
+	defer stop()
+	n, err := a.fs.Write(c, in.Fh, in.Offset, data)
+	if err != nil {
+		return 0, a.errno("write", err)
+	}
+	return uint32(n), gofuse.OK
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE treating the whole file as data,
+// which POSIX allows.
+func (a *FS) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	at, err := a.fs.GetAttr(c, in.NodeId)
+	if err != nil {
+		return a.errno("lseek", err)
+	}
+	switch in.Whence {
+	case 3: // SEEK_DATA
+		if in.Offset >= at.Size {
+			return gofuse.Status(syscall.ENXIO)
+		}
+		out.Offset = in.Offset
+	case 4: // SEEK_HOLE
+		if in.Offset > at.Size {
+			return gofuse.Status(syscall.ENXIO)
+		}
+		out.Offset = at.Size
+	default:
+		return gofuse.EINVAL
+	}
+	return gofuse.OK
+}
+
+func (a *FS) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
+	if err := a.fs.Release(context.Background(), in.Fh); err != nil {
+		a.errno("release", err)
+	}
+}
+
+func (a *FS) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("flush", a.fs.Flush(c, in.Fh))
+}
+
+func (a *FS) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("fsync", a.fs.FsyncInode(c, in.NodeId))
+}
+
+func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	if in.Mode != 0 {
+		// Only plain preallocation; punching holes and the like are not supported.
+		return gofuse.Status(syscall.EOPNOTSUPP)
+	}
+	at, err := a.fs.GetAttr(c, in.NodeId)
+	if err != nil {
+		return a.errno("fallocate", err)
+	}
+	if end := in.Offset + in.Length; end > at.Size {
+		_, err = a.fs.SetAttr(c, caller(&in.InHeader), in.NodeId, meta.SetAttrIn{Valid: meta.SetSize, Size: end, OpenForWrite: true}, in.Fh)
+	}
+	return a.errno("fallocate", err)
+}
+
+func (a *FS) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("opendir", a.fs.OpenDir(c, caller(&in.InHeader), in.NodeId))
+}
+
+func (a *FS) ReadDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
+	return a.readDir(cancel, in, out, false)
+}
+
+func (a *FS) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
+	return a.readDir(cancel, in, out, true)
+}
+
+// readDir lists a directory from the cookie the kernel passes back: 1 and 2
+// are "." and "..", larger ones are objfs's stable entry cookies.
+func (a *FS) readDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList, plus bool) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	dir, err := a.fs.GetAttr(c, in.NodeId)
+	if err != nil {
+		return a.errno("readdir", err)
+	}
+	add := func(e gofuse.DirEntry, at *meta.Attr) bool {
+		if !plus {
+			return out.AddDirEntry(e)
+		}
+		eo := out.AddDirLookupEntry(e)
+		if eo == nil {
+			return false
+		}
+		if at != nil {
+			fillEntry(eo, at)
+		}
+		return true
+	}
+	if in.Offset < 1 && !add(gofuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: dir.Ino, Off: 1}, nil) {
+		return gofuse.OK
+	}
+	if in.Offset < 2 && !add(gofuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: dir.Parent, Off: 2}, nil) {
+		return gofuse.OK
+	}
+	var ferr error
+	err = a.fs.ReadDir(c, caller(&in.InHeader), in.NodeId, in.Offset, func(d meta.Dirent) bool {
+		var at *meta.Attr
+		if plus {
+			if at, ferr = a.fs.GetAttr(c, d.Ino); ferr != nil {
+				if errors.Is(ferr, syscall.ENOENT) {
+					ferr = nil
+					return true // removed since: skip it
+				}
+				return false
+			}
+		}
+		return add(gofuse.DirEntry{Name: d.Name, Mode: d.Type, Ino: d.Ino, Off: d.Cookie}, at)
+	})
+	if err == nil {
+		err = ferr
+	}
+	return a.errno("readdir", err)
+}
+
+func (a *FS) ReleaseDir(in *gofuse.ReleaseIn) {}
+
+func (a *FS) FsyncDir(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	return a.errno("fsyncdir", a.fs.FsyncInode(c, in.NodeId))
+}
+
+func (a *FS) StatFs(cancel <-chan struct{}, h *gofuse.InHeader, out *gofuse.StatfsOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	st, err := a.fs.StatFs(c)
+	if err != nil {
+		return a.errno("statfs", err)
+	}
+	out.Bsize, out.Frsize = st.BlockSize, st.BlockSize
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.BlocksFree, st.BlocksFree
+	out.Files, out.Ffree = st.Files, st.FilesFree
+	out.NameLen = st.NameLen
+	return gofuse.OK
+}

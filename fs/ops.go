@@ -1,0 +1,201 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/objfs/objfs/fs/meta"
+)
+
+// withBuffered adjusts attributes for writes still in the buffer.
+func (f *FS) withBuffered(a *Attr) *Attr {
+	in := f.lookupInode(a.Ino)
+	if in == nil || !a.IsRegular() {
+		return a
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.buf.extents) > 0 {
+		a.Size = max(a.Size, in.buf.end())
+		a.Mtime = max(a.Mtime, in.mtime)
+		a.Ctime = max(a.Ctime, in.mtime)
+	}
+	return a
+}
+
+// GetAttr returns ino's attributes, including buffered writes.
+func (f *FS) GetAttr(ctx context.Context, ino uint64) (*Attr, error) {
+	a, err := f.meta.GetAttr(ctx, ino)
+	if err != nil {
+		return nil, err
+	}
+	return f.withBuffered(a), nil
+}
+
+// Lookup finds name in parent.
+func (f *FS) Lookup(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
+	a, err := f.meta.Lookup(ctx, c, parent, name)
+	if err != nil {
+		return nil, err
+	}
+	return f.withBuffered(a), nil
+}
+
+// SetAttr changes attributes; a size change commits buffered writes first.
+// fh, when not zero, is the handle the change comes through (ftruncate).
+func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttrIn, fh uint64) (*Attr, error) {
+	if in.Valid&meta.SetSize != 0 {
+		if fh != 0 {
+			if h, err := f.handle(fh); err == nil && h.flags&accMode != syscall.O_RDONLY {
+				in.OpenForWrite = true
+			}
+		}
+		st := f.acquire(ino)
+		defer func() { _ = f.releaseInode(ctx, st) }()
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if err := f.flushLocked(ctx, st); err != nil {
+			return nil, err
+		}
+		return f.meta.SetAttr(ctx, c, ino, in)
+	}
+	a, err := f.meta.SetAttr(ctx, c, ino, in)
+	if err != nil {
+		return nil, err
+	}
+	return f.withBuffered(a), nil
+}
+
+// Mknod creates a node of any type but regular files opened at once (see Create).
+func (f *FS) Mknod(ctx context.Context, c *Caller, parent uint64, name string, n meta.NewNode) (*Attr, error) {
+	return f.meta.Mknod(ctx, c, parent, name, n)
+}
+
+// Mkdir creates a directory.
+func (f *FS) Mkdir(ctx context.Context, c *Caller, parent uint64, name string, mode uint32) (*Attr, error) {
+	return f.meta.Mknod(ctx, c, parent, name, meta.NewNode{Mode: syscall.S_IFDIR | mode&0o7777})
+}
+
+// Symlink creates a symbolic link to target.
+func (f *FS) Symlink(ctx context.Context, c *Caller, parent uint64, name, target string) (*Attr, error) {
+	return f.meta.Mknod(ctx, c, parent, name, meta.NewNode{Mode: syscall.S_IFLNK | 0o777, Target: target})
+}
+
+// Readlink returns a symlink's target.
+func (f *FS) Readlink(ctx context.Context, ino uint64) (string, error) {
+	return f.meta.Readlink(ctx, ino)
+}
+
+// Link makes a hard link.
+func (f *FS) Link(ctx context.Context, c *Caller, ino, parent uint64, name string) (*Attr, error) {
+	a, err := f.meta.Link(ctx, c, ino, parent, name)
+	if err != nil {
+		return nil, err
+	}
+	return f.withBuffered(a), nil
+}
+
+// Unlink removes a name; an inode left without links is freed after its last close.
+func (f *FS) Unlink(ctx context.Context, c *Caller, parent uint64, name string) error {
+	a, err := f.meta.Unlink(ctx, c, parent, name)
+	if err == nil {
+		f.orphaned(a)
+	}
+	return err
+}
+
+// Rmdir removes an empty directory.
+func (f *FS) Rmdir(ctx context.Context, c *Caller, parent uint64, name string) error {
+	a, err := f.meta.Rmdir(ctx, c, parent, name)
+	if err == nil {
+		f.orphaned(a)
+	}
+	return err
+}
+
+// Rename moves a name atomically (flags as in renameat2).
+func (f *FS) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
+	replaced, err := f.meta.Rename(ctx, c, oldParent, oldName, newParent, newName, flags)
+	if err == nil {
+		f.orphaned(replaced)
+	}
+	return err
+}
+
+// ReadDir lists dir after cookie; see meta.ReadDir.
+func (f *FS) ReadDir(ctx context.Context, c *Caller, dir uint64, cookie uint64, fn func(meta.Dirent) bool) error {
+	return f.meta.ReadDir(ctx, dir, cookie, fn)
+}
+
+// OpenDir checks that c may list directory ino.
+func (f *FS) OpenDir(ctx context.Context, c *Caller, ino uint64) error {
+	a, err := f.meta.GetAttr(ctx, ino)
+	if err != nil {
+		return err
+	}
+	if !a.IsDir() {
+		return syscall.ENOTDIR
+	}
+	return meta.Access(a, c, meta.MayRead)
+}
+
+// Access implements access(2).
+func (f *FS) Access(ctx context.Context, c *Caller, ino uint64, mask uint32) error {
+	a, err := f.meta.GetAttr(ctx, ino)
+	if err != nil {
+		return err
+	}
+	return meta.Access(a, c, mask&7)
+}
+
+// GetXattr, ListXattr, SetXattr and RemoveXattr manage extended attributes.
+func (f *FS) GetXattr(ctx context.Context, c *Caller, ino uint64, name string) ([]byte, error) {
+	return f.meta.GetXattr(ctx, c, ino, name)
+}
+
+// ListXattr lists extended attribute names.
+func (f *FS) ListXattr(ctx context.Context, c *Caller, ino uint64) ([]string, error) {
+	return f.meta.ListXattr(ctx, c, ino)
+}
+
+// SetXattr sets an extended attribute.
+func (f *FS) SetXattr(ctx context.Context, c *Caller, ino uint64, name string, value []byte, flags uint32) error {
+	return f.meta.SetXattr(ctx, c, ino, name, value, flags)
+}
+
+// RemoveXattr removes an extended attribute.
+func (f *FS) RemoveXattr(ctx context.Context, c *Caller, ino uint64, name string) error {
+	return f.meta.RemoveXattr(ctx, c, ino, name)
+}
+
+// StatFS is the answer to statfs.
+type StatFS struct {
+	BlockSize          uint32
+	Blocks, BlocksFree uint64
+	Files, FilesFree   uint64
+	NameLen            uint32
+}
+
+// StatFs reports space and inodes. Space comes from the store's capacity
+// when known; files are counted exactly.
+func (f *FS) StatFs(ctx context.Context) (StatFS, error) {
+	const bs = 4096
+	st := f.meta.Stats()
+	used := uint64(max(st.BlockBytes, 0))
+	total, free := uint64(1<<50), uint64(1<<50)-used
+	if f.opts.Capacity != nil {
+		if t, fr, err := f.opts.Capacity(); err == nil {
+			total, free = t, fr
+		}
+	}
+	const maxFiles = 1 << 40
+	inodes := uint64(max(st.Inodes, 0))
+	return StatFS{
+		BlockSize:  bs,
+		Blocks:     total / bs,
+		BlocksFree: free / bs,
+		Files:      maxFiles,
+		FilesFree:  maxFiles - inodes,
+		NameLen:    meta.MaxNameLen,
+	}, nil
+}
