@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/objfs/objfs/fs"
+	"github.com/objfs/objfs/fs/fuse"
+)
+
+// readyFdEnv names the descriptor on which a background child reports
+// that it mounted (a line "ok") or why it failed.
+const readyFdEnv = "OBJFS_READY_FD"
+
+type mountOptions struct {
+	background bool
+	debug      bool
+	cacheMem   int64
+}
+
+func mountCmd() *cobra.Command {
+	var o mountOptions
+	cmd := &cobra.Command{
+		Use:   "mount [flags] VOLUME_DIR MOUNTPOINT",
+		Short: "Mount a volume with FUSE",
+		Long: `mount serves VOLUME_DIR at MOUNTPOINT. It runs in the foreground until
+unmounted (umount, fusermount3 -u) or sent SIGINT/SIGTERM, which unmount
+cleanly; --background returns once the volume is mounted, logging to
+VOLUME_DIR/objfs.log.`,
+		Example: `  objfs mount /var/lib/objfs/vol /mnt/objfs
+  objfs mount --background /var/lib/objfs/vol /mnt/objfs && ls /mnt/objfs
+  fusermount3 -u /mnt/objfs`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.background && os.Getenv(readyFdEnv) == "" {
+				return mountBackground(args[0], args[1])
+			}
+			return mount(args[0], args[1], o)
+		},
+	}
+	cmd.Flags().BoolVar(&o.background, "background", false, "return once mounted; keep serving in the background")
+	cmd.Flags().BoolVar(&o.debug, "debug", false, "log every FUSE request")
+	cmd.Flags().Int64Var(&o.cacheMem, "cache-mem", 128<<20, "bytes of blocks cached in memory")
+	return cmd
+}
+
+// checkMountpoint refuses what the kernel would refuse, with a clear message.
+func checkMountpoint(mnt string) error {
+	st, err := os.Stat(mnt)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("mountpoint %s does not exist", mnt)
+	case err != nil:
+		return fmt.Errorf("mountpoint %s: %w", mnt, err)
+	case !st.IsDir():
+		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	if isMounted(mnt) {
+		return fmt.Errorf("mountpoint %s is already a mount point", mnt)
+	}
+	return nil
+}
+
+// isMounted reports whether path is a mount point, from /proc/self/mountinfo.
+func isMounted(path string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && unescapeMount(fields[4]) == path {
+			return true
+		}
+	}
+	return false
+}
+
+func unescapeMount(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+func mount(dir, mnt string, o mountOptions) (err error) {
+	ready := func(error) {}
+	if fdStr := os.Getenv(readyFdEnv); fdStr != "" {
+		var fd int
+		fmt.Sscan(fdStr, &fd)
+		pipe := os.NewFile(uintptr(fd), "ready")
+		ready = func(err error) {
+			if err != nil {
+				fmt.Fprintln(pipe, err)
+			} else {
+				fmt.Fprintln(pipe, "ok")
+			}
+			pipe.Close()
+		}
+		defer func() {
+			if err != nil {
+				ready(err)
+			}
+		}()
+	}
+	mnt, err = filepath.Abs(mnt)
+	if err != nil {
+		return err
+	}
+	if err := checkMountpoint(mnt); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	v, err := openVolume(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := v.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	log := slog.Default()
+	f, err := fs.New(ctx, v.meta, v.store, fs.Options{
+		MemCacheBytes: o.cacheMem,
+		Capacity:      storeCapacity(v.dir, v.meta.Format().Stores[0]),
+		Logger:        log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(ctx); cerr != nil {
+			log.Error("close volume", "err", cerr)
+			if err == nil {
+				err = cerr
+			}
+		}
+	}()
+	srv, err := fuse.Mount(f, mnt, o.debug, log)
+	if err != nil {
+		return err
+	}
+	stopInfo := publishMountInfo(v, f, mnt)
+	defer stopInfo()
+	log.Info("mounted", "volume", v.dir, "mountpoint", mnt, "pid", os.Getpid())
+	ready(nil)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	for {
+		select {
+		case <-done:
+			log.Info("unmounted", "mountpoint", mnt)
+			return nil
+		case s := <-sigs:
+			log.Info("unmounting", "signal", s.String())
+			if err := srv.Unmount(); err != nil {
+				log.Error("unmount failed; still serving", "err", err)
+			}
+		}
+	}
+}
+
+// publishMountInfo keeps VOLUME_DIR/mount.json current for `objfs status`.
+func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
+	path := filepath.Join(v.dir, mountFile)
+	write := func() {
+		mi := mountInfo{Pid: os.Getpid(), Mountpoint: mnt, Stats: f.Meta().Stats(), Updated: time.Now().UTC().Format(time.RFC3339)}
+		b, _ := json.Marshal(mi)
+		tmp := path + ".tmp"
+		if os.WriteFile(tmp, b, 0o644) == nil {
+			_ = os.Rename(tmp, path)
+		}
+	}
+	write()
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				write()
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+		_ = os.Remove(path)
+	}
+}
+
+// mountBackground starts a detached copy of this mount and waits until it
+// reports that the volume is mounted.
+func mountBackground(dir, mnt string) error {
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := checkVolume(absDir); err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	logf, err := os.OpenFile(filepath.Join(absDir, "objfs.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer logf.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), readyFdEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start background mount: %w", err)
+	}
+	w.Close()
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line != "ok" {
+		_ = cmd.Wait()
+		if line == "" {
+			line = "background mount exited; see " + filepath.Join(absDir, "objfs.log")
+		}
+		return errors.New(line)
+	}
+	fmt.Printf("mounted %s at %s (pid %d, log %s)\n", absDir, mnt, cmd.Process.Pid, filepath.Join(absDir, "objfs.log"))
+	return cmd.Process.Release()
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/objfs/objfs/fs/meta"
+)
+
+func statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status VOLUME_DIR",
+		Short: "Show what a volume holds",
+		Long: `status prints a volume's format and totals: files, directories, bytes and
+blocks. For a mounted volume it reads the figures the mount publishes.`,
+		Example: `  objfs status /var/lib/objfs/vol`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return status(cmd.Context(), args[0])
+		},
+	}
+}
+
+func status(ctx context.Context, dir string) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := checkVolume(dir); err != nil {
+		return err
+	}
+	if mi, err := readMountInfo(dir); err == nil && mountedBy(dir) != "" {
+		fmt.Printf("volume:      %s\nmounted:     at %s by pid %d (figures as of %s)\n", dir, mi.Mountpoint, mi.Pid, mi.Updated)
+		printStats(mi.Stats)
+		return nil
+	}
+	v, err := openVolume(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer v.close()
+	f := v.meta.Format()
+	fmt.Printf("volume:      %s\nuuid:        %s\nformat:      version %d, block size %d, chunk size %d, inline up to %d bytes\nstores:      %v\nmounted:     no\n",
+		dir, f.UUID, f.Version, f.BlockSize, f.ChunkSize, f.InlineMax, f.Stores)
+	printStats(v.meta.Stats())
+	return nil
+}
+
+func printStats(s meta.Stats) {
+	fmt.Printf("inodes:      %d\nfiles:       %d\ndirectories: %d\nbytes:       %d (%s)\nblocks:      %d (%s stored)\n",
+		s.Inodes, s.Files, s.Dirs, s.Bytes, humanize.IBytes(uint64(max(s.Bytes, 0))), s.Blocks, humanize.IBytes(uint64(max(s.BlockBytes, 0))))
+}
