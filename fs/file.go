@@ -26,7 +26,17 @@ func accessMask(flags uint32) uint32 {
 }
 
 // Open opens inode ino and returns a handle.
-func (f *FS) Open(ctx context.Context, c *Caller, ino uint64, flags uint32) (uint64, error) {
+func (f *FS) Open(ctx context.Context, c *Caller, ino uint64, flags uint32) (fh uint64, err error) {
+	// Acquire first: from here on the inode cannot be reaped under us.
+	in, err := f.acquire(ino)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.releaseInode(ctx, in)
+		}
+	}()
 	a, err := f.meta.GetAttr(ctx, ino)
 	if err != nil {
 		return 0, err
@@ -45,10 +55,8 @@ func (f *FS) Open(ctx context.Context, c *Caller, ino uint64, flags uint32) (uin
 	if err := meta.Access(a, c, mask); err != nil {
 		return 0, err
 	}
-	in := f.acquire(ino)
 	if flags&syscall.O_TRUNC != 0 && a.IsRegular() {
 		if _, err := f.truncate(ctx, c, in, 0, true); err != nil {
-			_ = f.releaseInode(ctx, in)
 			return 0, err
 		}
 	}
@@ -82,7 +90,11 @@ func (f *FS) Create(ctx context.Context, c *Caller, parent uint64, name string, 
 	if err != nil {
 		return nil, 0, err
 	}
-	return a, f.newHandle(f.acquire(a.Ino), flags), nil
+	in, err := f.acquire(a.Ino)
+	if err != nil {
+		return nil, 0, err
+	}
+	return a, f.newHandle(in, flags), nil
 }
 
 // Release closes a handle; the file's last close commits its buffered data.
@@ -465,4 +477,68 @@ func (f *FS) truncate(ctx context.Context, c *Caller, in *inode, size uint64, op
 		return nil, err
 	}
 	return f.meta.SetAttr(ctx, c, in.ino, meta.SetAttrIn{Valid: meta.SetSize, Size: size, OpenForWrite: openForWrite})
+}
+
+// ReadInode reads without an open handle (NFS). Permission is checked here.
+func (f *FS) ReadInode(ctx context.Context, c *Caller, ino uint64, off uint64, dest []byte) (int, error) {
+	in, err := f.acquire(ino)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = f.releaseInode(ctx, in) }()
+	a, err := f.meta.GetAttr(ctx, ino)
+	if err != nil {
+		return 0, err
+	}
+	if !a.IsRegular() {
+		if a.IsDir() {
+			return 0, syscall.EISDIR
+		}
+		return 0, syscall.EINVAL
+	}
+	if err := meta.Access(a, c, meta.MayRead); err != nil {
+		return 0, err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return f.readLocked(ctx, in, off, dest)
+}
+
+// WriteInode writes without an open handle (NFS) and commits before it
+// returns, so the data is visible to everyone; with stable it is also durable.
+func (f *FS) WriteInode(ctx context.Context, c *Caller, ino uint64, off uint64, data []byte, stable bool) (int, error) {
+	in, err := f.acquire(ino)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = f.releaseInode(ctx, in) }()
+	a, err := f.meta.GetAttr(ctx, ino)
+	if err != nil {
+		return 0, err
+	}
+	if !a.IsRegular() {
+		if a.IsDir() {
+			return 0, syscall.EISDIR
+		}
+		return 0, syscall.EINVAL
+	}
+	if err := meta.Access(a, c, meta.MayWrite); err != nil {
+		return 0, err
+	}
+	if off+uint64(len(data)) > meta.MaxFileSize {
+		return 0, syscall.EFBIG
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.buf.write(off, data)
+	in.mtime = time.Now().UnixNano()
+	if err := f.flushLocked(ctx, in); err != nil {
+		return 0, err
+	}
+	if stable {
+		if err := f.sync(); err != nil {
+			return 0, err
+		}
+	}
+	return len(data), nil
 }

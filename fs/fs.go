@@ -63,6 +63,7 @@ type FS struct {
 
 	mu      sync.Mutex
 	inodes  map[uint64]*inode  // inodes with open handles or buffered data
+	reaping map[uint64]bool    // orphans being freed: they cannot be opened
 	handles map[uint64]*handle // open files and directories
 	nextFh  uint64
 
@@ -98,6 +99,7 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 		log:     opts.Logger,
 		format:  m.Format(),
 		inodes:  map[uint64]*inode{},
+		reaping: map[uint64]bool{},
 		handles: map[uint64]*handle{},
 		nextFh:  1,
 		reap:    make(chan uint64, 1024),
@@ -172,11 +174,17 @@ func (f *FS) background(ctx context.Context) {
 
 func (f *FS) reapIfClosed(ctx context.Context, ino uint64) {
 	f.mu.Lock()
-	_, open := f.inodes[ino]
-	f.mu.Unlock()
-	if open {
+	if _, open := f.inodes[ino]; open {
+		f.mu.Unlock()
 		return // the last release queues it again
 	}
+	f.reaping[ino] = true
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.reaping, ino)
+		f.mu.Unlock()
+	}()
 	if err := f.meta.Reap(ctx, ino); err != nil && ctx.Err() == nil {
 		f.log.Warn("reap unlinked inode", "ino", ino, "err", err)
 	}
@@ -195,17 +203,22 @@ func (f *FS) orphaned(a *Attr) {
 	}
 }
 
-// acquire returns the in-memory state of ino, creating it; release drops it.
-func (f *FS) acquire(ino uint64) *inode {
+// acquire returns the in-memory state of ino, creating it; releaseInode
+// drops it. An inode being reaped cannot be acquired (ENOENT); one that is
+// acquired is never reaped.
+func (f *FS) acquire(ino uint64) (*inode, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.reaping[ino] {
+		return nil, syscall.ENOENT
+	}
 	in := f.inodes[ino]
 	if in == nil {
 		in = &inode{ino: ino}
 		f.inodes[ino] = in
 	}
 	in.refs++
-	return in
+	return in, nil
 }
 
 // releaseInode drops one reference; the last one commits buffered data.

@@ -50,7 +50,10 @@ func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttr
 				in.OpenForWrite = true
 			}
 		}
-		st := f.acquire(ino)
+		st, err := f.acquire(ino)
+		if err != nil {
+			return nil, err
+		}
 		defer func() { _ = f.releaseInode(ctx, st) }()
 		st.mu.Lock()
 		defer st.mu.Unlock()

@@ -448,8 +448,15 @@ func (a *FS) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
 func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.Status {
 	c, stop := ctx(cancel)
 	defer stop()
-	if in.Mode != 0 {
-		// Only plain preallocation; punching holes and the like are not supported.
+	const keepSize = 1 // FALLOC_FL_KEEP_SIZE
+	switch in.Mode {
+	case 0:
+	case keepSize:
+		// Blocks are allocated when written; there is nothing to reserve
+		// in an object store, and the size stays.
+		return gofuse.OK
+	default:
+		// Punching holes, zeroing and collapsing ranges are not supported.
 		return gofuse.Status(syscall.EOPNOTSUPP)
 	}
 	at, err := a.fs.GetAttr(c, in.NodeId)

@@ -87,12 +87,22 @@ func (x *tx) addEntry(dir *Attr, name string, child *Attr) error {
 	ov = append(ov, e.encode()[:8]...)
 	ov = append(ov, e.encode()[16:]...)
 	ov = append(ov, name...)
-	return x.set(keyInoU64(pOrder, dir.Ino, seq), ov)
+	if err := x.set(keyInoU64(pOrder, dir.Ino, seq), ov); err != nil {
+		return err
+	}
+	return x.set(keyBack(child.Ino, dir.Ino, name), nil)
+}
+
+func keyBack(child, parent uint64, name string) []byte {
+	return append(keyInoU64(pBack, child, parent), name...)
 }
 
 func (x *tx) removeEntry(dir *Attr, name string, e entry) error {
 	x.touchTimes(dir)
 	if err := x.del(keyInoName(pEntry, dir.Ino, name)); err != nil {
+		return err
+	}
+	if err := x.del(keyBack(e.child, dir.Ino, name)); err != nil {
 		return err
 	}
 	return x.del(keyInoU64(pOrder, dir.Ino, e.seq))
@@ -667,8 +677,9 @@ func beU64(b []byte) uint64 {
 	return v
 }
 
-// Path returns a path of ino from the root, for messages and tools. Files
-// with several links get one of their paths.
+// Path returns a path of ino from the root, for NFS handles, tools and
+// messages, walking the back-links up: O(depth) reads. A file with several
+// links gets one of its paths.
 func (m *Meta) Path(ctx context.Context, ino uint64) (string, error) {
 	var parts []string
 	err := m.view(ctx, func(x *tx) error {
@@ -676,21 +687,14 @@ func (m *Meta) Path(ctx context.Context, ino uint64) (string, error) {
 			if depth > 4096 {
 				return fmt.Errorf("%w: parent chain of %d too deep", errCorrupt, ino)
 			}
-			a, err := x.inode(ino)
-			if err != nil {
-				return err
-			}
+			var parent uint64
 			name := ""
-			err = x.t.Scan(keyIno(pEntry, a.Parent), nil, func(k, v []byte) (bool, error) {
-				e, err := decodeEntry(k, v)
-				if err != nil {
-					return false, err
+			err := x.t.Scan(keyIno(pBack, ino), nil, func(k, v []byte) (bool, error) {
+				if len(k) < 18 {
+					return false, corrupt("back link", k)
 				}
-				if e.child == ino {
-					name = string(k[9:])
-					return false, nil
-				}
-				return true, nil
+				parent, name = beU64(k[9:]), string(k[17:])
+				return false, nil
 			})
 			if err != nil {
 				return err
@@ -699,7 +703,7 @@ func (m *Meta) Path(ctx context.Context, ino uint64) (string, error) {
 				return syscall.ENOENT
 			}
 			parts = append(parts, name)
-			ino = a.Parent
+			ino = parent
 		}
 		return nil
 	})

@@ -18,6 +18,7 @@ const (
 	pInode    = 'I' // I ino                    -> Attr
 	pEntry    = 'E' // E parent name            -> child, seq, type
 	pOrder    = 'O' // O parent seq             -> child, type, name (readdir order)
+	pBack     = 'B' // B child parent name      -> nil (every link of an inode, for paths and fsck)
 	pInline   = 'D' // D ino                    -> inline file bytes or symlink target
 	pSlices   = 'S' // S ino chunk(4)           -> []Slice
 	pXattr    = 'A' // A ino name               -> value
