@@ -67,6 +67,11 @@ func checkVolume(dir string) error {
 	if st, err := os.Stat(filepath.Join(dir, metaDir)); err != nil || !st.IsDir() {
 		return fmt.Errorf("volume %s is damaged: its metadata directory %s is missing", dir, metaDir)
 	}
+	// Badger would quietly create a new, empty database where its files
+	// are gone; refuse instead, so a damaged volume is left as it is.
+	if _, err := os.Stat(filepath.Join(dir, metaDir, "MANIFEST")); err != nil {
+		return fmt.Errorf("volume %s is damaged: the metadata database in %s is missing its MANIFEST (restore it, or load a dump)", dir, filepath.Join(dir, metaDir))
+	}
 	return nil
 }
 
@@ -90,7 +95,7 @@ func openVolume(ctx context.Context, dir string) (*volume, error) {
 	m, err := meta.Open(ctx, kv)
 	if err != nil {
 		_ = kv.Close()
-		return nil, fmt.Errorf("volume %s: %w", dir, err)
+		return nil, fmt.Errorf("volume %s is damaged: %w", dir, err)
 	}
 	store, err := openStore(ctx, dir, m.Format().Stores[0], false)
 	if err != nil {
