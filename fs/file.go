@@ -337,10 +337,12 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 	chunks, held, err := f.upload(ctx, extents)
 	defer f.blocks.release(held...)
 	if err != nil {
+		f.abandon(held)
 		return err
 	}
 	w.Chunks = chunks
 	if _, err := f.meta.Write(ctx, in.ino, w); err != nil {
+		f.abandon(held)
 		return err
 	}
 	in.buf.reset()
@@ -449,14 +451,26 @@ func (f *FS) maybeCompact(ctx context.Context, in *inode, idx uint32) error {
 	chunks, held, err := f.upload(ctx, runs)
 	defer f.blocks.release(held...)
 	if err != nil {
+		f.abandon(held)
 		return err
 	}
 	var repl []meta.Slice
 	if len(chunks) == 1 {
 		repl = chunks[0].Slices
 	}
-	_, err = f.meta.ReplaceChunk(ctx, in.ino, idx, old, repl)
+	done, err := f.meta.ReplaceChunk(ctx, in.ino, idx, old, repl)
+	if err != nil || !done {
+		f.abandon(held)
+	}
 	return err
+}
+
+// abandon queues blocks uploaded for a commit that did not happen, so their
+// objects are freed unless something else references the same content.
+func (f *FS) abandon(ids []meta.BlockID) {
+	if err := f.meta.QueueUnreferenced(context.Background(), ids); err != nil {
+		f.log.Warn("queue abandoned blocks; gc will find them", "blocks", len(ids), "err", err)
+	}
 }
 
 func sortSegments(segs []segment) []segment {

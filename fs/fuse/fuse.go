@@ -91,19 +91,26 @@ func (a *FS) errno(op string, err error) gofuse.Status {
 	return gofuse.EIO
 }
 
-// ctx turns the kernel's cancel channel into a context.
-func ctx(cancel <-chan struct{}) (context.Context, context.CancelFunc) {
-	c, stop := context.WithCancel(context.Background())
-	if cancel != nil {
-		go func() {
-			select {
-			case <-cancel:
-				stop()
-			case <-c.Done():
-			}
-		}()
+// ctx turns the kernel's cancel channel (closed on INTERRUPT) into a
+// context without starting a goroutine per request.
+func ctx(cancel <-chan struct{}) (context.Context, func()) {
+	return cancelCtx{Context: context.Background(), done: cancel}, func() {}
+}
+
+type cancelCtx struct {
+	context.Context
+	done <-chan struct{}
+}
+
+func (c cancelCtx) Done() <-chan struct{} { return c.done }
+
+func (c cancelCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
 	}
-	return c, stop
 }
 
 // caller builds the permission identity of a request. FUSE sends no

@@ -583,3 +583,24 @@ func (m *Meta) ClaimBlock(ctx context.Context, id BlockID) (bool, error) {
 	})
 	return deletable, err
 }
+
+// QueueUnreferenced queues for deletion those of ids that no slice
+// references: blocks uploaded for a commit that then failed.
+func (m *Meta) QueueUnreferenced(ctx context.Context, ids []BlockID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return m.update(ctx, func(x *tx) error {
+		for _, id := range ids {
+			if _, err := x.t.Get(keyBlock(pRefcount, id)); err == nil {
+				continue
+			} else if !errors.Is(err, ErrKeyNotFound) {
+				return err
+			}
+			if err := x.set(keyBlock(pPending, id), u64bytes(uint64(x.now))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
