@@ -113,23 +113,38 @@ func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 // deletePending frees the objects of blocks whose reference count dropped
 // to zero at least grace ago.
 func (b *blocks) deletePending(ctx context.Context, m *meta.Meta, grace time.Duration) error {
-	ids, err := m.PendingBlocks(ctx, time.Now().Add(-grace), 256)
-	if err != nil {
-		return err
-	}
-	for _, id := range ids {
-		if err := b.deleteOne(ctx, m, id); err != nil {
+	const batch = 256
+	cutoff := time.Now().Add(-grace)
+	for {
+		ids, err := m.PendingBlocks(ctx, cutoff, batch)
+		if err != nil {
 			return err
 		}
+		skipped := 0
+		for _, id := range ids {
+			deleted, err := b.deleteOne(ctx, m, id)
+			if err != nil {
+				return err
+			}
+			if !deleted {
+				skipped++
+			}
+		}
+		// Stop when the queue is drained, or when what is left is held
+		// by uploads in flight (the next round will see it again).
+		if len(ids) < batch || skipped == len(ids) || ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
-	return nil
 }
 
-func (b *blocks) deleteOne(ctx context.Context, m *meta.Meta, id meta.BlockID) error {
+// deleteOne deletes the object of block id if it is still unreferenced. It
+// reports whether the block left the deletion queue.
+func (b *blocks) deleteOne(ctx context.Context, m *meta.Meta, id meta.BlockID) (bool, error) {
 	b.mu.Lock()
 	if b.inflight[id] > 0 {
 		b.mu.Unlock()
-		return nil // a writer is about to reference it again
+		return false, nil // a writer is about to reference it again
 	}
 	b.deleting[id] = true
 	b.mu.Unlock()
@@ -141,12 +156,12 @@ func (b *blocks) deleteOne(ctx context.Context, m *meta.Meta, id meta.BlockID) e
 	}()
 	ok, err := m.ClaimBlock(ctx, id)
 	if err != nil || !ok {
-		return err
+		return err == nil, err
 	}
 	// A crash here leaves an unreferenced object, which gc removes.
 	if err := b.store.Delete(ctx, id.ObjectKey()); err != nil {
 		b.log.Warn("delete block", "block", id.ObjectKey(), "err", err)
 	}
 	b.cache.Remove(id.String())
-	return nil
+	return true, nil
 }

@@ -203,7 +203,7 @@ func (f *FS) readLocked(ctx context.Context, in *inode, off uint64, dest []byte)
 	if len(dest) == 0 {
 		return 0, nil
 	}
-	d, err := f.meta.ReadData(ctx, in.ino, uint32(off/cs), uint32((end-1)/cs))
+	d, err := f.meta.ReadData(ctx, in.ino, off/cs, (end-1)/cs)
 	if err != nil {
 		return 0, err
 	}
@@ -308,14 +308,16 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 	if len(in.buf.extents) == 0 {
 		return nil
 	}
-	d, err := f.meta.ReadData(ctx, in.ino, 0, 0)
+	// Every chunk that could hold data of a file small enough to be
+	// inline: such a file may stay (or become) inline only if none exists.
+	d, err := f.meta.ReadData(ctx, in.ino, 0, uint64(f.format.InlineMax)/uint64(f.format.ChunkSize))
 	if err != nil {
 		return err
 	}
 	end := max(d.Attr.Size, in.buf.end())
 	w := meta.WriteIn{End: end, Mtime: in.mtime}
 	inlineKey := d.Inline != nil
-	if end <= uint64(f.format.InlineMax) && len(d.Chunks[0]) == 0 {
+	if end <= uint64(f.format.InlineMax) && len(d.Chunks) == 0 {
 		content := make([]byte, end)
 		copy(content, d.Inline)
 		in.buf.overlay(0, content)
@@ -365,10 +367,10 @@ func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, [
 	}
 	var jobs []job
 	var chunks []meta.ChunkWrite
-	index := map[uint32]int{}
+	index := map[uint64]int{}
 	for _, e := range extents {
 		for off := e.off; off < e.end(); {
-			idx := uint32(off / cs)
+			idx := off / cs
 			pos := off % cs
 			n := min(e.end()-off, cs-pos)
 			data := e.data[off-e.off : off-e.off+n]
@@ -422,7 +424,7 @@ func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, [
 // fresh blocks, so many small overwrites cannot grow metadata without bound.
 const compactAt = 24
 
-func (f *FS) maybeCompact(ctx context.Context, in *inode, idx uint32) error {
+func (f *FS) maybeCompact(ctx context.Context, in *inode, idx uint64) error {
 	d, err := f.meta.ReadData(ctx, in.ino, idx, idx)
 	if err != nil {
 		return err

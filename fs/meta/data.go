@@ -13,7 +13,7 @@ import (
 // MaxFileSize is the largest file size objfs accepts.
 const MaxFileSize = 1 << 50
 
-func (x *tx) chunk(ino uint64, idx uint32) ([]Slice, error) {
+func (x *tx) chunk(ino uint64, idx uint64) ([]Slice, error) {
 	k := keyChunk(ino, idx)
 	v, err := x.t.Get(k)
 	if errors.Is(err, ErrKeyNotFound) {
@@ -25,7 +25,7 @@ func (x *tx) chunk(ino uint64, idx uint32) ([]Slice, error) {
 	return decodeSlices(k, v)
 }
 
-func (x *tx) putChunk(ino uint64, idx uint32, ss []Slice) error {
+func (x *tx) putChunk(ino uint64, idx uint64, ss []Slice) error {
 	if len(ss) == 0 {
 		return x.del(keyChunk(ino, idx))
 	}
@@ -117,10 +117,10 @@ func (x *tx) truncate(a *Attr, size uint64) error {
 		return err
 	}
 	cs := uint64(x.m.format.ChunkSize)
-	first := uint32(size / cs)
-	var idxs []uint32
+	first := size / cs
+	var idxs []uint64
 	err := x.t.Scan(keyIno(pSlices, a.Ino), keyChunk(a.Ino, first), func(k, v []byte) (bool, error) {
-		idxs = append(idxs, binary.BigEndian.Uint32(k[9:]))
+		idxs = append(idxs, binary.BigEndian.Uint64(k[9:]))
 		return true, nil
 	})
 	if err != nil {
@@ -284,13 +284,13 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 type Data struct {
 	Attr   *Attr
 	Inline []byte // inline content (may be shorter than Size: the rest reads as zeros)
-	Chunks map[uint32][]Slice
+	Chunks map[uint64][]Slice
 }
 
 // ReadData reads the attributes, inline data and the slice lists of chunks
 // first..last of ino from one snapshot.
-func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint32) (*Data, error) {
-	d := &Data{Chunks: map[uint32][]Slice{}}
+func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint64) (*Data, error) {
+	d := &Data{Chunks: map[uint64][]Slice{}}
 	err := m.view(ctx, func(x *tx) error {
 		a, err := x.inode(ino)
 		if err != nil {
@@ -309,7 +309,7 @@ func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint32) (*D
 			return err
 		}
 		return x.t.Scan(keyIno(pSlices, ino), keyChunk(ino, first), func(k, v []byte) (bool, error) {
-			idx := binary.BigEndian.Uint32(k[9:])
+			idx := binary.BigEndian.Uint64(k[9:])
 			if idx > last {
 				return false, nil
 			}
@@ -323,7 +323,7 @@ func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint32) (*D
 
 // ChunkWrite is new slices for one chunk.
 type ChunkWrite struct {
-	Index  uint32
+	Index  uint64
 	Slices []Slice
 }
 
@@ -376,6 +376,9 @@ func (m *Meta) Write(ctx context.Context, ino uint64, in WriteIn) (*Attr, error)
 				if err := x.refSlice(s, 1); err != nil {
 					return err
 				}
+				if ss, err = x.dropShadowed(ss, s); err != nil {
+					return err
+				}
 				ss = appendSlice(ss, s)
 			}
 			if err := x.putChunk(ino, cw.Index, ss); err != nil {
@@ -393,6 +396,22 @@ func (m *Meta) Write(ctx context.Context, ino uint64, in WriteIn) (*Attr, error)
 		return nil
 	})
 	return out, err
+}
+
+// dropShadowed releases the slices of ss that s covers entirely: nothing of
+// them can be read any more.
+func (x *tx) dropShadowed(ss []Slice, s Slice) ([]Slice, error) {
+	kept := ss[:0]
+	for _, old := range ss {
+		if old.Pos >= s.Pos && old.Pos+old.Len <= s.Pos+s.Len {
+			if err := x.refSlice(old, -1); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		kept = append(kept, old)
+	}
+	return kept, nil
 }
 
 // appendSlice adds s as the newest slice, merging it into the newest
@@ -416,7 +435,7 @@ func appendSlice(ss []Slice, s Slice) []Slice {
 
 // ReplaceChunk swaps a chunk's slice list for an equivalent compacted one,
 // if the chunk still holds exactly old. It reports whether it did.
-func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint32, old, repl []Slice) (bool, error) {
+func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, repl []Slice) (bool, error) {
 	done := false
 	err := m.update(ctx, func(x *tx) error {
 		done = false
@@ -480,9 +499,9 @@ func (m *Meta) Reap(ctx context.Context, ino uint64) error {
 				finished = true
 				return x.del(keyIno(pOrphan, ino))
 			}
-			var idxs []uint32
+			var idxs []uint64
 			err = x.t.Scan(keyIno(pSlices, ino), nil, func(k, v []byte) (bool, error) {
-				idxs = append(idxs, binary.BigEndian.Uint32(k[9:]))
+				idxs = append(idxs, binary.BigEndian.Uint64(k[9:]))
 				return len(idxs) < reapBatch, nil
 			})
 			if err != nil {

@@ -20,7 +20,7 @@ const (
 	pOrder    = 'O' // O parent seq             -> child, type, name (readdir order)
 	pBack     = 'B' // B child parent name      -> nil (every link of an inode, for paths and fsck)
 	pInline   = 'D' // D ino                    -> inline file bytes or symlink target
-	pSlices   = 'S' // S ino chunk(4)           -> []Slice
+	pSlices   = 'S' // S ino chunk              -> []Slice
 	pXattr    = 'A' // A ino name               -> value
 	pRefcount = 'R' // R blockID(32)            -> refs(8) size(4)
 	pPending  = 'P' // P blockID(32)            -> unix nanos when refs reached 0
@@ -53,12 +53,8 @@ func keyInoU64(p byte, ino, n uint64) []byte {
 	return k
 }
 
-func keyChunk(ino uint64, chunk uint32) []byte {
-	k := make([]byte, 13)
-	k[0] = pSlices
-	binary.BigEndian.PutUint64(k[1:], ino)
-	binary.BigEndian.PutUint32(k[9:], chunk)
-	return k
+func keyChunk(ino uint64, chunk uint64) []byte {
+	return keyInoU64(pSlices, ino, chunk)
 }
 
 func keyBlock(p byte, id BlockID) []byte {

@@ -90,7 +90,11 @@ func (m *Meta) ListXattr(ctx context.Context, c *Caller, ino uint64) ([]string, 
 			return err
 		}
 		return x.t.Scan(keyIno(pXattr, ino), nil, func(k, v []byte) (bool, error) {
-			out = append(out, string(k[9:]))
+			name := string(k[9:])
+			// As on Linux, trusted.* attributes are listed to root only.
+			if c.Uid == 0 || !strings.HasPrefix(name, "trusted.") {
+				out = append(out, name)
+			}
 			return true, nil
 		})
 	})
