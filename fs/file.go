@@ -97,6 +97,19 @@ func (f *FS) Create(ctx context.Context, c *Caller, parent uint64, name string, 
 	return a, f.newHandle(in, flags), nil
 }
 
+// Tmpfile creates and opens an unnamed file in parent (O_TMPFILE).
+func (f *FS) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode, flags uint32) (*Attr, uint64, error) {
+	a, err := f.meta.Tmpfile(ctx, c, parent, mode)
+	if err != nil {
+		return nil, 0, err
+	}
+	in, err := f.acquire(a.Ino)
+	if err != nil {
+		return nil, 0, err
+	}
+	return a, f.newHandle(in, flags), nil
+}
+
 // Release closes a handle; the file's last close commits its buffered data.
 func (f *FS) Release(ctx context.Context, fh uint64) error {
 	f.mu.Lock()

@@ -130,7 +130,7 @@ func (f *FS) ReadDir(ctx context.Context, c *Caller, dir uint64, cookie uint64, 
 	return f.meta.ReadDir(ctx, dir, cookie, fn)
 }
 
-// OpenDir checks that c may list directory ino.
+// OpenDir checks that c may list directory ino (stateless front ends).
 func (f *FS) OpenDir(ctx context.Context, c *Caller, ino uint64) error {
 	a, err := f.meta.GetAttr(ctx, ino)
 	if err != nil {
@@ -140,6 +140,31 @@ func (f *FS) OpenDir(ctx context.Context, c *Caller, ino uint64) error {
 		return syscall.ENOTDIR
 	}
 	return meta.Access(a, c, meta.MayRead)
+}
+
+// OpenDirHandle opens directory ino for listing. Like an open file, an
+// open directory that is removed keeps its inode (nlink 0) until released.
+func (f *FS) OpenDirHandle(ctx context.Context, c *Caller, ino uint64) (fh uint64, err error) {
+	in, err := f.acquire(ino)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.releaseInode(ctx, in)
+		}
+	}()
+	a, err := f.meta.GetAttr(ctx, ino)
+	if err != nil {
+		return 0, err
+	}
+	if !a.IsDir() {
+		return 0, syscall.ENOTDIR
+	}
+	if err := meta.Access(a, c, meta.MayRead); err != nil {
+		return 0, err
+	}
+	return f.newHandle(in, syscall.O_RDONLY), nil
 }
 
 // Access implements access(2).

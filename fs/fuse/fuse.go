@@ -84,33 +84,19 @@ func (a *FS) errno(op string, err error) gofuse.Status {
 	case errors.Is(err, meta.ErrTxnTooBig):
 		a.log.Warn("operation too large for one transaction", "op", op, "err", err)
 		return gofuse.Status(syscall.EFBIG)
-	case errors.Is(err, context.Canceled):
-		return gofuse.EINTR
 	}
 	a.log.Error("operation failed", "op", op, "err", err)
 	return gofuse.EIO
 }
 
-// ctx turns the kernel's cancel channel (closed on INTERRUPT) into a
-// context without starting a goroutine per request.
-func ctx(cancel <-chan struct{}) (context.Context, func()) {
-	return cancelCtx{Context: context.Background(), done: cancel}, func() {}
-}
-
-type cancelCtx struct {
-	context.Context
-	done <-chan struct{}
-}
-
-func (c cancelCtx) Done() <-chan struct{} { return c.done }
-
-func (c cancelCtx) Err() error {
-	select {
-	case <-c.done:
-		return context.Canceled
-	default:
-		return nil
-	}
+// ctx gives a request its context. The kernel's INTERRUPT is deliberately
+// not turned into cancellation: the kernel sends it for any signal to the
+// calling thread, including the Go runtime's own preemption signals, and an
+// operation that fails with EINTR (close, chown, utimes...) is one that
+// applications do not retry. Operations finish; a stuck object store is
+// bounded by the store's own timeouts and retries instead.
+func ctx(<-chan struct{}) (context.Context, func()) {
+	return context.Background(), func() {}
 }
 
 // caller builds the permission identity of a request. FUSE sends no
@@ -144,13 +130,23 @@ func procGroups(pid uint32) []uint32 {
 	return nil
 }
 
+// splitTime turns nanoseconds since the epoch into seconds and a
+// non-negative nanosecond part (floor division: -1.5 s is -2 s + 0.5e9 ns).
+func splitTime(ns int64) (uint64, uint32) {
+	sec, nsec := ns/1e9, ns%1e9
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+1e9
+	}
+	return uint64(sec), uint32(nsec)
+}
+
 func fillAttr(out *gofuse.Attr, a *meta.Attr) {
 	out.Ino = a.Ino
 	out.Size = a.Size
 	out.Blocks = (a.Size + 511) / 512
-	out.Atime, out.Atimensec = uint64(a.Atime/1e9), uint32(a.Atime%1e9)
-	out.Mtime, out.Mtimensec = uint64(a.Mtime/1e9), uint32(a.Mtime%1e9)
-	out.Ctime, out.Ctimensec = uint64(a.Ctime/1e9), uint32(a.Ctime%1e9)
+	out.Atime, out.Atimensec = splitTime(a.Atime)
+	out.Mtime, out.Mtimensec = splitTime(a.Mtime)
+	out.Ctime, out.Ctimensec = splitTime(a.Ctime)
 	out.Mode = a.Mode
 	out.Nlink = a.Nlink
 	out.Uid, out.Gid = a.Uid, a.Gid
@@ -377,6 +373,18 @@ func (a *FS) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, ou
 	return gofuse.OK
 }
 
+func (a *FS) Tmpfile(cancel <-chan struct{}, in *gofuse.CreateIn, out *gofuse.CreateOut) gofuse.Status {
+	c, stop := ctx(cancel)
+	defer stop()
+	at, fh, err := a.fs.Tmpfile(c, caller(&in.InHeader), in.NodeId, in.Mode, in.Flags)
+	if err != nil {
+		return a.errno("tmpfile", err)
+	}
+	fillEntry(&out.EntryOut, at)
+	out.Fh = fh
+	return gofuse.OK
+}
+
 func (a *FS) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
 	c, stop := ctx(cancel)
 	defer stop()
@@ -479,7 +487,12 @@ func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.St
 func (a *FS) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("opendir", a.fs.OpenDir(c, caller(&in.InHeader), in.NodeId))
+	fh, err := a.fs.OpenDirHandle(c, caller(&in.InHeader), in.NodeId)
+	if err != nil {
+		return a.errno("opendir", err)
+	}
+	out.Fh = fh
+	return gofuse.OK
 }
 
 func (a *FS) ReadDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
@@ -538,7 +551,11 @@ func (a *FS) readDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirE
 	return a.errno("readdir", err)
 }
 
-func (a *FS) ReleaseDir(in *gofuse.ReleaseIn) {}
+func (a *FS) ReleaseDir(in *gofuse.ReleaseIn) {
+	if err := a.fs.Release(context.Background(), in.Fh); err != nil {
+		a.errno("releasedir", err)
+	}
+}
 
 func (a *FS) FsyncDir(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
 	c, stop := ctx(cancel)

@@ -257,6 +257,38 @@ func (m *Meta) Mknod(ctx context.Context, c *Caller, parent uint64, name string,
 	return out, err
 }
 
+// Tmpfile creates an unnamed regular file in directory parent (O_TMPFILE):
+// an orphan from birth, freed at its last close unless linkat names it.
+func (m *Meta) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode uint32) (*Attr, error) {
+	ino, err := m.allocIno(ctx)
+	if err != nil {
+		return nil, err
+	}
+	gen := rand.Uint64()>>1 | 1
+	var out *Attr
+	err = m.update(ctx, func(x *tx) error {
+		dir, err := x.dir(parent)
+		if err != nil {
+			return err
+		}
+		if err := Access(dir, c, MayWrite|MayExec); err != nil {
+			return err
+		}
+		a := &Attr{Ino: ino, Gen: gen, Mode: syscall.S_IFREG | mode&0o7777, Uid: c.Uid, Gid: c.Gid,
+			Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: parent, Flags: FlagLinkable}
+		if dir.Mode&syscall.S_ISGID != 0 {
+			a.Gid = dir.Gid
+		}
+		x.inodes[ino] = a
+		x.touch(a)
+		x.addDelta(Stats{Inodes: 1, Files: 1})
+		cp := *a
+		out = &cp
+		return x.set(keyIno(pOrphan, ino), u64bytes(uint64(x.now)))
+	})
+	return out, err
+}
+
 // Link adds a hard link newName in newParent to inode ino.
 func (m *Meta) Link(ctx context.Context, c *Caller, ino, newParent uint64, newName string) (*Attr, error) {
 	if err := CheckName(newName); err != nil {
@@ -274,8 +306,8 @@ func (m *Meta) Link(ctx context.Context, c *Caller, ino, newParent uint64, newNa
 		if a.IsDir() {
 			return syscall.EPERM
 		}
-		if a.Nlink == 0 {
-			return syscall.ENOENT
+		if a.Nlink == 0 && a.Flags&FlagLinkable == 0 {
+			return syscall.ENOENT // unlinked files stay unlinked
 		}
 		if a.Nlink >= maxLinks {
 			return syscall.EMLINK
@@ -291,6 +323,14 @@ func (m *Meta) Link(ctx context.Context, c *Caller, ino, newParent uint64, newNa
 			return err
 		} else if ok {
 			return syscall.EEXIST
+		}
+		if a.Nlink == 0 {
+			// An O_TMPFILE file gets its first name: no longer an orphan.
+			a.Flags &^= FlagLinkable
+			a.Parent = newParent
+			if err := x.del(keyIno(pOrphan, a.Ino)); err != nil {
+				return err
+			}
 		}
 		a.Nlink++
 		x.touchCtime(a)

@@ -86,7 +86,12 @@ type Attr struct {
 	Ctime   int64
 	Parent  uint64 // a directory holding an entry for this inode (exact for directories)
 	NextSeq uint64 // directories: readdir cookie of the next entry created
+	Flags   uint32 // FlagLinkable
 }
+
+// FlagLinkable marks an O_TMPFILE inode: it has no links yet but may be
+// given one by linkat.
+const FlagLinkable = 1
 
 // IsDir reports whether the inode is a directory.
 func (a *Attr) IsDir() bool { return a.Mode&syscall.S_IFMT == syscall.S_IFDIR }
@@ -98,7 +103,7 @@ func (a *Attr) IsRegular() bool { return a.Mode&syscall.S_IFMT == syscall.S_IFRE
 func (a *Attr) Type() uint32 { return a.Mode & syscall.S_IFMT }
 
 const attrVersion = 1
-const attrLen = 1 + 8 + 4*5 + 8 + 8*3 + 8 + 8
+const attrLen = 1 + 8 + 4*5 + 8 + 8*3 + 8 + 8 + 4
 
 func (a *Attr) encode() []byte {
 	b := make([]byte, 0, attrLen)
@@ -115,6 +120,7 @@ func (a *Attr) encode() []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(a.Ctime))
 	b = binary.LittleEndian.AppendUint64(b, a.Parent)
 	b = binary.LittleEndian.AppendUint64(b, a.NextSeq)
+	b = binary.LittleEndian.AppendUint32(b, a.Flags)
 	return b
 }
 
@@ -137,6 +143,7 @@ func decodeAttr(ino uint64, b []byte) (*Attr, error) {
 		Ctime:   int64(le.Uint64(b[53:])),
 		Parent:  le.Uint64(b[61:]),
 		NextSeq: le.Uint64(b[69:]),
+		Flags:   le.Uint32(b[77:]),
 	}, nil
 }
 
