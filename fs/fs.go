@@ -157,6 +157,7 @@ func (f *FS) background(ctx context.Context) {
 		case ino := <-f.reap:
 			f.reapIfClosed(ctx, ino)
 		case <-tick.C:
+			f.retryDirty(ctx)
 			if time.Since(lastDelete) >= min(f.opts.DeleteGrace, 5*time.Second) {
 				lastDelete = time.Now()
 				if err := f.blocks.deletePending(ctx, f.meta, f.opts.DeleteGrace); err != nil && ctx.Err() == nil {
@@ -222,19 +223,28 @@ func (f *FS) acquire(ino uint64) (*inode, error) {
 }
 
 // releaseInode drops one reference; the last one commits buffered data.
+// The inode stays in the table while it commits, so a concurrent open
+// finds the same state; if the commit fails the inode stays, dirty, and the
+// background retries it: a failed close never silently drops data.
 func (f *FS) releaseInode(ctx context.Context, in *inode) error {
 	f.mu.Lock()
-	last := in.refs == 1
-	f.mu.Unlock()
-	var err error
-	if last {
-		in.mu.Lock()
-		err = f.flushLocked(ctx, in)
-		in.mu.Unlock()
-	}
-	f.mu.Lock()
 	in.refs--
-	gone := in.refs == 0
+	last := in.refs == 0
+	f.mu.Unlock()
+	if !last {
+		return nil
+	}
+	return f.retire(ctx, in)
+}
+
+// retire commits an unreferenced inode's buffer and drops it from the table
+// if nobody acquired it meanwhile.
+func (f *FS) retire(ctx context.Context, in *inode) error {
+	in.mu.Lock()
+	err := f.flushLocked(ctx, in)
+	in.mu.Unlock()
+	f.mu.Lock()
+	gone := err == nil && in.refs == 0 && f.inodes[in.ino] == in
 	if gone {
 		delete(f.inodes, in.ino)
 	}
@@ -245,6 +255,23 @@ func (f *FS) releaseInode(ctx context.Context, in *inode) error {
 		}
 	}
 	return err
+}
+
+// retryDirty commits inodes whose last commit failed.
+func (f *FS) retryDirty(ctx context.Context) {
+	f.mu.Lock()
+	var idle []*inode
+	for _, in := range f.inodes {
+		if in.refs == 0 {
+			idle = append(idle, in)
+		}
+	}
+	f.mu.Unlock()
+	for _, in := range idle {
+		if err := f.retire(ctx, in); err != nil && ctx.Err() == nil {
+			f.log.Warn("commit of a closed file failed; will retry", "ino", in.ino, "err", err)
+		}
+	}
 }
 
 // lookupInode returns the in-memory state of ino if it has one.

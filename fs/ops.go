@@ -41,15 +41,18 @@ func (f *FS) Lookup(ctx context.Context, c *Caller, parent uint64, name string) 
 	return f.withBuffered(a), nil
 }
 
-// SetAttr changes attributes; a size change commits buffered writes first.
+// SetAttr changes attributes; size and time changes commit buffered writes first.
 // fh, when not zero, is the handle the change comes through (ftruncate).
 func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttrIn, fh uint64) (*Attr, error) {
-	if in.Valid&meta.SetSize != 0 {
-		if fh != 0 {
-			if h, err := f.handle(fh); err == nil && h.flags&accMode != syscall.O_RDONLY {
-				in.OpenForWrite = true
-			}
+	// Size and time changes must come after the buffered writes they
+	// follow: commit those first, or the commit would undo the change.
+	const ordered = meta.SetSize | meta.SetAtime | meta.SetMtime | meta.SetAtimeNow | meta.SetMtimeNow | meta.SetCtime
+	if fh != 0 {
+		if h, err := f.handle(fh); err == nil && h.flags&accMode != syscall.O_RDONLY {
+			in.OpenForWrite = true
 		}
+	}
+	if in.Valid&ordered != 0 && f.lookupInode(ino) != nil {
 		st, err := f.acquire(ino)
 		if err != nil {
 			return nil, err

@@ -525,6 +525,9 @@ func (a *FS) readDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirE
 		}
 		return true
 	}
+	if dir.Nlink == 0 {
+		return gofuse.OK // removed while open: no entries at all, as on ext4
+	}
 	if in.Offset < 1 && !add(gofuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: dir.Ino, Off: 1}, nil) {
 		return gofuse.OK
 	}

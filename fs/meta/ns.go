@@ -690,8 +690,13 @@ type Dirent struct {
 // false to stop.
 func (m *Meta) ReadDir(ctx context.Context, dir uint64, cookie uint64, fn func(Dirent) bool) error {
 	return m.view(ctx, func(x *tx) error {
-		if _, err := x.dir(dir); err != nil {
+		// A removed directory that is still open lists as empty.
+		a, err := x.inode(dir)
+		if err != nil {
 			return err
+		}
+		if !a.IsDir() {
+			return syscall.ENOTDIR
 		}
 		start := keyInoU64(pOrder, dir, max(cookie+1, firstSeq))
 		return x.t.Scan(keyIno(pOrder, dir), start, func(k, v []byte) (bool, error) {

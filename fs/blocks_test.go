@@ -1,0 +1,294 @@
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/objfs/objfs/fs/meta"
+)
+
+// TestBlocksFreedAfterDeletingEverything writes, overwrites, truncates and
+// renames files of all sizes, deletes everything, and expects the object
+// store to end up empty.
+func TestBlocksFreedAfterDeletingEverything(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 1000, onDisk: true})
+	d, err := v.f.Mkdir(v.ctx, &meta.Root, meta.RootIno, "d", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int{10, 999, 1001, 4096, 4097, 70000, 200000}
+	for i, n := range sizes {
+		parent := uint64(meta.RootIno)
+		if i%2 == 1 {
+			parent = d.Ino
+		}
+		ino, fh := v.create(parent, fmt.Sprint("f", i), syscall.O_RDWR)
+		v.write(fh, 0, pattern(uint64(i), n))
+		v.flush(fh)
+		v.write(fh, uint64(n/3), pattern(uint64(i+100), n/2+1)) // partial overwrite
+		v.flush(fh)
+		if i%3 == 0 {
+			v.truncate(ino, fh, uint64(n/2))
+		}
+		v.release(fh)
+	}
+	// The same content twice shares blocks; delete one copy first.
+	for _, name := range []string{"dupA", "dupB"} {
+		_, fh := v.create(meta.RootIno, name, syscall.O_RDWR)
+		v.write(fh, 0, pattern(7, 50000))
+		v.release(fh)
+	}
+	if err := v.f.Unlink(v.ctx, &meta.Root, meta.RootIno, "dupA"); err != nil {
+		t.Fatal(err)
+	}
+	// A rename over an existing file frees the replaced file's blocks.
+	if err := v.f.Rename(v.ctx, &meta.Root, meta.RootIno, "f0", d.Ino, "f1", 0); err != nil {
+		t.Fatal(err)
+	}
+	v.waitStoreMatchesReferences(6 * time.Second)
+	if len(v.storedObjects()) == 0 {
+		t.Fatal("nothing stored: the test wrote nothing to blocks")
+	}
+	if ino, err := v.f.Lookup(v.ctx, &meta.Root, meta.RootIno, "dupB"); err != nil || !bytes.Equal(v.content(ino.Ino), pattern(7, 50000)) {
+		t.Fatalf("shared blocks freed while still referenced (dupB: %v)", err)
+	}
+
+	// Delete everything.
+	var rm func(dir uint64)
+	rm = func(dir uint64) {
+		var ents []meta.Dirent
+		_ = v.f.ReadDir(v.ctx, &meta.Root, dir, 0, func(e meta.Dirent) bool { ents = append(ents, e); return true })
+		for _, e := range ents {
+			if e.Type == syscall.S_IFDIR {
+				rm(e.Ino)
+				if err := v.f.Rmdir(v.ctx, &meta.Root, dir, e.Name); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := v.f.Unlink(v.ctx, &meta.Root, dir, e.Name); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rm(meta.RootIno)
+	deadline := time.Now().Add(6 * time.Second)
+	for len(v.storedObjects()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := len(v.storedObjects()); n > 0 {
+		t.Errorf("%d objects left in the store after deleting every file", n)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for v.m.Stats() != (meta.Stats{Inodes: 1, Dirs: 1}) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := v.m.Stats(); st != (meta.Stats{Inodes: 1, Dirs: 1}) {
+		t.Errorf("stats of an emptied volume: %+v", st)
+	}
+}
+
+// TestOverwriteFreesOldBlocks: rewriting a file's content (in place, or via
+// O_TRUNC) must eventually free the blocks of the old content.
+func TestOverwriteFreesOldBlocks(t *testing.T) {
+	tests := []struct {
+		name  string
+		trunc bool
+	}{
+		{"O_TRUNC rewrite", true},
+		{"in-place full overwrite", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, onDisk: true})
+			const size = 150000
+			ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+			v.write(fh, 0, pattern(1, size))
+			v.release(fh)
+			oldObjects := v.storedObjects()
+			if len(oldObjects) < size/4096 {
+				t.Fatalf("only %d objects stored for %d bytes", len(oldObjects), size)
+			}
+			flags := uint32(syscall.O_RDWR)
+			if tc.trunc {
+				flags |= syscall.O_TRUNC
+			}
+			fh = v.openFile(ino, flags)
+			v.write(fh, 0, pattern(2, size))
+			v.release(fh)
+			if got := v.content(ino); !bytes.Equal(got, pattern(2, size)) {
+				t.Fatalf("content after rewrite: %s", firstDiff(got, pattern(2, size)))
+			}
+			v.waitStoreMatchesReferences(6 * time.Second)
+			left := 0
+			for k := range v.storedObjects() {
+				if oldObjects[k] {
+					left++
+				}
+			}
+			if left > 0 {
+				t.Errorf("%d of %d blocks of the overwritten content are still stored (and referenced)", left, len(oldObjects))
+			}
+		})
+	}
+}
+
+// TestCompactionBoundsSlices makes 2,000 small overwrites at random offsets
+// of a 1 MiB file, each committed on its own: the number of slices per chunk
+// must stay bounded, the content right, and the store must end up holding
+// only referenced blocks.
+func TestCompactionBoundsSlices(t *testing.T) {
+	const (
+		size      = 1 << 20
+		chunkSize = 256 << 10
+	)
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: chunkSize})
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	model := pattern(0, size)
+	v.write(fh, 0, model)
+	v.flush(fh)
+	r := rand.New(rand.NewPCG(5, 5))
+	maxSlices := 0
+	for i := range 2000 {
+		n := 1 + r.IntN(300)
+		off := r.IntN(size - n)
+		data := pattern(uint64(i+1), n)
+		v.write(fh, uint64(off), data)
+		copy(model[off:], data)
+		v.flush(fh)
+		d, err := v.m.ReadData(v.ctx, ino, 0, size/chunkSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for idx, ss := range d.Chunks {
+			maxSlices = max(maxSlices, len(ss))
+			if len(ss) > 2*compactAt {
+				t.Fatalf("after %d overwrites chunk %d has %d slices", i+1, idx, len(ss))
+			}
+		}
+		if i%250 == 0 {
+			off := uint64(r.IntN(size))
+			if got, want := v.read(fh, off, 100000), model[off:min(size, off+100000)]; !bytes.Equal(got, want) {
+				t.Fatalf("after %d overwrites, read at %d: %s", i+1, off, firstDiff(got, want))
+			}
+		}
+	}
+	v.release(fh)
+	if got := v.content(ino); !bytes.Equal(got, model) {
+		t.Fatalf("content: %s", firstDiff(got, model))
+	}
+	t.Logf("largest slice count seen: %d", maxSlices)
+	v.checkNoLeaks()
+	v.reopen(v.opts)
+	if got := v.content(ino); !bytes.Equal(got, model) {
+		t.Fatalf("content after remount: %s", firstDiff(got, model))
+	}
+}
+
+// TestCorruptBlockIsEIO flips one byte of a stored block: reads that touch
+// it fail with EIO, never return wrong bytes; reads elsewhere still work.
+func TestCorruptBlockIsEIO(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: -1, onDisk: true})
+	const size = 5 * 4096
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	content := pattern(3, size)
+	v.write(fh, 0, content)
+	v.release(fh)
+	d, err := v.m.ReadData(v.ctx, ino, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := d.Chunks[0]
+	if len(ss) != 1 || len(ss[0].Blocks) != 5 {
+		t.Fatalf("layout: %+v", ss)
+	}
+	victim := ss[0].Blocks[2] // bytes [8192, 12288)
+	root := v.diskDir
+	v.close()
+	p := filepath.Join(root, filepath.FromSlash(victim.ID.ObjectKey()))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("read block file: %v", err)
+	}
+	b[100] ^= 0x01
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v.opts.MemCacheBytes = -1
+	v.open()
+	tests := []struct {
+		name    string
+		off, n  int
+		wantEIO bool
+	}{
+		{"whole file", 0, size, true},
+		{"just the corrupt block", 8192, 4096, true},
+		{"one byte of it", 8192 + 100, 1, true},
+		{"crossing into it", 8000, 500, true},
+		{"before it", 0, 8192, false},
+		{"after it", 12288, size - 12288, false},
+	}
+	for _, ro := range []bool{false, true} {
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("%s/handle-less=%v", tc.name, ro), func(t *testing.T) {
+				buf := make([]byte, tc.n)
+				var n int
+				var err error
+				if ro {
+					n, err = v.f.ReadInode(v.ctx, &meta.Root, ino, uint64(tc.off), buf)
+				} else {
+					fh := v.openFile(ino, syscall.O_RDONLY)
+					n, err = v.f.Read(v.ctx, fh, uint64(tc.off), buf)
+					v.release(fh)
+				}
+				if tc.wantEIO {
+					if !errors.Is(err, syscall.EIO) {
+						t.Errorf("read: n=%d err=%v, want an error wrapping EIO", n, err)
+					}
+					if n > 0 && !bytes.Equal(buf[:n], content[tc.off:tc.off+n]) {
+						t.Errorf("read of a corrupt block returned %d wrong bytes", n)
+					}
+					return
+				}
+				if err != nil || n != tc.n || !bytes.Equal(buf, content[tc.off:tc.off+tc.n]) {
+					t.Errorf("read away from the corrupt block: n=%d err=%v, equal=%v", n, err, bytes.Equal(buf[:n], content[tc.off:tc.off+n]))
+				}
+			})
+		}
+	}
+	// A missing block is EIO too.
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	fh = v.openFile(ino, syscall.O_RDONLY)
+	defer v.release(fh)
+	if _, err := v.f.Read(v.ctx, fh, 8192, make([]byte, 10)); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of a missing block: %v, want EIO", err)
+	}
+}
+
+// TestDeletionKeepsUp: freeing many blocks at once (deleting a file of
+// 3,000 blocks) must not take minutes to reach the store: background
+// deletion has to keep up with the rate at which blocks are freed, or a
+// steady overwrite workload grows the store without bound.
+func TestDeletionKeepsUp(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 1 << 20})
+	const nblocks = 3000
+	_, fh := v.create(meta.RootIno, "big", syscall.O_RDWR)
+	v.write(fh, 0, pattern(9, nblocks*4096))
+	v.release(fh)
+	if n := len(v.storedObjects()); n != nblocks {
+		t.Fatalf("%d objects stored, want %d", n, nblocks)
+	}
+	if err := v.f.Unlink(v.ctx, &meta.Root, meta.RootIno, "big"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	v.waitStoreMatchesReferences(5 * time.Second)
+	t.Logf("%d blocks freed in %v", nblocks, time.Since(start))
+}

@@ -1,0 +1,317 @@
+package meta
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// refcount reads a block's reference count (0 if it has no record).
+func (v *testVolume) refcount(id BlockID) int64 {
+	v.t.Helper()
+	var n int64
+	err := v.kv.View(v.ctx, func(t Txn) error {
+		val, err := t.Get(keyBlock(pRefcount, id))
+		if errors.Is(err, ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n = int64(binary.LittleEndian.Uint64(val))
+		return nil
+	})
+	if err != nil {
+		v.t.Fatalf("read refcount: %v", err)
+	}
+	return n
+}
+
+func (v *testVolume) pending() map[BlockID]bool {
+	v.t.Helper()
+	ids, err := v.m.PendingBlocks(v.ctx, time.Now().Add(time.Hour), 1<<20)
+	if err != nil {
+		v.t.Fatalf("pending blocks: %v", err)
+	}
+	out := map[BlockID]bool{}
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out
+}
+
+func (v *testVolume) chunk(ino uint64, idx uint64) []Slice {
+	v.t.Helper()
+	d, err := v.m.ReadData(v.ctx, ino, idx, idx)
+	if err != nil {
+		v.t.Fatalf("read data of %d: %v", ino, err)
+	}
+	return d.Chunks[idx]
+}
+
+func (v *testVolume) truncate(ino uint64, size uint64) {
+	v.t.Helper()
+	if _, err := v.m.SetAttr(v.ctx, &Root, ino, SetAttrIn{Valid: SetSize, Size: size}); err != nil {
+		v.t.Fatalf("truncate %d to %d: %v", ino, size, err)
+	}
+}
+
+// TestBlockRefcounts follows the reference counts and the deletion queue of
+// blocks through writes, truncation, sharing and reaping.
+func TestBlockRefcounts(t *testing.T) {
+	v := newVolume(t, func(f *Format) { f.BlockSize = 4096; f.ChunkSize = 64 << 10 })
+	b := []BlockRef{fakeBlock(0, 4096), fakeBlock(1, 4096), fakeBlock(2, 4096), fakeBlock(3, 4096)}
+	f := v.mkfile(RootIno, "f")
+	g := v.mkfile(RootIno, "g")
+	v.writeSlice(f.Ino, 0, b[0], b[1], b[2])
+	v.writeSlice(g.Ino, 8192, b[2], b[3])
+	for i, want := range []int64{1, 1, 2, 1} {
+		if got := v.refcount(b[i].ID); got != want {
+			t.Errorf("block %d: refcount %d, want %d", i, got, want)
+		}
+	}
+	if st := v.m.Stats(); st.Blocks != 4 || st.BlockBytes != 4*4096 {
+		t.Errorf("stats %+v, want 4 blocks of 4096", st)
+	}
+
+	// Truncating into the middle of block 1 drops block 2 from f only.
+	v.truncate(f.Ino, 5000)
+	if got := v.refcount(b[2].ID); got != 1 {
+		t.Errorf("after truncate: block 2 refcount %d, want 1 (g still has it)", got)
+	}
+	if got := v.refcount(b[1].ID); got != 1 {
+		t.Errorf("after truncate: block 1 refcount %d, want 1 (bytes 4096..5000 are in it)", got)
+	}
+	if ss := v.chunk(f.Ino, 0); len(ss) != 1 || ss[0].Len != 5000 || len(ss[0].Blocks) != 2 {
+		t.Errorf("after truncate to 5000: slices %+v, want one of 5000 bytes in 2 blocks", ss)
+	}
+	if p := v.pending(); len(p) != 0 {
+		t.Errorf("blocks queued while still referenced: %d", len(p))
+	}
+
+	// Truncating to a block boundary drops block 1.
+	v.truncate(f.Ino, 4096)
+	if got := v.refcount(b[1].ID); got != 0 || !v.pending()[b[1].ID] {
+		t.Errorf("block 1 after truncate to 4096: refcount %d, queued %v; want 0, true", got, v.pending()[b[1].ID])
+	}
+	// Referencing it again takes it off the queue, and ClaimBlock refuses it.
+	v.writeSlice(g.Ino, 0, b[1])
+	if v.pending()[b[1].ID] {
+		t.Errorf("re-referenced block is still queued")
+	}
+	if ok, err := v.m.ClaimBlock(v.ctx, b[1].ID); ok || err != nil {
+		t.Errorf("ClaimBlock of a referenced block = %v, %v", ok, err)
+	}
+
+	// Truncate to 0 drops everything of f and its chunk record.
+	v.truncate(f.Ino, 0)
+	if got := v.refcount(b[0].ID); got != 0 || !v.pending()[b[0].ID] {
+		t.Errorf("block 0 after truncate to 0: refcount %d, queued %v", got, v.pending()[b[0].ID])
+	}
+	d, _ := v.m.ReadData(v.ctx, f.Ino, 0, ^uint64(0))
+	if len(d.Chunks) != 0 {
+		t.Errorf("chunks left after truncate to 0: %+v", d.Chunks)
+	}
+	// A queued, unreferenced block is claimed exactly once.
+	if ok, err := v.m.ClaimBlock(v.ctx, b[0].ID); !ok || err != nil {
+		t.Errorf("first ClaimBlock of an unreferenced block = %v, %v; want true", ok, err)
+	}
+	if ok, _ := v.m.ClaimBlock(v.ctx, b[0].ID); ok {
+		t.Errorf("second ClaimBlock of the same block = true")
+	}
+
+	// Reaping g releases its references.
+	if _, err := v.m.Unlink(v.ctx, &Root, RootIno, "g"); err != nil {
+		t.Fatal(err)
+	}
+	v.reapAll()
+	for i := 1; i < 4; i++ {
+		if got := v.refcount(b[i].ID); got != 0 {
+			t.Errorf("block %d after reaping: refcount %d", i, got)
+		}
+		if !v.pending()[b[i].ID] {
+			t.Errorf("block %d after reaping is not queued", i)
+		}
+	}
+	if st := v.m.Stats(); st.Blocks != 0 || st.BlockBytes != 0 {
+		t.Errorf("stats after everything is released: %+v", st)
+	}
+}
+
+// TestWriteReleasesShadowedSlices: a write that covers an older slice
+// completely makes its blocks unreachable; they must be released (and
+// queued for deletion) rather than kept referenced forever.
+func TestWriteReleasesShadowedSlices(t *testing.T) {
+	v := newVolume(t, func(f *Format) { f.BlockSize = 4096; f.ChunkSize = 64 << 10 })
+	f := v.mkfile(RootIno, "f")
+	old := []BlockRef{fakeBlock(10, 4096), fakeBlock(11, 4096)}
+	v.writeSlice(f.Ino, 4096, old...)
+	v.writeSlice(f.Ino, 0, fakeBlock(12, 4096), fakeBlock(13, 4096), fakeBlock(14, 4096), fakeBlock(15, 4096))
+	for i, b := range old {
+		if n := v.refcount(b.ID); n != 0 {
+			t.Errorf("block %d of a fully overwritten slice still has %d references", i, n)
+		}
+		if !v.pending()[b.ID] {
+			t.Errorf("block %d of a fully overwritten slice is not queued for deletion", i)
+		}
+	}
+	if ss := v.chunk(f.Ino, 0); len(ss) != 1 {
+		t.Errorf("chunk keeps %d slices after a full overwrite, want 1", len(ss))
+	}
+}
+
+// TestTruncateHugeSparseFile: truncating a sparse file whose size is beyond
+// 2^32 chunks must not touch data at the start of the file. (The chunk index
+// is a uint32: size/ChunkSize wraps around for chunk sizes below 256 KiB.)
+func TestTruncateHugeSparseFile(t *testing.T) {
+	v := newVolume(t, func(f *Format) { f.BlockSize = 4096; f.ChunkSize = 64 << 10 })
+	if ft := v.m.Format(); ft.Validate() != nil {
+		t.Fatalf("format rejected: %v", ft.Validate())
+	}
+	f := v.mkfile(RootIno, "f")
+	v.writeSlice(f.Ino, 0, fakeBlock(20, 4096))
+	huge := uint64(1) << 48 // 2^32 chunks of 64 KiB: still below MaxFileSize
+	v.truncate(f.Ino, huge+8192)
+	v.truncate(f.Ino, huge+100)
+	ss := v.chunk(f.Ino, 0)
+	if len(ss) != 1 || ss[0].Len != 4096 {
+		t.Errorf("truncating from %d to %d changed chunk 0 (bytes 0..4096): slices %+v", huge+8192, huge+100, ss)
+	}
+	if n := v.refcount(fakeBlock(20, 4096).ID); n != 1 {
+		t.Errorf("block of chunk 0 has %d references after truncating far beyond it, want 1", n)
+	}
+}
+
+// TestInlineData: inline content is replaced, cut by truncation and freed by
+// reaping.
+func TestInlineData(t *testing.T) {
+	v := newVolume(t, nil)
+	f := v.mkfile(RootIno, "f")
+	write := func(content []byte, end uint64) {
+		t.Helper()
+		if _, err := v.m.Write(v.ctx, f.Ino, WriteIn{Inline: content, End: end, Mtime: time.Now().UnixNano()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() *Data {
+		t.Helper()
+		d, err := v.m.ReadData(v.ctx, f.Ino, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	write([]byte("hello, world"), 12)
+	if d := read(); string(d.Inline) != "hello, world" || d.Attr.Size != 12 {
+		t.Errorf("inline %q size %d", d.Inline, d.Attr.Size)
+	}
+	v.truncate(f.Ino, 5)
+	if d := read(); string(d.Inline) != "hello" || d.Attr.Size != 5 {
+		t.Errorf("after truncate to 5: inline %q size %d", d.Inline, d.Attr.Size)
+	}
+	v.truncate(f.Ino, 100)
+	if d := read(); string(d.Inline) != "hello" || d.Attr.Size != 100 {
+		t.Errorf("after truncate up to 100: inline %q size %d (the rest reads as zeros)", d.Inline, d.Attr.Size)
+	}
+	if st := v.m.Stats(); st.Bytes != 100 {
+		t.Errorf("stats bytes %d, want 100", st.Bytes)
+	}
+	// Dropping the inline content for chunks.
+	if _, err := v.m.Write(v.ctx, f.Ino, WriteIn{DropInline: true, End: 100, Mtime: time.Now().UnixNano(),
+		Chunks: []ChunkWrite{{Index: 0, Slices: []Slice{{Pos: 0, Len: 100, Blocks: []BlockRef{fakeBlock(30, 100)}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := read(); d.Inline != nil || len(d.Chunks[0]) != 1 {
+		t.Errorf("after DropInline: inline %q, chunk 0 %+v", d.Inline, d.Chunks[0])
+	}
+	// Writes to non-files and slices outside the chunk are refused.
+	dir := v.mkdir(RootIno, "d")
+	if _, err := v.m.Write(v.ctx, dir.Ino, WriteIn{Inline: []byte("x"), End: 1}); err != syscall.EINVAL {
+		t.Errorf("write to a directory: %v, want EINVAL", err)
+	}
+	cs := uint32(v.m.Format().ChunkSize)
+	if _, err := v.m.Write(v.ctx, f.Ino, WriteIn{End: 1, Chunks: []ChunkWrite{{Index: 0, Slices: []Slice{{Pos: cs - 10, Len: 20, Blocks: []BlockRef{fakeBlock(31, 20)}}}}}}); err == nil {
+		t.Errorf("a slice crossing the chunk end was accepted")
+	}
+	if _, err := v.m.Write(v.ctx, f.Ino, WriteIn{End: MaxFileSize + 1}); err != syscall.EFBIG {
+		t.Errorf("write beyond the maximum size: %v, want EFBIG", err)
+	}
+	if n := v.refcount(fakeBlock(31, 20).ID); n != 0 {
+		t.Errorf("a refused write left %d references", n)
+	}
+}
+
+// TestReapManyChunks: reaping works through more chunks than one batch.
+func TestReapManyChunks(t *testing.T) {
+	v := newVolume(t, func(f *Format) { f.BlockSize = 4096; f.ChunkSize = 4096 })
+	f := v.mkfile(RootIno, "f")
+	const n = 150 // more than two reap batches
+	for i := range n {
+		v.writeSlice(f.Ino, uint64(i)*4096, fakeBlock(100+i, 4096))
+	}
+	if err := v.m.SetXattr(v.ctx, &Root, f.Ino, "user.x", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if st := v.m.Stats(); st.Blocks != n || st.Bytes != n*4096 {
+		t.Fatalf("stats before: %+v", st)
+	}
+	if _, err := v.m.Unlink(v.ctx, &Root, RootIno, "f"); err != nil {
+		t.Fatal(err)
+	}
+	v.reapAll()
+	if _, err := v.m.GetAttr(v.ctx, f.Ino); err != syscall.ENOENT {
+		t.Errorf("reaped inode: %v", err)
+	}
+	if st := v.m.Stats(); st != (Stats{Inodes: 1, Dirs: 1}) {
+		t.Errorf("stats after reaping: %+v", st)
+	}
+	if p := v.pending(); len(p) != n {
+		t.Errorf("%d blocks queued, want %d", len(p), n)
+	}
+	// Reap is idempotent.
+	if err := v.m.Reap(v.ctx, f.Ino); err != nil {
+		t.Errorf("second reap: %v", err)
+	}
+	// Reap leaves a linked inode alone.
+	g := v.mkfile(RootIno, "g")
+	if err := v.m.Reap(v.ctx, g.Ino); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.m.GetAttr(v.ctx, g.Ino); err != nil {
+		t.Errorf("Reap of a linked inode removed it: %v", err)
+	}
+}
+
+func TestReplaceChunk(t *testing.T) {
+	v := newVolume(t, func(f *Format) { f.BlockSize = 4096; f.ChunkSize = 64 << 10 })
+	f := v.mkfile(RootIno, "f")
+	v.writeSlice(f.Ino, 0, fakeBlock(40, 4096))
+	v.writeSlice(f.Ino, 100, fakeBlock(41, 50))
+	old := v.chunk(f.Ino, 0)
+	if len(old) != 2 {
+		t.Fatalf("setup: %d slices", len(old))
+	}
+	repl := []Slice{{Pos: 0, Len: 4096, Blocks: []BlockRef{fakeBlock(42, 4096)}}}
+	stale := []Slice{old[0]}
+	if ok, err := v.m.ReplaceChunk(v.ctx, f.Ino, 0, stale, repl); ok || err != nil {
+		t.Errorf("ReplaceChunk with a stale list = %v, %v; want false", ok, err)
+	}
+	if n := v.refcount(fakeBlock(42, 4096).ID); n != 0 {
+		t.Errorf("refused replacement left %d references", n)
+	}
+	if ok, err := v.m.ReplaceChunk(v.ctx, f.Ino, 0, old, repl); !ok || err != nil {
+		t.Fatalf("ReplaceChunk = %v, %v", ok, err)
+	}
+	got := v.chunk(f.Ino, 0)
+	if !bytes.Equal(encodeSlices(got), encodeSlices(repl)) {
+		t.Errorf("chunk after replace: %+v", got)
+	}
+	for i, want := range []int64{0, 0, 1} {
+		if n := v.refcount(fakeBlock(40+i, 0).ID); n != want {
+			t.Errorf("block %d: %d references, want %d", 40+i, n, want)
+		}
+	}
+}
