@@ -99,7 +99,7 @@ func (f *FS) Create(ctx context.Context, c *Caller, parent uint64, name string, 
 
 // Tmpfile creates and opens an unnamed file in parent (O_TMPFILE).
 func (f *FS) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode, flags uint32) (*Attr, uint64, error) {
-	a, err := f.meta.Tmpfile(ctx, c, parent, mode)
+	a, err := f.meta.Tmpfile(ctx, c, parent, mode, flags&syscall.O_EXCL == 0)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -305,6 +305,17 @@ func TestTmpfile(t *testing.T) {
 		t.Errorf("stats after an unlinked tmpfile was freed: %+v, before %+v", st, before)
 	}
 
+	// O_EXCL: never linkable (open(2)).
+	x, fh, err := v.f.Tmpfile(v.ctx, &meta.Root, meta.RootIno, 0o600, syscall.O_RDWR|syscall.O_EXCL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.f.Link(v.ctx, &meta.Root, x.Ino, meta.RootIno, "excl"); err != syscall.ENOENT {
+		t.Errorf("linkat of an O_TMPFILE|O_EXCL file: %v, want ENOENT", err)
+	}
+	v.release(fh)
+	v.waitGone(x.Ino, 3*time.Second)
+
 	// Linked: a normal file from then on.
 	b, fh, err := v.f.Tmpfile(v.ctx, &meta.Root, meta.RootIno, 0o640, syscall.O_RDWR)
 	if err != nil {

@@ -48,7 +48,7 @@ func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttr
 	// follow: commit those first, or the commit would undo the change.
 	const ordered = meta.SetSize | meta.SetAtime | meta.SetMtime | meta.SetAtimeNow | meta.SetMtimeNow | meta.SetCtime
 	if fh != 0 {
-		if h, err := f.handle(fh); err == nil && h.flags&accMode != syscall.O_RDONLY {
+		if h, err := f.handle(fh); err == nil && h.ino.ino == ino && h.flags&accMode != syscall.O_RDONLY {
 			in.OpenForWrite = true
 		}
 	}

@@ -258,8 +258,9 @@ func (m *Meta) Mknod(ctx context.Context, c *Caller, parent uint64, name string,
 }
 
 // Tmpfile creates an unnamed regular file in directory parent (O_TMPFILE):
-// an orphan from birth, freed at its last close unless linkat names it.
-func (m *Meta) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode uint32) (*Attr, error) {
+// an orphan from birth, freed at its last close unless linkat names it
+// (only if linkable: O_TMPFILE|O_EXCL files never get a name).
+func (m *Meta) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode uint32, linkable bool) (*Attr, error) {
 	ino, err := m.allocIno(ctx)
 	if err != nil {
 		return nil, err
@@ -275,9 +276,15 @@ func (m *Meta) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode uint3
 			return err
 		}
 		a := &Attr{Ino: ino, Gen: gen, Mode: syscall.S_IFREG | mode&0o7777, Uid: c.Uid, Gid: c.Gid,
-			Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: parent, Flags: FlagLinkable}
+			Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: parent}
+		if linkable {
+			a.Flags = FlagLinkable
+		}
 		if dir.Mode&syscall.S_ISGID != 0 {
 			a.Gid = dir.Gid
+		}
+		if a.Mode&syscall.S_ISGID != 0 && c.Uid != 0 && !c.inGroup(a.Gid) {
+			a.Mode &^= syscall.S_ISGID
 		}
 		x.inodes[ino] = a
 		x.touch(a)
@@ -482,7 +489,8 @@ func (x *tx) isAncestor(anc, ino uint64) (bool, error) {
 }
 
 // Rename moves oldName in oldParent to newName in newParent, atomically. It
-// returns the inode that lost its last link by being replaced, if any.
+// returns the inode it replaced, if any, as it is afterwards (its Nlink
+// tells whether it lost its last link).
 func (m *Meta) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) (replaced *Attr, err error) {
 	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
 		return nil, syscall.EINVAL
