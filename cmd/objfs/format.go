@@ -13,6 +13,8 @@ import (
 	"github.com/objfs/objfs/fs/meta"
 )
 
+func init() { register(formatCmd) }
+
 func formatCmd() *cobra.Command {
 	var (
 		store     string

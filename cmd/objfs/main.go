@@ -39,6 +39,14 @@ database and its file data as immutable, checksummed blocks in object stores.`,
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug messages")
-	root.AddCommand(formatCmd(), mountCmd(), statusCmd())
+	for _, c := range commands {
+		root.AddCommand(c())
+	}
 	return root
 }
+
+// commands holds every subcommand; each command's file registers itself in
+// an init function, so adding a command touches only its own file.
+var commands []func() *cobra.Command
+
+func register(c func() *cobra.Command) { commands = append(commands, c) }

@@ -31,6 +31,8 @@ type mountOptions struct {
 	cacheMem   int64
 }
 
+func init() { register(mountCmd) }
+
 func mountCmd() *cobra.Command {
 	var o mountOptions
 	cmd := &cobra.Command{

@@ -11,6 +11,8 @@ import (
 	"github.com/objfs/objfs/fs/meta"
 )
 
+func init() { register(statusCmd) }
+
 func statusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status VOLUME_DIR",
