@@ -241,7 +241,19 @@ func (f *FS) readLocked(ctx context.Context, in *inode, off uint64, dest []byte)
 		}
 	}
 	in.buf.overlay(off, dest)
+	f.touchAtime(ctx, d.Attr)
 	return len(dest), nil
+}
+
+// touchAtime updates atime after a read when relatime asks for it. A
+// failure only costs atime precision, so it is logged, not returned.
+func (f *FS) touchAtime(ctx context.Context, a *Attr) {
+	if !meta.NeedsAtime(a, time.Now().UnixNano()) {
+		return
+	}
+	if err := f.meta.TouchAtime(ctx, a.Ino); err != nil {
+		f.log.Debug("update atime", "ino", a.Ino, "err", err)
+	}
 }
 
 // segment is a visible run of a chunk served by one slice.

@@ -117,6 +117,12 @@ func (v *testVol) snapshot() map[string]string {
 		}
 		for _, e := range ents {
 			p := path + "/" + e.Name
+			// Read content before the attributes: a read may update
+			// atime (relatime), and the snapshot must show the result.
+			var content []byte
+			if a, err := v.f.GetAttr(v.ctx, e.Ino); err == nil && a.IsRegular() {
+				content = v.content(e.Ino)
+			}
 			a, err := v.f.GetAttr(v.ctx, e.Ino)
 			if err != nil {
 				v.t.Fatalf("getattr %s: %v", p, err)
@@ -139,7 +145,7 @@ func (v *testVol) snapshot() map[string]string {
 			case a.IsDir():
 				walk(e.Ino, p)
 			case a.IsRegular():
-				desc += fmt.Sprintf(" content=%x", v.content(e.Ino))
+				desc += fmt.Sprintf(" content=%x", content)
 			case a.Type() == syscall.S_IFLNK:
 				target, err := v.f.Readlink(v.ctx, e.Ino)
 				if err != nil {

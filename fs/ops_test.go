@@ -207,3 +207,31 @@ func TestOpenPermissions(t *testing.T) {
 		t.Errorf("statfs: %d inodes used, want 2", used)
 	}
 }
+
+// TestReadUpdatesAtimeLikeRelatime: a read after a change moves atime; a
+// second read moves it no more (one metadata write per change, as relatime).
+func TestReadUpdatesAtimeLikeRelatime(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10})
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	v.write(fh, 0, []byte("hello"))
+	v.flush(fh)
+	old := time.Now().Add(-time.Hour).UnixNano()
+	if _, err := v.f.SetAttr(v.ctx, &meta.Root, ino, meta.SetAttrIn{Valid: meta.SetAtime | meta.SetMtime, Atime: old, Mtime: old}, 0); err != nil {
+		t.Fatal(err)
+	}
+	// ctime (now) is newer than atime: the read must update atime.
+	v.read(fh, 0, 5)
+	a1, _ := v.f.GetAttr(v.ctx, ino)
+	if a1.Atime <= a1.Ctime {
+		t.Fatalf("after a read: atime %d not after ctime %d", a1.Atime, a1.Ctime)
+	}
+	v.read(fh, 0, 5)
+	a2, _ := v.f.GetAttr(v.ctx, ino)
+	if a2.Atime != a1.Atime {
+		t.Errorf("a second read moved atime from %d to %d; relatime updates once per change", a1.Atime, a2.Atime)
+	}
+	if a2.Mtime != old {
+		t.Errorf("reads changed mtime to %d", a2.Mtime)
+	}
+	v.release(fh)
+}

@@ -773,3 +773,28 @@ func (m *Meta) Path(ctx context.Context, ino uint64) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// relatimeAge is how stale atime may get before a read refreshes it anyway.
+const relatimeAge = 24 * 60 * 60 * 1e9
+
+// NeedsAtime reports whether a read of a should update its atime, by the
+// rule of Linux's default relatime mount option: when atime is not newer
+// than mtime or ctime, or more than a day old.
+func NeedsAtime(a *Attr, now int64) bool {
+	return a.Atime <= a.Mtime || a.Atime <= a.Ctime || now-a.Atime > relatimeAge
+}
+
+// TouchAtime records a read of ino now, if relatime still asks for it.
+func (m *Meta) TouchAtime(ctx context.Context, ino uint64) error {
+	return m.update(ctx, func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		if NeedsAtime(a, x.now) {
+			a.Atime = x.now
+			x.touch(a)
+		}
+		return nil
+	})
+}
