@@ -63,6 +63,8 @@ VOLUME_DIR/objfs.log.`,
 func checkMountpoint(mnt string) error {
 	st, err := os.Stat(mnt)
 	switch {
+	case errors.Is(err, syscall.ENOTCONN):
+		return deadMount(mnt)
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("mountpoint %s does not exist", mnt)
 	case err != nil:
@@ -71,9 +73,18 @@ func checkMountpoint(mnt string) error {
 		return fmt.Errorf("mountpoint %s is not a directory", mnt)
 	}
 	if isMounted(mnt) {
+		// stat may be answered from the kernel's cache; statfs is not.
+		var sfs syscall.Statfs_t
+		if err := syscall.Statfs(mnt, &sfs); errors.Is(err, syscall.ENOTCONN) {
+			return deadMount(mnt)
+		}
 		return fmt.Errorf("mountpoint %s is already a mount point", mnt)
 	}
 	return nil
+}
+
+func deadMount(mnt string) error {
+	return fmt.Errorf("mountpoint %s is a dead FUSE mount (its server process died); detach it with `fusermount3 -u -z %s` and mount again", mnt, mnt)
 }
 
 // isMounted reports whether path is a mount point, from /proc/self/mountinfo.
