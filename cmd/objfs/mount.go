@@ -29,6 +29,7 @@ type mountOptions struct {
 	background bool
 	debug      bool
 	cacheMem   int64
+	nfs        nfsFlags // nfs.listen empty: no NFS server
 }
 
 func init() { register(mountCmd) }
@@ -44,7 +45,9 @@ cleanly; --background returns once the volume is mounted, logging to
 VOLUME_DIR/objfs.log.`,
 		Example: `  objfs mount /var/lib/objfs/vol /mnt/objfs
   objfs mount --background /var/lib/objfs/vol /mnt/objfs && ls /mnt/objfs
-  fusermount3 -u /mnt/objfs`,
+  fusermount3 -u /mnt/objfs
+  # FUSE and NFSv3 from one process (NFS options: see objfs nfs --help)
+  objfs mount --nfs 127.0.0.1:2049 /var/lib/objfs/vol /mnt/objfs`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.background && os.Getenv(readyFdEnv) == "" {
@@ -56,6 +59,8 @@ VOLUME_DIR/objfs.log.`,
 	cmd.Flags().BoolVar(&o.background, "background", false, "return once mounted; keep serving in the background")
 	cmd.Flags().BoolVar(&o.debug, "debug", false, "log every FUSE request")
 	cmd.Flags().Int64Var(&o.cacheMem, "cache-mem", 128<<20, "bytes of blocks cached in memory")
+	cmd.Flags().StringVar(&o.nfs.listen, "nfs", "", "also serve the volume over NFSv3 on this TCP address (e.g. "+defaultNFSListen+"), from the same process and POSIX layer")
+	o.nfs.addFlags(cmd.Flags(), "nfs-")
 	return cmd
 }
 
@@ -166,6 +171,23 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 	srv, err := fuse.Mount(f, mnt, o.debug, log)
 	if err != nil {
 		return err
+	}
+	if o.nfs.listen != "" {
+		// NFS clients' changes drop the mount's kernel caches, so both
+		// front ends see each other's changes at once.
+		inval := fuse.NewInvalidator(srv)
+		o.nfs.changed, o.nfs.entryChanged = inval.Inode, inval.Entry
+		stopNFS, addr, err := startNFS(ctx, f, o.nfs)
+		if err != nil {
+			_ = srv.Unmount()
+			return err
+		}
+		defer func() {
+			if err := stopNFS(); err != nil {
+				log.Error("stop NFS server", "err", err)
+			}
+		}()
+		log.Info("serving NFSv3", "addr", addr)
 	}
 	stopInfo := publishMountInfo(v, f, mnt)
 	defer stopInfo()

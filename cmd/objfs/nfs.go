@@ -31,6 +31,11 @@ type nfsFlags struct {
 	squash   string
 	anonUid  uint32
 	anonGid  uint32
+
+	// Set by `objfs mount --nfs`: drop the FUSE mount's caches of what
+	// NFS clients change.
+	changed      func(ino uint64)
+	entryChanged func(dir uint64, name string)
 }
 
 // addFlags registers the export options on fl, each name prefixed with
@@ -46,7 +51,8 @@ func (o *nfsFlags) addFlags(fl *pflag.FlagSet, prefix string) {
 
 // options turns the flags into server options, checking them.
 func (o *nfsFlags) options(log *slog.Logger) (nfs.Options, error) {
-	opts := nfs.Options{ReadOnly: o.readOnly, AnonUid: o.anonUid, AnonGid: o.anonGid, Logger: log}
+	opts := nfs.Options{ReadOnly: o.readOnly, AnonUid: o.anonUid, AnonGid: o.anonGid, Logger: log,
+		Changed: o.changed, EntryChanged: o.entryChanged}
 	var err error
 	if opts.Squash, err = nfs.ParseSquash(o.squash); err != nil {
 		return opts, err
@@ -65,6 +71,8 @@ func (o *nfsFlags) options(log *slog.Logger) (nfs.Options, error) {
 	}
 	return opts, nil
 }
+
+func init() { register(nfsCmd) }
 
 func nfsCmd() *cobra.Command {
 	var o nfsFlags

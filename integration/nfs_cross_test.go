@@ -1,0 +1,208 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	nfsc "github.com/willscott/go-nfs-client/nfs"
+	"github.com/willscott/go-nfs-client/nfs/rpc"
+)
+
+// TestNFSCrossProtocol mounts a volume with `objfs mount --nfs`, one process
+// serving FUSE and NFS over one POSIX layer, and checks that what one side
+// writes or renames the other sees at once.
+func TestNFSCrossProtocol(t *testing.T) {
+	v := newVolume(t)
+	if out, _ := runObjfs(time.Minute, "mount", "--help"); !strings.Contains(out, "--nfs") {
+		t.Skip("objfs mount has no --nfs flag yet")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	mountWithArgs(t, v, "--nfs", addr, "--nfs-squash", "none")
+
+	var target *nfsc.Target
+	for deadline := time.Now().Add(mountReadyTimeout); ; time.Sleep(20 * time.Millisecond) {
+		c, err := rpc.DialTCP("tcp", addr, false)
+		if err == nil {
+			target, err = (&nfsc.Mount{Client: c}).Mount("/", rpc.NewAuthUnix("t", 0, 0).Auth())
+			if err == nil {
+				t.Cleanup(c.Close)
+				break
+			}
+			c.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("NFS on %s not ready: %v\n%s", addr, err, v.proc.logTail())
+		}
+	}
+
+	// FUSE writes, NFS reads.
+	data := bytes.Repeat([]byte("fuse->nfs "), 50000)
+	if err := os.WriteFile(filepath.Join(v.mnt, "from-fuse"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := target.Open("from-fuse")
+	if err != nil {
+		t.Fatalf("NFS open of a file FUSE just wrote: %v", err)
+	}
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("NFS read %d bytes (%v), want the %d FUSE wrote", len(got), err, len(data))
+	}
+
+	// NFS writes, FUSE reads.
+	data2 := bytes.Repeat([]byte("nfs->fuse "), 50000)
+	w, err := target.OpenFile("from-nfs", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data2); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(v.mnt, "from-nfs")); err != nil || !bytes.Equal(got, data2) {
+		t.Fatalf("FUSE read %d bytes (%v), want the %d NFS wrote", len(got), err, len(data2))
+	}
+
+	// Renames both ways.
+	if err := target.Rename("from-nfs", "renamed-by-nfs"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(v.mnt, "renamed-by-nfs")); err != nil {
+		t.Errorf("FUSE does not see the NFS rename: %v", err)
+	}
+	if err := os.Rename(filepath.Join(v.mnt, "from-fuse"), filepath.Join(v.mnt, "renamed-by-fuse")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := target.Lookup("renamed-by-fuse"); err != nil {
+		t.Errorf("NFS does not see the FUSE rename: %v", err)
+	}
+}
+
+// mountWithArgs is volume.mount with extra `objfs mount` flags; the same
+// cleanup (SIGTERM, SIGKILL by PID, lazy unmount) always runs.
+func mountWithArgs(t *testing.T, v *volume, extra ...string) {
+	t.Helper()
+	v.nmount++
+	logPath := filepath.Join(v.base, fmt.Sprintf("mount-%d.log", v.nmount))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append(append([]string{"mount"}, extra...), v.dir, v.mnt)
+	cmd := exec.Command(objfsBin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	p := &mountProc{cmd: cmd, mnt: v.mnt, logPath: logPath, logFile: logFile, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		t.Fatalf("starting objfs mount: %v", err)
+	}
+	liveMu.Lock()
+	liveProcs[p] = true
+	liveMu.Unlock()
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	v.proc = p
+	t.Cleanup(func() { v.cleanupProc(t, p) })
+	for deadline := time.Now().Add(mountReadyTimeout); !isFuseMounted(v.mnt); time.Sleep(10 * time.Millisecond) {
+		if p.exited() || time.Now().After(deadline) {
+			_ = p.forceStop()
+			t.Fatalf("objfs %v: no mount (%s)\n%s", args, p.exitString(), p.logTail())
+		}
+	}
+}
+
+// TestNFSChangesReachFUSECaches: the FUSE mount first caches an
+// attribute, a name and file pages; an NFS client of the same process then
+// changes each. The mount must see every change at once, not after its
+// cache timeouts: NFS changes drop the kernel's caches.
+func TestNFSChangesReachFUSECaches(t *testing.T) {
+	v := newVolume(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	mountWithArgs(t, v, "--nfs", addr, "--nfs-squash", "none")
+	var target *nfsc.Target
+	for deadline := time.Now().Add(mountReadyTimeout); ; time.Sleep(20 * time.Millisecond) {
+		c, err := rpc.DialTCP("tcp", addr, false)
+		if err == nil {
+			target, err = (&nfsc.Mount{Client: c}).Mount("/", rpc.NewAuthUnix("t", 0, 0).Auth())
+			if err == nil {
+				t.Cleanup(c.Close)
+				break
+			}
+			c.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("NFS on %s not ready: %v\n%s", addr, err, v.proc.logTail())
+		}
+	}
+	path := filepath.Join(v.mnt, "shared")
+	if err := os.WriteFile(path, []byte("version-1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Cache everything on the FUSE side: the name, the attributes, the pages.
+	fd, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	buf := make([]byte, 64)
+	if n, err := fd.ReadAt(buf, 0); string(buf[:n]) != "version-1" {
+		t.Fatalf("FUSE read %q (%v)", buf[:n], err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Size() != 9 {
+		t.Fatalf("FUSE stat: %v %v", st, err)
+	}
+
+	// NFS rewrites the content in place and extends the file.
+	w, err := target.OpenFile("shared", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("VERSION-2 longer")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Size() != 16 {
+		t.Errorf("FUSE stat right after the NFS write: size %v (%v), want 16", st.Size(), err)
+	}
+	if n, _ := fd.ReadAt(buf, 0); string(buf[:n]) != "VERSION-2 longer" {
+		t.Errorf("FUSE read through an open descriptor right after the NFS write: %q, want %q", buf[:n], "VERSION-2 longer")
+	}
+
+	// NFS renames it away: the cached name must go at once.
+	if err := target.Rename("shared", "moved"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("FUSE stat of the old name right after the NFS rename: %v, want ENOENT", err)
+	}
+	if _, err := os.Stat(filepath.Join(v.mnt, "moved")); err != nil {
+		t.Errorf("FUSE stat of the new name: %v", err)
+	}
+}
