@@ -1,0 +1,60 @@
+package fuse
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"syscall"
+	"testing"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/objfs/objfs/fs/meta"
+)
+
+func TestSplitTime(t *testing.T) {
+	for _, tc := range []struct {
+		ns   int64
+		sec  int64
+		nsec uint32
+	}{
+		{0, 0, 0},
+		{1, 0, 1},
+		{1_500_000_000, 1, 500_000_000},
+		{-1, -1, 999_999_999},
+		{-1_500_000_000, -2, 500_000_000},
+		{-250_000_000, -1, 750_000_000},
+		{-100_000_000_001, -101, 999_999_999},
+		{-2_000_000_000, -2, 0},
+	} {
+		sec, nsec := splitTime(tc.ns)
+		if int64(sec) != tc.sec || nsec != tc.nsec {
+			t.Errorf("splitTime(%d) = %d s + %d ns, want %d s + %d ns", tc.ns, int64(sec), nsec, tc.sec, tc.nsec)
+		}
+		if back := int64(sec)*1e9 + int64(nsec); back != tc.ns {
+			t.Errorf("splitTime(%d) does not add back up: %d", tc.ns, back)
+		}
+	}
+}
+
+func TestErrno(t *testing.T) {
+	a := &FS{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, tc := range []struct {
+		err  error
+		want gofuse.Status
+	}{
+		{nil, gofuse.OK},
+		{syscall.ENOENT, gofuse.ENOENT},
+		{fmt.Errorf("rename: %w", syscall.ENOTEMPTY), gofuse.Status(syscall.ENOTEMPTY)},
+		{fmt.Errorf("commit: %w", meta.ErrTxnTooBig), gofuse.Status(syscall.EFBIG)},
+		// An I/O failure wrapping EIO and a cause stays EIO.
+		{fmt.Errorf("read block: %w: %w", syscall.EIO, errors.New("store down")), gofuse.EIO},
+		// Anything that is no errno is an unexpected failure: EIO, logged.
+		{errors.New("corrupt metadata record"), gofuse.EIO},
+	} {
+		if got := a.errno("op", tc.err); got != tc.want {
+			t.Errorf("errno(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
