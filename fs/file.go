@@ -186,14 +186,29 @@ func (f *FS) Write(ctx context.Context, fh uint64, off uint64, data []byte) (int
 	if off+uint64(len(data)) > meta.MaxFileSize {
 		return 0, syscall.EFBIG
 	}
-	in.buf.write(off, data)
-	in.mtime = time.Now().UnixNano()
-	if in.buf.bytes >= f.opts.InodeDirty {
+	f.buffer(in, off, data)
+	// Back pressure: a file with a full buffer, or a writer while all
+	// buffers together are over the limit, commits before returning.
+	if in.buf.bytes >= f.opts.InodeDirty || f.dirty.Load() > f.opts.DirtyLimit {
 		if err := f.flushLocked(ctx, in); err != nil {
 			return 0, err
 		}
 	}
 	return len(data), nil
+}
+
+// buffer adds a write to in's buffer (the caller holds in.mu).
+func (f *FS) buffer(in *inode, off uint64, data []byte) {
+	before := in.buf.bytes
+	in.buf.write(off, data)
+	in.mtime = time.Now().UnixNano()
+	f.dirty.Add(int64(in.buf.bytes - before))
+}
+
+// resetBuffer empties in's buffer after a commit (the caller holds in.mu).
+func (f *FS) resetBuffer(in *inode) {
+	f.dirty.Add(-int64(in.buf.bytes))
+	in.buf.reset()
 }
 
 // Read reads into dest from off and returns the number of bytes read.
@@ -350,7 +365,7 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 		if _, err := f.meta.Write(ctx, in.ino, w); err != nil {
 			return err
 		}
-		in.buf.reset()
+		f.resetBuffer(in)
 		return nil
 	}
 	extents := in.buf.extents
@@ -372,7 +387,7 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 		f.abandon(held)
 		return err
 	}
-	in.buf.reset()
+	f.resetBuffer(in)
 	for _, cw := range chunks {
 		if err := f.maybeCompact(ctx, in, cw.Index); err != nil {
 			f.log.Warn("compact chunk", "ino", in.ino, "chunk", cw.Index, "err", err)
@@ -571,8 +586,7 @@ func (f *FS) WriteInode(ctx context.Context, c *Caller, ino uint64, off uint64, 
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.buf.write(off, data)
-	in.mtime = time.Now().UnixNano()
+	f.buffer(in, off, data)
 	if err := f.flushLocked(ctx, in); err != nil {
 		return 0, err
 	}

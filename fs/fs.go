@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +29,8 @@ type (
 type Options struct {
 	MemCacheBytes int64         // in-memory block cache
 	InodeDirty    int           // buffered bytes per file before it is committed
+	DirtyLimit    int64         // buffered bytes of all files: writers beyond it commit first (back pressure)
+	DirtyExpire   time.Duration // buffered writes idle this long are committed in the background
 	Uploaders     int           // parallel block uploads per commit
 	DeleteGrace   time.Duration // how long an unreferenced block waits before its object is deleted
 	// Capacity reports the space of the backing store for statfs.
@@ -41,6 +44,12 @@ func (o *Options) defaults() {
 	}
 	if o.InodeDirty <= 0 {
 		o.InodeDirty = 64 << 20
+	}
+	if o.DirtyLimit <= 0 {
+		o.DirtyLimit = 256 << 20
+	}
+	if o.DirtyExpire <= 0 {
+		o.DirtyExpire = 5 * time.Second
 	}
 	if o.Uploaders <= 0 {
 		o.Uploaders = 8
@@ -66,6 +75,8 @@ type FS struct {
 	reaping map[uint64]bool    // orphans being freed: they cannot be opened
 	handles map[uint64]*handle // open files and directories
 	nextFh  uint64
+
+	dirty atomic.Int64 // bytes buffered in all inodes
 
 	reap   chan uint64
 	cancel context.CancelFunc
@@ -158,6 +169,7 @@ func (f *FS) background(ctx context.Context) {
 			f.reapIfClosed(ctx, ino)
 		case <-tick.C:
 			f.retryDirty(ctx)
+			f.commitIdle(ctx)
 			if time.Since(lastDelete) >= min(f.opts.DeleteGrace, 5*time.Second) {
 				lastDelete = time.Now()
 				if err := f.blocks.deletePending(ctx, f.meta, f.opts.DeleteGrace); err != nil && ctx.Err() == nil {
@@ -257,6 +269,30 @@ func (f *FS) retire(ctx context.Context, in *inode) error {
 	return err
 }
 
+// commitIdle commits buffers nobody wrote to for DirtyExpire, so data
+// does not sit in memory indefinitely in files kept open. An inode busy
+// with other work is left for the next round.
+func (f *FS) commitIdle(ctx context.Context) {
+	cutoff := time.Now().Add(-f.opts.DirtyExpire).UnixNano()
+	f.mu.Lock()
+	var idle []*inode
+	for _, in := range f.inodes {
+		idle = append(idle, in)
+	}
+	f.mu.Unlock()
+	for _, in := range idle {
+		if !in.mu.TryLock() {
+			continue
+		}
+		if in.buf.bytes > 0 && in.mtime < cutoff {
+			if err := f.flushLocked(ctx, in); err != nil && ctx.Err() == nil {
+				f.log.Warn("background commit of buffered writes failed; will retry", "ino", in.ino, "err", err)
+			}
+		}
+		in.mu.Unlock()
+	}
+}
+
 // retryDirty commits inodes whose last commit failed.
 func (f *FS) retryDirty(ctx context.Context) {
 	f.mu.Lock()
@@ -293,3 +329,6 @@ func (f *FS) handle(fh uint64) (*handle, error) {
 
 // Meta returns the metadata layer (for tools and status).
 func (f *FS) Meta() *meta.Meta { return f.meta }
+
+// DirtyBytes reports the bytes buffered in all files, not yet committed.
+func (f *FS) DirtyBytes() int64 { return f.dirty.Load() }
