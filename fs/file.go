@@ -535,26 +535,39 @@ func (f *FS) truncate(ctx context.Context, c *Caller, in *inode, size uint64, op
 	return f.meta.SetAttr(ctx, c, in.ino, meta.SetAttrIn{Valid: meta.SetSize, Size: size, OpenForWrite: openForWrite})
 }
 
+// statelessInode prepares a handle-less operation (NFS) on regular file
+// ino: it acquires the inode (release it with releaseInode) and checks
+// that c may access it with mask.
+func (f *FS) statelessInode(ctx context.Context, c *Caller, ino uint64, mask uint32) (*inode, error) {
+	in, err := f.acquire(ino)
+	if err != nil {
+		return nil, err
+	}
+	a, err := f.meta.GetAttr(ctx, ino)
+	if err == nil {
+		switch {
+		case a.IsDir():
+			err = syscall.EISDIR
+		case !a.IsRegular():
+			err = syscall.EINVAL
+		default:
+			err = meta.Access(a, c, mask)
+		}
+	}
+	if err != nil {
+		_ = f.releaseInode(ctx, in)
+		return nil, err
+	}
+	return in, nil
+}
+
 // ReadInode reads without an open handle (NFS). Permission is checked here.
 func (f *FS) ReadInode(ctx context.Context, c *Caller, ino uint64, off uint64, dest []byte) (int, error) {
-	in, err := f.acquire(ino)
+	in, err := f.statelessInode(ctx, c, ino, meta.MayRead)
 	if err != nil {
 		return 0, err
 	}
 	defer func() { _ = f.releaseInode(ctx, in) }()
-	a, err := f.meta.GetAttr(ctx, ino)
-	if err != nil {
-		return 0, err
-	}
-	if !a.IsRegular() {
-		if a.IsDir() {
-			return 0, syscall.EISDIR
-		}
-		return 0, syscall.EINVAL
-	}
-	if err := meta.Access(a, c, meta.MayRead); err != nil {
-		return 0, err
-	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return f.readLocked(ctx, in, off, dest)
@@ -563,27 +576,14 @@ func (f *FS) ReadInode(ctx context.Context, c *Caller, ino uint64, off uint64, d
 // WriteInode writes without an open handle (NFS) and commits before it
 // returns, so the data is visible to everyone; with stable it is also durable.
 func (f *FS) WriteInode(ctx context.Context, c *Caller, ino uint64, off uint64, data []byte, stable bool) (int, error) {
-	in, err := f.acquire(ino)
+	if off+uint64(len(data)) > meta.MaxFileSize {
+		return 0, syscall.EFBIG
+	}
+	in, err := f.statelessInode(ctx, c, ino, meta.MayWrite)
 	if err != nil {
 		return 0, err
 	}
 	defer func() { _ = f.releaseInode(ctx, in) }()
-	a, err := f.meta.GetAttr(ctx, ino)
-	if err != nil {
-		return 0, err
-	}
-	if !a.IsRegular() {
-		if a.IsDir() {
-			return 0, syscall.EISDIR
-		}
-		return 0, syscall.EINVAL
-	}
-	if err := meta.Access(a, c, meta.MayWrite); err != nil {
-		return 0, err
-	}
-	if off+uint64(len(data)) > meta.MaxFileSize {
-		return 0, syscall.EFBIG
-	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	f.buffer(in, off, data)

@@ -371,7 +371,9 @@ func (v *testVol) waitStoreMatchesReferences(timeout time.Duration, extra ...uin
 // is missing.
 func (v *testVol) checkNoLeaks(extra ...uint64) {
 	v.t.Helper()
-	stored, refd := v.storedObjects(), v.referencedObjects(extra...)
+	// The queue is read before the store is listed: the background
+	// deleter takes blocks off the queue and then deletes them, so in the
+	// other order a block it is deleting would look leaked.
 	queued := map[string]bool{}
 	ids, err := v.m.PendingBlocks(v.ctx, time.Now().Add(time.Hour), 1<<30)
 	if err != nil {
@@ -380,6 +382,7 @@ func (v *testVol) checkNoLeaks(extra ...uint64) {
 	for _, id := range ids {
 		queued[id.ObjectKey()] = true
 	}
+	stored, refd := v.storedObjects(), v.referencedObjects(extra...)
 	leaked := 0
 	for k := range stored {
 		if !refd[k] && !queued[k] {

@@ -320,10 +320,16 @@ func (a *FS) GetXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string, d
 	if err != nil {
 		return 0, a.errno("getxattr", err)
 	}
-	if len(dest) == 0 {
+	return xattrReply(dest, v)
+}
+
+// xattrReply answers getxattr/listxattr: the size alone when the caller
+// asks for it (empty dest), ERANGE when dest is too small.
+func xattrReply(dest, v []byte) (uint32, gofuse.Status) {
+	switch {
+	case len(dest) == 0:
 		return uint32(len(v)), gofuse.OK
-	}
-	if len(v) > len(dest) {
+	case len(v) > len(dest):
 		return uint32(len(v)), gofuse.ERANGE
 	}
 	return uint32(copy(dest, v)), gofuse.OK
@@ -340,13 +346,7 @@ func (a *FS) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest []byte) 
 	for _, n := range names {
 		b = append(append(b, n...), 0)
 	}
-	if len(dest) == 0 {
-		return uint32(len(b)), gofuse.OK
-	}
-	if len(b) > len(dest) {
-		return uint32(len(b)), gofuse.ERANGE
-	}
-	return uint32(copy(dest, b)), gofuse.OK
+	return xattrReply(dest, b)
 }
 
 func (a *FS) SetXAttr(cancel <-chan struct{}, in *gofuse.SetXAttrIn, attr string, data []byte) gofuse.Status {

@@ -351,6 +351,26 @@ func (m *Meta) Link(ctx context.Context, c *Caller, ino, newParent uint64, newNa
 	return out, err
 }
 
+// removable looks up name in parent for removal: c must be allowed to
+// change parent, and the name must exist.
+func (x *tx) removable(c *Caller, parent uint64, name string) (dir *Attr, e entry, child *Attr, err error) {
+	if dir, err = x.dir(parent); err != nil {
+		return nil, entry{}, nil, err
+	}
+	if err = Access(dir, c, MayWrite|MayExec); err != nil {
+		return nil, entry{}, nil, err
+	}
+	e, ok, err := x.entry(parent, name)
+	if err != nil {
+		return nil, entry{}, nil, err
+	}
+	if !ok {
+		return nil, entry{}, nil, syscall.ENOENT
+	}
+	child, err = x.inode(e.child)
+	return dir, e, child, err
+}
+
 // Unlink removes the entry name of a non-directory from parent and returns
 // the inode as it is afterwards (Nlink 0: it is now an orphan).
 func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
@@ -359,21 +379,7 @@ func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string
 	}
 	var out *Attr
 	err := m.update(ctx, func(x *tx) error {
-		dir, err := x.dir(parent)
-		if err != nil {
-			return err
-		}
-		if err := Access(dir, c, MayWrite|MayExec); err != nil {
-			return err
-		}
-		e, ok, err := x.entry(parent, name)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return syscall.ENOENT
-		}
-		a, err := x.inode(e.child)
+		dir, e, a, err := x.removable(c, parent, name)
 		if err != nil {
 			return err
 		}
@@ -418,21 +424,7 @@ func (m *Meta) Rmdir(ctx context.Context, c *Caller, parent uint64, name string)
 	}
 	var out *Attr
 	err := m.update(ctx, func(x *tx) error {
-		dir, err := x.dir(parent)
-		if err != nil {
-			return err
-		}
-		if err := Access(dir, c, MayWrite|MayExec); err != nil {
-			return err
-		}
-		e, ok, err := x.entry(parent, name)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return syscall.ENOENT
-		}
-		a, err := x.inode(e.child)
+		dir, e, a, err := x.removable(c, parent, name)
 		if err != nil {
 			return err
 		}
