@@ -26,29 +26,10 @@ func TestNFSCrossProtocol(t *testing.T) {
 	if out, _ := runObjfs(time.Minute, "mount", "--help"); !strings.Contains(out, "--nfs") {
 		t.Skip("objfs mount has no --nfs flag yet")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := freeAddr(t)
 	mountWithArgs(t, v, "--nfs", addr, "--nfs-squash", "none")
 
-	var target *nfsc.Target
-	for deadline := time.Now().Add(mountReadyTimeout); ; time.Sleep(20 * time.Millisecond) {
-		c, err := rpc.DialTCP("tcp", addr, false)
-		if err == nil {
-			target, err = (&nfsc.Mount{Client: c}).Mount("/", rpc.NewAuthUnix("t", 0, 0).Auth())
-			if err == nil {
-				t.Cleanup(c.Close)
-				break
-			}
-			c.Close()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("NFS on %s not ready: %v\n%s", addr, err, v.proc.logTail())
-		}
-	}
+	target := dialNFS(t, v, addr)
 
 	// FUSE writes, NFS reads.
 	data := bytes.Repeat([]byte("fuse->nfs "), 50000)
@@ -137,28 +118,9 @@ func mountWithArgs(t *testing.T, v *volume, extra ...string) {
 // cache timeouts: NFS changes drop the kernel's caches.
 func TestNFSChangesReachFUSECaches(t *testing.T) {
 	v := newVolume(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := freeAddr(t)
 	mountWithArgs(t, v, "--nfs", addr, "--nfs-squash", "none")
-	var target *nfsc.Target
-	for deadline := time.Now().Add(mountReadyTimeout); ; time.Sleep(20 * time.Millisecond) {
-		c, err := rpc.DialTCP("tcp", addr, false)
-		if err == nil {
-			target, err = (&nfsc.Mount{Client: c}).Mount("/", rpc.NewAuthUnix("t", 0, 0).Auth())
-			if err == nil {
-				t.Cleanup(c.Close)
-				break
-			}
-			c.Close()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("NFS on %s not ready: %v\n%s", addr, err, v.proc.logTail())
-		}
-	}
+	target := dialNFS(t, v, addr)
 	path := filepath.Join(v.mnt, "shared")
 	if err := os.WriteFile(path, []byte("version-1"), 0o644); err != nil {
 		t.Fatal(err)
@@ -204,5 +166,36 @@ func TestNFSChangesReachFUSECaches(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(v.mnt, "moved")); err != nil {
 		t.Errorf("FUSE stat of the new name: %v", err)
+	}
+}
+
+// freeAddr returns a loopback TCP address nothing listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// dialNFS mounts the export of v's server at addr as an NFS client (root,
+// AUTH_SYS), retrying until the server is up.
+func dialNFS(t *testing.T, v *volume, addr string) *nfsc.Target {
+	t.Helper()
+	for deadline := time.Now().Add(mountReadyTimeout); ; time.Sleep(20 * time.Millisecond) {
+		c, err := rpc.DialTCP("tcp", addr, false)
+		if err == nil {
+			target, err := (&nfsc.Mount{Client: c}).Mount("/", rpc.NewAuthUnix("t", 0, 0).Auth())
+			if err == nil {
+				t.Cleanup(c.Close)
+				return target
+			}
+			c.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("NFS on %s not ready: %v\n%s", addr, err, v.proc.logTail())
+		}
 	}
 }
