@@ -59,8 +59,10 @@ func (b *Badger) Update(ctx context.Context, fn func(Txn) error) error {
 			if attempt >= maxAttempts {
 				return fmt.Errorf("transaction still conflicting after %d attempts: %w", attempt, err)
 			}
-			backoff := time.Duration(rand.IntN(50*(attempt+1))) * time.Microsecond
-			time.Sleep(backoff)
+			// Exponential backoff with jitter, capped: conflicts come
+			// in bursts, and retrying in lock step prolongs them.
+			ceiling := min(50*time.Microsecond<<min(attempt, 8), 10*time.Millisecond)
+			time.Sleep(time.Duration(rand.Int64N(int64(ceiling))) + time.Microsecond)
 		case errors.Is(err, badger.ErrTxnTooBig):
 			return fmt.Errorf("%w: %v", ErrTxnTooBig, err)
 		default:

@@ -104,6 +104,8 @@ type Meta struct {
 	nextIno uint64
 	maxIno  uint64
 
+	dirs dirLocks // serializes changes to one directory in this process
+
 	statsMu  sync.Mutex
 	stats    Stats
 	deltaSeq uint64

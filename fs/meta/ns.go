@@ -205,6 +205,7 @@ func (m *Meta) Mknod(ctx context.Context, c *Caller, parent uint64, name string,
 	}
 	gen := rand.Uint64()>>1 | 1
 	var out *Attr
+	defer m.dirs.lock(parent)()
 	err = m.update(ctx, func(x *tx) error {
 		dir, err := x.dir(parent)
 		if err != nil {
@@ -267,6 +268,7 @@ func (m *Meta) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode uint3
 	}
 	gen := rand.Uint64()>>1 | 1
 	var out *Attr
+	defer m.dirs.lock(parent)()
 	err = m.update(ctx, func(x *tx) error {
 		dir, err := x.dir(parent)
 		if err != nil {
@@ -305,6 +307,7 @@ func (m *Meta) Link(ctx context.Context, c *Caller, ino, newParent uint64, newNa
 		return nil, syscall.EEXIST
 	}
 	var out *Attr
+	defer m.dirs.lock(newParent)()
 	err := m.update(ctx, func(x *tx) error {
 		a, err := x.inode(ino)
 		if err != nil {
@@ -378,6 +381,7 @@ func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string
 		return nil, syscall.ENAMETOOLONG
 	}
 	var out *Attr
+	defer m.dirs.lock(parent)()
 	err := m.update(ctx, func(x *tx) error {
 		dir, e, a, err := x.removable(c, parent, name)
 		if err != nil {
@@ -423,6 +427,7 @@ func (m *Meta) Rmdir(ctx context.Context, c *Caller, parent uint64, name string)
 		return nil, syscall.ENAMETOOLONG
 	}
 	var out *Attr
+	defer m.dirs.lock(parent)()
 	err := m.update(ctx, func(x *tx) error {
 		dir, e, a, err := x.removable(c, parent, name)
 		if err != nil {
@@ -495,6 +500,7 @@ func (m *Meta) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName 
 			return nil, err
 		}
 	}
+	defer m.dirs.lock(oldParent, newParent)()
 	err = m.update(ctx, func(x *tx) error {
 		replaced = nil
 		od, err := x.dir(oldParent)
