@@ -195,7 +195,8 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 	ready(nil)
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// SIGUSR1 drops the block cache (objfs bench, between phases).
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
@@ -205,6 +206,11 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 			log.Info("unmounted", "mountpoint", mnt)
 			return nil
 		case s := <-sigs:
+			if s == syscall.SIGUSR1 {
+				f.DropCaches()
+				log.Info("dropped block cache", "signal", s.String())
+				continue
+			}
 			log.Info("unmounting", "signal", s.String())
 			if err := srv.Unmount(); err != nil {
 				log.Error("unmount failed; still serving", "err", err)

@@ -1,0 +1,229 @@
+package bench
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// labels are the row titles of the table, by key.
+var labels = map[string]string{
+	SeqWrite:  "seq write (1 MiB req, fsync)",
+	SeqRead:   "seq read (1 MiB req, cold)",
+	Create:    "create 4 KiB files",
+	Stat:      "stat",
+	List:      "ls -l (readdir + lstat, cold)",
+	SmallRead: "read 4 KiB files",
+	Delete:    "delete",
+	Rename:    "rename across dirs",
+	RandRead:  "random read 4 KiB",
+	RandWrite: "random write 4 KiB (+fsync)",
+}
+
+// Run is the results of the workload on one directory.
+type RunResult struct {
+	Label   string   `json:"label"`
+	Dir     string   `json:"dir"`
+	Results []Result `json:"results"`
+}
+
+// Report is everything `objfs bench` prints.
+type Report struct {
+	Scale   float64     `json:"scale"`
+	Seed    uint64      `json:"seed"`
+	Sizes   Sizes       `json:"sizes"`
+	Runs    []RunResult `json:"runs"`
+	Ratios  []Ratio     `json:"ratios,omitempty"` // second run / first run
+	RSS     *PeakRSS    `json:"peak_rss,omitempty"`
+	Notes   []string    `json:"notes,omitempty"`
+	Dropped bool        `json:"caches_dropped"`
+}
+
+// Ratio compares one row of two runs.
+type Ratio struct {
+	Key   string  `json:"key"`
+	Ratio float64 `json:"ratio"` // 0 when the baseline is 0
+}
+
+// PeakRSS is the peak resident set of a process (VmHWM).
+type PeakRSS struct {
+	Pid   int   `json:"pid"`
+	Bytes int64 `json:"bytes"`
+}
+
+// Ratios divides each row of run b by the same row of run a. Every row is a
+// rate, so a ratio above 1 means b is faster. Rows missing from either run,
+// or with a zero baseline, are skipped rather than reported as infinite.
+func Ratios(a, b []Result) []Ratio {
+	base := map[string]float64{}
+	for _, r := range a {
+		base[r.Key] = r.Value
+	}
+	var out []Ratio
+	for _, r := range b {
+		if v, ok := base[r.Key]; ok && v > 0 {
+			out = append(out, Ratio{Key: r.Key, Ratio: r.Value / v})
+		}
+	}
+	return out
+}
+
+// WriteJSON writes the report for machines.
+func (rep *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return fmt.Errorf("write JSON: %w", err)
+	}
+	return nil
+}
+
+// WriteTable writes the report as one aligned table: a value column per run
+// and, for two runs, the ratio of the second to the first.
+func (rep *Report) WriteTable(w io.Writer) error {
+	s := rep.Sizes
+	fmt.Fprintf(w, "objfs bench: scale %g, seed %d: %d MiB sequential, %d files, %d renames, %d MiB random file, %s per random phase\n",
+		rep.Scale, rep.Seed, s.SeqBytes/mib, s.Files, s.Renames, s.RandBytes/mib, s.RandPeriod)
+	for _, run := range rep.Runs {
+		fmt.Fprintf(w, "  %s: %s\n", run.Label, run.Dir)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	header := []string{"", "unit"}
+	for _, run := range rep.Runs {
+		header = append(header, run.Label)
+	}
+	ratios := map[string]float64{}
+	if len(rep.Runs) == 2 {
+		header = append(header, rep.Runs[1].Label+"/"+rep.Runs[0].Label)
+		for _, r := range rep.Ratios {
+			ratios[r.Key] = r.Ratio
+		}
+	}
+	row(tw, header)
+	for _, key := range keys(rep.Runs) {
+		cells := []string{labels[key], ""}
+		for _, run := range rep.Runs {
+			cell := "-"
+			for _, r := range run.Results {
+				if r.Key == key {
+					cells[1] = r.Unit
+					cell = formatValue(r.Value)
+					if r.Note != "" {
+						cell += " *"
+					}
+				}
+			}
+			cells = append(cells, cell)
+		}
+		if len(rep.Runs) == 2 {
+			if v, ok := ratios[key]; ok {
+				cells = append(cells, strconv.FormatFloat(v, 'f', 3, 64))
+			} else {
+				cells = append(cells, "-")
+			}
+		}
+		row(tw, cells)
+	}
+	if rep.RSS != nil {
+		cells := []string{fmt.Sprintf("peak RSS (VmHWM, pid %d)", rep.RSS.Pid), "MiB"}
+		for i := range rep.Runs {
+			if i == len(rep.Runs)-1 {
+				cells = append(cells, strconv.FormatFloat(float64(rep.RSS.Bytes)/mib, 'f', 1, 64))
+			} else {
+				cells = append(cells, "")
+			}
+		}
+		if len(rep.Runs) == 2 {
+			cells = append(cells, "")
+		}
+		row(tw, cells)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	notes := rep.Notes
+	for _, run := range rep.Runs {
+		for _, r := range run.Results {
+			if r.Note != "" {
+				notes = append(notes, fmt.Sprintf("* %s, %s: %s", run.Label, labels[r.Key], r.Note))
+			}
+		}
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+	return nil
+}
+
+func row(w io.Writer, cells []string) {
+	// tabwriter right-aligns every column; the row titles read better
+	// left-aligned, so they are padded here.
+	cells[0] = fmt.Sprintf("%-32s", cells[0])
+	fmt.Fprintln(w, strings.Join(cells, "\t")+"\t")
+}
+
+// keys lists the row keys present in any run, in the workload's order.
+func keys(runs []RunResult) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, run := range runs {
+		for _, r := range run.Results {
+			if !seen[r.Key] {
+				seen[r.Key] = true
+				out = append(out, r.Key)
+			}
+		}
+	}
+	return out
+}
+
+func formatValue(v float64) string {
+	if v >= 100 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
+}
+
+// ReadPeakRSS returns the peak resident set size of process pid, from the
+// VmHWM line of /proc/PID/status.
+func ReadPeakRSS(pid int) (int64, error) {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("peak RSS of pid %d: %w", pid, err)
+	}
+	defer f.Close()
+	return parseVmHWM(f, path)
+}
+
+func parseVmHWM(r io.Reader, name string) (int64, error) {
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		rest, ok := strings.CutPrefix(s.Text(), "VmHWM:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("%s: unexpected VmHWM line %q", name, s.Text())
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: VmHWM: %w", name, err)
+		}
+		return kb << 10, nil
+	}
+	if err := s.Err(); err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	return 0, fmt.Errorf("%s: no VmHWM line (a kernel thread?)", name)
+}
