@@ -27,6 +27,7 @@ const (
 	pOrphan   = 'X' // X ino                    -> unix nanos when nlink reached 0
 	pDelta    = 'Q' // Q boot(8) seq(8)         -> Stats delta
 	pTotals   = 'T' // T                        -> Stats
+	pGCSeen   = 'G' // G blockID(32)            -> first seen unreferenced by gc (ns), last seen listed (ns)
 )
 
 func key1(p byte) []byte { return []byte{p} }
