@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -185,14 +186,40 @@ func (v *testVol) checkTree() {
 	if orphans, err := v.m.Orphans(v.ctx); err != nil || len(orphans) > 0 {
 		v.t.Errorf("orphans left after a remount: %v %v", orphans, err)
 	}
+	v.fsck()
+}
+
+// fsck runs the metadata checker, with every referenced block fetched and
+// verified through the store, and fails on any error it reports.
+func (v *testVol) fsck() {
+	v.t.Helper()
+	r, err := v.m.Check(v.ctx, meta.CheckOptions{Block: func(ctx context.Context, id meta.BlockID, size uint32) error {
+		data, err := v.store.Get(ctx, id.ObjectKey())
+		if err != nil {
+			return err
+		}
+		if len(data) != int(size) || sha256.Sum256(data) != id {
+			return fmt.Errorf("stored block %s has wrong content", id)
+		}
+		return nil
+	}})
+	if err != nil {
+		v.t.Fatalf("fsck: %v", err)
+	}
+	for _, p := range r.Problems {
+		if p.Severity == meta.Error {
+			v.t.Errorf("fsck: inode %d %s: %s", p.Ino, p.Path, p.Msg)
+		}
+	}
 }
 
 // TestFaultAtEveryStep runs each multi-step operation once to count its
 // steps (metadata reads, transactions, syncs, object store calls), then
 // once per step with that step failing. After each run the volume is
 // remounted: the operation happened entirely or not at all, what was
-// fsynced before is intact, the tree and link counts are consistent, and
-// the store holds exactly the referenced blocks.
+// fsynced before is intact, the tree and link counts are consistent, fsck
+// (meta.Check, every block verified) finds no error, and the store holds
+// exactly the referenced blocks.
 func TestFaultAtEveryStep(t *testing.T) {
 	keepData := pattern(7, 9000)
 	type op struct {
