@@ -146,18 +146,30 @@ type dumpReader struct {
 
 func (d *dumpReader) ReadByte() (byte, error) {
 	b, err := d.r.ReadByte()
-	if err == nil {
-		d.h.Write([]byte{b})
+	if err != nil {
+		return 0, damaged(err)
 	}
-	return b, err
+	d.h.Write([]byte{b})
+	return b, nil
 }
 
 func (d *dumpReader) full(b []byte) error {
 	if _, err := io.ReadFull(d.r, b); err != nil {
-		return err
+		return damaged(err)
 	}
 	d.h.Write(b)
 	return nil
+}
+
+// damaged classifies a read error of the decompressed stream: an early end
+// stays io.EOF/io.ErrUnexpectedEOF (see truncated); anything else (corrupt
+// deflate data, a bad gzip checksum or header, a failing file) is a damaged
+// dump, whatever layer noticed it.
+func damaged(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, ErrBadDump) {
+		return err
+	}
+	return fmt.Errorf("%w: the dump is damaged: %v", ErrBadDump, err)
 }
 
 func (d *dumpReader) uvarint() (uint64, error) { return binary.ReadUvarint(d) }
