@@ -87,10 +87,28 @@ func (d *Dir) Put(ctx context.Context, key string, data []byte) error {
 	if err := d.makeParents(dir); err != nil {
 		return fmt.Errorf("objstore: put %q: %w", key, err)
 	}
-	if err := writeFileAtomic(dir, p, data); err != nil {
+	err = writeFileAtomic(dir, p, data)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The directories were removed under us (a lost disk replaced by
+		// an empty one, an operator's cleanup): forget what we knew of
+		// them and create them again, once.
+		d.forgetDirs()
+		if err = d.makeParents(dir); err == nil {
+			err = writeFileAtomic(dir, p, data)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("objstore: put %q: %w", key, err)
 	}
 	return nil
+}
+
+// forgetDirs drops the cache of directories known to exist durably.
+func (d *Dir) forgetDirs() {
+	d.durableDirs.Range(func(k, _ any) bool {
+		d.durableDirs.Delete(k)
+		return true
+	})
 }
 
 // makeParents creates every missing directory between root and dir and makes

@@ -372,3 +372,27 @@ func TestDirString(t *testing.T) {
 		t.Fatalf("String() = %q, want %q", got, want)
 	}
 }
+
+// TestPutAfterDirectoriesRemoved: a store whose directories are removed
+// under a running process (a lost disk replaced by an empty directory)
+// accepts new objects again instead of failing every Put with ENOENT.
+func TestPutAfterDirectoriesRemoved(t *testing.T) {
+	root := t.TempDir()
+	d, err := NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := d.Put(ctx, "blocks/ab/cd/one", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "blocks")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Put(ctx, "blocks/ab/cd/two", []byte("2")); err != nil {
+		t.Fatalf("put after the directories were removed: %v", err)
+	}
+	if got, err := d.Get(ctx, "blocks/ab/cd/two"); err != nil || string(got) != "2" {
+		t.Fatalf("get: %q, %v", got, err)
+	}
+}

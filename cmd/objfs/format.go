@@ -1,50 +1,95 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/objfs/objfs/fs/meta"
+	"github.com/objfs/objfs/objstore"
 )
 
 func init() { register(formatCmd) }
 
 func formatCmd() *cobra.Command {
 	var (
-		store     string
-		blockSize int
+		stores      []string
+		replicas    int
+		writeQuorum int
+		blockSize   int
 	)
 	cmd := &cobra.Command{
 		Use:   "format [flags] VOLUME_DIR",
 		Short: "Create a new volume",
 		Long: `format creates a volume in VOLUME_DIR (which must be missing or empty): its
 Badger metadata database with a versioned format record, and, unless --store
-names another one, a local block store inside VOLUME_DIR.`,
+names others, a local block store inside VOLUME_DIR.
+
+With several --store flags every block is kept on --replicas of them (default:
+all), and a write succeeds once --write-quorum copies are durable (default: a
+majority of the replicas). Missing copies are restored in the background and
+by 'objfs scrub'. Every store is created and checked first: if one cannot be
+used, nothing is created.`,
 		Example: `  # a volume with blocks inside the volume directory
   objfs format /var/lib/objfs/vol
   # blocks in another directory (say, a different disk), 1 MiB blocks
-  objfs format --store file:///data/objfs-blocks --block-size 1048576 /var/lib/objfs/vol`,
+  objfs format --store file:///data/objfs-blocks --block-size 1048576 /var/lib/objfs/vol
+  # three copies of every block on three disks; writes wait for two
+  objfs format --store file:///disk1/objfs --store file:///disk2/objfs \
+    --store file:///disk3/objfs --replicas 3 --write-quorum 2 /var/lib/objfs/vol`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return format(cmd.Context(), args[0], store, blockSize)
+			if len(stores) == 0 {
+				stores = []string{localStoreID}
+			}
+			if !cmd.Flags().Changed("replicas") {
+				replicas = len(stores)
+			}
+			if !cmd.Flags().Changed("write-quorum") {
+				writeQuorum = replicas/2 + 1
+			}
+			return formatVolume(cmd.Context(), args[0], formatOptions{
+				stores: stores, replicas: replicas, writeQuorum: writeQuorum, blockSize: blockSize,
+			})
 		},
 	}
-	cmd.Flags().StringVar(&store, "store", "", "object store URL (file:///ABS/DIR); default: a directory inside VOLUME_DIR")
+	// StringArray, not StringSlice: a URL may contain a comma.
+	cmd.Flags().StringArrayVar(&stores, "store", nil, "object store URL (file:///ABS/DIR), repeatable; default: a directory inside VOLUME_DIR")
+	cmd.Flags().IntVar(&replicas, "replicas", 0, "copies of every block, on distinct stores (default: the number of stores)")
+	cmd.Flags().IntVar(&writeQuorum, "write-quorum", 0, "copies that must be durable before a write succeeds (default: replicas/2+1)")
 	cmd.Flags().IntVar(&blockSize, "block-size", 4<<20, "largest block size in bytes (power of two, 4 KiB to 16 MiB)")
 	return cmd
 }
 
+type formatOptions struct {
+	stores      []string
+	replicas    int
+	writeQuorum int
+	blockSize   int
+}
+
+// format creates a volume on one store ("" for the local one), with the
+// default layout.
 func format(ctx context.Context, dir, store string, blockSize int) error {
+	if store == "" {
+		store = localStoreID
+	}
+	return formatVolume(ctx, dir, formatOptions{stores: []string{store}, replicas: 1, writeQuorum: 1, blockSize: blockSize})
+}
+
+// formatVolume creates the volume in dir with the given stores.
+func formatVolume(ctx context.Context, dir string, o formatOptions) (err error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	dir, err := filepath.Abs(dir)
+	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
@@ -56,21 +101,65 @@ func format(ctx context.Context, dir, store string, blockSize int) error {
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read %s: %w", dir, err)
 	}
-	if store == "" {
-		store = localStoreID
-	}
-	f := meta.NewFormat([]string{store}, blockSize)
+	f := meta.NewFormat(o.stores, o.blockSize)
+	f.Replicas, f.WriteQuorum = o.replicas, o.writeQuorum
 	if err := f.Validate(); err != nil {
 		return err
 	}
+	if err := distinctStores(dir, o.stores); err != nil {
+		return err
+	}
+
+	// Whatever this call creates is removed again if it fails, so a failed
+	// format leaves things as they were. Only directories that did not
+	// exist before are removed: nothing that was there is touched.
+	var created []string
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i := len(created) - 1; i >= 0; i-- {
+			_ = os.RemoveAll(created[i]) // best effort; err already says what failed
+		}
+	}()
+	noteNew := func(p string) {
+		// Record the topmost missing ancestor, so that cleanup removes all
+		// the directories MkdirAll is about to create.
+		top := ""
+		for q := p; ; q = filepath.Dir(q) {
+			if _, err := os.Lstat(q); err == nil || filepath.Dir(q) == q {
+				break
+			}
+			top = q
+		}
+		if top != "" {
+			created = append(created, top)
+		}
+	}
+	noteNew(dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create volume directory: %w", err)
 	}
-	s, err := openStore(ctx, dir, store, true)
-	if err != nil {
-		return err
+	var opened []objstore.Store
+	defer func() {
+		for _, s := range opened {
+			_ = s.Close()
+		}
+	}()
+	for _, u := range o.stores {
+		if p, ok := storeDir(dir, u); ok {
+			noteNew(p)
+		}
+		s, err := openStore(ctx, dir, u, true)
+		if err != nil {
+			return err
+		}
+		opened = append(opened, s)
+		if err := probeStore(ctx, s); err != nil {
+			return fmt.Errorf("object store %s is not usable: %w", redactURL(u), err)
+		}
 	}
-	defer s.Close()
+	noteNew(filepath.Join(dir, metaDir))
 	kv, err := meta.OpenBadger(filepath.Join(dir, metaDir), false)
 	if err != nil {
 		return err
@@ -91,7 +180,53 @@ func format(ctx context.Context, dir, store string, blockSize int) error {
 	if err := writeFileSync(filepath.Join(dir, markerFile), append(b, '\n')); err != nil {
 		return err
 	}
-	fmt.Printf("formatted volume %s (uuid %s, block size %d, store %s)\n", dir, f.UUID, f.BlockSize, s)
+	names := make([]string, len(opened))
+	for i, s := range opened {
+		names[i] = s.String()
+	}
+	fmt.Printf("formatted volume %s (uuid %s, block size %d, %d of %d stores per block, write quorum %d, stores %s)\n",
+		dir, f.UUID, f.BlockSize, f.Replicas, len(opened), f.WriteQuorum, strings.Join(names, ", "))
+	return nil
+}
+
+// probeKey is written, read back and deleted in every store at format time.
+// It is not a block key, so nothing else ever uses it.
+const probeKey = "objfs-format-probe"
+
+// probeStore checks that a store can really be written and read, so that
+// a read-only or full disk is found at format time, not at the first write.
+func probeStore(ctx context.Context, s objstore.Store) error {
+	want := []byte("objfs format probe\n")
+	if err := s.Put(ctx, probeKey, want); err != nil {
+		return fmt.Errorf("write test object: %w", err)
+	}
+	got, err := s.Get(ctx, probeKey)
+	if err != nil {
+		return fmt.Errorf("read test object: %w", err)
+	}
+	if !bytes.Equal(got, want) {
+		return errors.New("test object read back different")
+	}
+	if err := s.Delete(ctx, probeKey); err != nil {
+		return fmt.Errorf("delete test object: %w", err)
+	}
+	return nil
+}
+
+// distinctStores refuses a store named twice (also through different
+// spellings of one directory): two "copies" in one place are one copy.
+func distinctStores(volDir string, urls []string) error {
+	seen := map[string]string{}
+	for _, u := range urls {
+		id := u
+		if p, ok := storeDir(volDir, u); ok {
+			id = "file:" + p
+		}
+		if prev, ok := seen[id]; ok {
+			return fmt.Errorf("store %s is given twice (also as %s): each copy must be on a distinct store", redactURL(u), redactURL(prev))
+		}
+		seen[id] = u
+	}
 	return nil
 }
 

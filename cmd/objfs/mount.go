@@ -154,7 +154,7 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 	log := slog.Default()
 	f, err := fs.New(ctx, v.meta, v.store, fs.Options{
 		MemCacheBytes: o.cacheMem,
-		Capacity:      storeCapacity(v.dir, v.meta.Format().Stores[0]),
+		Capacity:      v.capacity(),
 		Logger:        log,
 	})
 	if err != nil {

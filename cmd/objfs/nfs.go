@@ -134,7 +134,7 @@ func serveNFS(dir string, o nfsFlags) (err error) {
 		}
 	}()
 	f, err := fs.New(ctx, v.meta, v.store, fs.Options{
-		Capacity: storeCapacity(v.dir, v.meta.Format().Stores[0]),
+		Capacity: v.capacity(),
 		Logger:   log,
 	})
 	if err != nil {

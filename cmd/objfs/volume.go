@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/objfs/objfs/fs/meta"
 	"github.com/objfs/objfs/objstore"
+	"github.com/objfs/objfs/objstore/replicated"
 )
 
 // A volume directory holds:
@@ -97,12 +101,92 @@ func openVolume(ctx context.Context, dir string) (*volume, error) {
 		_ = kv.Close()
 		return nil, fmt.Errorf("volume %s is damaged: %w", dir, err)
 	}
-	store, err := openStore(ctx, dir, m.Format().Stores[0], false)
+	store, err := openStores(ctx, dir, m.Format())
 	if err != nil {
 		_ = kv.Close()
 		return nil, err
 	}
 	return &volume{dir: dir, kv: kv, meta: m, store: store}, nil
+}
+
+// openStores opens every store of the volume: the store itself when there
+// is one, else a replicated store over all of them. A replicated volume
+// still opens with stores missing (a failed disk), as long as enough remain
+// for a write quorum: the missing ones fail every call and the other copies
+// serve, until the store is back and scrub refills it.
+func openStores(ctx context.Context, dir string, f meta.Format) (objstore.Store, error) {
+	var stores []objstore.Store
+	closeAll := func() {
+		for _, s := range stores {
+			_ = s.Close()
+		}
+	}
+	if len(f.Stores) == 1 {
+		return openStore(ctx, dir, f.Stores[0], false)
+	}
+	// Records from before replication have zeros, meaning one copy.
+	replicas, quorum := max(f.Replicas, 1), max(f.WriteQuorum, 1)
+	var missing []error
+	for _, u := range f.Stores {
+		s, err := openStore(ctx, dir, u, false)
+		if err != nil {
+			if ctx.Err() != nil {
+				closeAll()
+				return nil, err
+			}
+			missing = append(missing, err)
+			s = &unavailableStore{url: redactURL(u), err: err}
+		}
+		stores = append(stores, s)
+	}
+	if len(f.Stores)-len(missing) < quorum {
+		closeAll()
+		return nil, fmt.Errorf("only %d of %d object stores can be opened, %d needed for writes: %w",
+			len(f.Stores)-len(missing), len(f.Stores), quorum, errors.Join(missing...))
+	}
+	for _, err := range missing {
+		slog.Warn("object store unavailable; serving from the other copies (recreate it, then run objfs scrub)", "err", err)
+	}
+	rs, err := replicated.New(stores, replicas, quorum, verifyBlock, slog.Default())
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("object stores: %w", err)
+	}
+	return rs, nil
+}
+
+// unavailableStore stands in for a store that could not be opened. Every
+// call fails with the reason (never ErrNotFound: the copies may well be
+// there once the store is back).
+type unavailableStore struct {
+	url string
+	err error
+}
+
+func (u *unavailableStore) fail(op string) error {
+	return fmt.Errorf("%s: object store %s is unavailable: %w", op, u.url, u.err)
+}
+
+func (u *unavailableStore) Put(context.Context, string, []byte) error { return u.fail("put") }
+func (u *unavailableStore) Get(context.Context, string) ([]byte, error) {
+	return nil, u.fail("get")
+}
+func (u *unavailableStore) Delete(context.Context, string) error { return u.fail("delete") }
+func (u *unavailableStore) List(context.Context, string, func(string, int64) error) error {
+	return u.fail("list")
+}
+func (u *unavailableStore) String() string { return u.url + " (unavailable)" }
+func (u *unavailableStore) Close() error   { return nil }
+
+// verifyBlock tells the replicated store whether a copy it read is intact:
+// a block's key names the SHA-256 of its content. Other keys (none today)
+// have nothing to check against and pass.
+func verifyBlock(key string, data []byte) bool {
+	id, ok := meta.ParseObjectKey(key)
+	if !ok {
+		return true
+	}
+	return sha256.Sum256(data) == id
 }
 
 func (v *volume) close() error {
@@ -120,28 +204,81 @@ func openStore(ctx context.Context, volDir, url string, create bool) (objstore.S
 	}
 	s, err := open(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("object store: %w", err)
+		return nil, fmt.Errorf("object store %s: %w", redactURL(url), err)
 	}
 	return s, nil
 }
 
-// storeCapacity reports the space of the file system holding a local store.
-func storeCapacity(volDir, url string) func() (uint64, uint64, error) {
-	path := ""
-	switch {
-	case url == localStoreID:
-		path = filepath.Join(volDir, localStore)
-	case strings.HasPrefix(url, "file://"):
-		path = strings.TrimPrefix(url, "file://")
-	default:
+// redactURL returns a store URL fit for messages: without user
+// information, which may hold credentials.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	u.User = nil
+	return u.String()
+}
+
+// storeDir returns the local directory of a store URL, if it has one.
+func storeDir(volDir, rawURL string) (string, bool) {
+	if rawURL == localStoreID {
+		return filepath.Join(volDir, localStore), true
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "file" || u.Path == "" {
+		return "", false
+	}
+	return filepath.Clean(u.Path), true
+}
+
+// storeCapacity reports the space of the file systems holding the local
+// stores among urls: the sum over distinct file systems (two stores on one
+// disk count once), raw, without dividing by the number of replicas; see
+// volume.capacity for the space left for file data. Nil when no store is
+// local.
+func storeCapacity(volDir string, urls ...string) func() (uint64, uint64, error) {
+	var paths []string
+	for _, u := range urls {
+		if p, ok := storeDir(volDir, u); ok {
+			paths = append(paths, p)
+		}
+	}
+	if len(paths) == 0 {
 		return nil
 	}
 	return func() (uint64, uint64, error) {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(path, &st); err != nil {
-			return 0, 0, err
+		var total, free uint64
+		seen := map[[2]int32]bool{}
+		for _, p := range paths {
+			var st syscall.Statfs_t
+			if err := syscall.Statfs(p, &st); err != nil {
+				return 0, 0, fmt.Errorf("statfs %s: %w", p, err)
+			}
+			if seen[st.Fsid.X__val] {
+				continue
+			}
+			seen[st.Fsid.X__val] = true
+			total += st.Blocks * uint64(st.Bsize)
+			free += st.Bavail * uint64(st.Bsize)
 		}
-		return st.Blocks * uint64(st.Bsize), st.Bavail * uint64(st.Bsize), nil
+		return total, free, nil
+	}
+}
+
+// capacity reports the space for file data: the stores' space divided by
+// the number of copies each block takes. It is approximate, since blocks
+// spread evenly over the stores but the stores need not be equal.
+func (v *volume) capacity() func() (uint64, uint64, error) {
+	f := v.meta.Format()
+	raw := storeCapacity(v.dir, f.Stores...)
+	if raw == nil {
+		return nil
+	}
+	n := uint64(max(f.Replicas, 1))
+	return func() (uint64, uint64, error) {
+		total, free, err := raw()
+		return total / n, free / n, err
 	}
 }
 

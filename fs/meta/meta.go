@@ -39,6 +39,12 @@ type Format struct {
 	ChunkSize int       `json:"chunk_size"` // files are cut into chunks at multiples of this
 	InlineMax int       `json:"inline_max"` // files up to this size live in metadata
 	Stores    []string  `json:"stores"`     // object store URLs
+	// Replicas is how many of Stores hold each block, and WriteQuorum how
+	// many copies must be durable before a write succeeds. Records written
+	// before replication existed have neither; 0 means 1 so they keep
+	// working unchanged.
+	Replicas    int `json:"replicas,omitempty"`
+	WriteQuorum int `json:"write_quorum,omitempty"`
 }
 
 // Validate checks that the layout parameters are usable.
@@ -54,6 +60,10 @@ func (f *Format) Validate() error {
 		return fmt.Errorf("inline limit %d: must be between 0 and 64 KiB", f.InlineMax)
 	case len(f.Stores) == 0:
 		return errors.New("no object store configured")
+	case f.Replicas < 0 || max(f.Replicas, 1) > len(f.Stores):
+		return fmt.Errorf("replicas %d: must be between 1 and the number of stores (%d)", f.Replicas, len(f.Stores))
+	case f.WriteQuorum < 0 || max(f.WriteQuorum, 1) > max(f.Replicas, 1):
+		return fmt.Errorf("write quorum %d: must be between 1 and the number of replicas (%d)", f.WriteQuorum, max(f.Replicas, 1))
 	}
 	return nil
 }

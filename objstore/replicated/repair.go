@@ -1,0 +1,208 @@
+package replicated
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/objfs/objfs/objstore"
+)
+
+// Repair queue limits. The queue lives in memory only: a crash loses it,
+// and scrub restores whatever it held.
+const (
+	maxQueued      = 100_000 // keys; beyond this new repairs are dropped (scrub finds them)
+	repairAttempts = 8
+	repairBackoff  = 100 * time.Millisecond // doubled after each failed attempt
+	maxBackoff     = 30 * time.Second
+	// repairTimeout keeps one hung store from stalling every other repair.
+	repairTimeout = 2 * time.Minute
+)
+
+type repairItem struct {
+	targets   []int // store indexes whose copy is missing or bad
+	attempts  int
+	notBefore time.Time
+}
+
+// repairQueue holds the keys with copies to rewrite, one entry per key.
+type repairQueue struct {
+	mu      sync.Mutex
+	items   map[string]*repairItem
+	wake    chan struct{} // signalled (without blocking) when an item is added
+	dropped bool          // a full-queue warning is pending
+}
+
+func newRepairQueue() *repairQueue {
+	return &repairQueue{items: map[string]*repairItem{}, wake: make(chan struct{}, 1)}
+}
+
+// add queues key for rewriting on targets, merging with an entry already
+// queued for it. It reports false when the queue is full.
+func (q *repairQueue) add(key string, targets []int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if it, ok := q.items[key]; ok {
+		for _, t := range targets {
+			if !slices.Contains(it.targets, t) {
+				it.targets = append(it.targets, t)
+			}
+		}
+		return true
+	}
+	if len(q.items) >= maxQueued {
+		q.dropped = true
+		return false
+	}
+	q.items[key] = &repairItem{targets: slices.Clone(targets)}
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (q *repairQueue) remove(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.items, key)
+}
+
+func (q *repairQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// due removes and returns up to limit items whose backoff has passed, and
+// the time the earliest remaining item becomes due (zero if none).
+func (q *repairQueue) due(now time.Time, limit int) (map[string]*repairItem, time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := map[string]*repairItem{}
+	var next time.Time
+	for k, it := range q.items {
+		if !it.notBefore.After(now) && len(out) < limit {
+			out[k] = it
+			delete(q.items, k)
+			continue
+		}
+		if next.IsZero() || it.notBefore.Before(next) {
+			next = it.notBefore
+		}
+	}
+	return out, next
+}
+
+// retry puts a failed item back with a longer backoff, unless it has had
+// all its attempts or the key was queued again meanwhile (the two merge).
+func (q *repairQueue) retry(key string, it *repairItem, now time.Time) bool {
+	it.attempts++
+	if it.attempts >= repairAttempts {
+		return false
+	}
+	it.notBefore = now.Add(min(repairBackoff<<(it.attempts-1), maxBackoff))
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if cur, ok := q.items[key]; ok {
+		for _, t := range it.targets {
+			if !slices.Contains(cur.targets, t) {
+				cur.targets = append(cur.targets, t)
+			}
+		}
+		return true
+	}
+	q.items[key] = it
+	return true
+}
+
+// repairLoop runs until Close, rewriting queued copies from a good one.
+func (s *Store) repairLoop() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		batch, next := s.queue.due(now, 64)
+		for key, it := range batch {
+			if s.life.Err() != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(s.life, repairTimeout)
+			err := s.repairOne(ctx, key, it.targets)
+			cancel()
+			if err != nil {
+				if s.life.Err() != nil {
+					return
+				}
+				if !s.queue.retry(key, it, time.Now()) {
+					s.log.Warn("replicated: giving up on repair; scrub will restore it", "key", key, "attempts", it.attempts, "err", err)
+				} else {
+					s.log.Debug("replicated: repair failed; will retry", "key", key, "attempt", it.attempts, "err", err)
+				}
+			}
+		}
+		s.queue.mu.Lock()
+		if s.queue.dropped {
+			s.queue.dropped = false
+			s.log.Warn("replicated: repair queue full; some repairs were dropped (run scrub)")
+		}
+		s.queue.mu.Unlock()
+		if len(batch) > 0 {
+			continue // more may be due already
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Until(next), time.Millisecond)
+		}
+		// Since Go 1.23 Reset also discards a stale expiry, so no drain.
+		timer.Reset(wait)
+		select {
+		case <-s.life.Done():
+			return
+		case <-s.queue.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// errNoGoodCopy means a repair found nothing to copy from.
+var errNoGoodCopy = errors.New("no good copy to repair from")
+
+// repairOne copies key from a verified copy onto each store in targets.
+// A key that no store has any more (deleted meanwhile) needs no repair.
+func (s *Store) repairOne(ctx context.Context, key string, targets []int) error {
+	var good []byte
+	missing := 0
+	placement := s.Placement(key)
+	for _, idx := range placement {
+		if slices.Contains(targets, idx) {
+			continue
+		}
+		data, err := s.stores[idx].Get(ctx, key)
+		if errors.Is(err, objstore.ErrNotFound) {
+			missing++
+			continue
+		}
+		if err == nil && s.verify(key, data) {
+			good = data
+			break
+		}
+	}
+	if good == nil {
+		if missing == len(placement)-len(targets) {
+			return nil // deleted everywhere else: nothing to restore
+		}
+		return errNoGoodCopy
+	}
+	var errs []error
+	for _, idx := range targets {
+		if err := s.stores[idx].Put(ctx, key, good); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.log.Info("replicated: repaired copy", "key", key, "store", s.stores[idx].String())
+	}
+	return errors.Join(errs...)
+}
