@@ -84,6 +84,9 @@ func TestReplicatedStoreLossAndScrub(t *testing.T) {
 	if c := scrubCounts(t, out); c["restored"] != 0 || c["copies ok"] != 3*counts["blocks"] {
 		t.Errorf("second scrub should find every copy in place: %v\n%s", c, out)
 	}
+	if out, err := runObjfs(5*time.Minute, "fsck", "--verify", v.dir); err != nil {
+		t.Errorf("fsck --verify after scrub: %v\n%s", err, out)
+	}
 
 	v.mount(t)
 	for name, data := range want {
