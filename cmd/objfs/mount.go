@@ -142,30 +142,14 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 		return err
 	}
 	ctx := context.Background()
-	v, err := openVolume(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := v.close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
 	log := slog.Default()
-	f, err := fs.New(ctx, v.meta, v.store, fs.Options{
-		MemCacheBytes: o.cacheMem,
-		Capacity:      v.capacity(),
-		Logger:        log,
-	})
+	v, f, err := openFS(ctx, dir, fs.Options{MemCacheBytes: o.cacheMem, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := f.Close(ctx); cerr != nil {
-			log.Error("close volume", "err", cerr)
-			if err == nil {
-				err = cerr
-			}
+		if cerr := closeFS(ctx, v, f); cerr != nil && err == nil {
+			err = cerr
 		}
 	}()
 	srv, err := fuse.Mount(f, mnt, o.debug, log)

@@ -124,28 +124,13 @@ func serveNFS(dir string, o nfsFlags) (err error) {
 		return err // before opening anything
 	}
 	ctx := context.Background()
-	v, err := openVolume(ctx, dir)
+	v, f, err := openFS(ctx, dir, fs.Options{Logger: log})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := v.close(); cerr != nil && err == nil {
+		if cerr := closeFS(ctx, v, f); cerr != nil && err == nil {
 			err = cerr
-		}
-	}()
-	f, err := fs.New(ctx, v.meta, v.store, fs.Options{
-		Capacity: v.capacity(),
-		Logger:   log,
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := f.Close(ctx); cerr != nil {
-			log.Error("close volume", "err", cerr)
-			if err == nil {
-				err = cerr
-			}
 		}
 	}()
 	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)

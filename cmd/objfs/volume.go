@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/meta"
 	"github.com/objfs/objfs/objstore"
 	"github.com/objfs/objfs/objstore/replicated"
@@ -308,4 +309,32 @@ func mountedBy(dir string) string {
 		return ""
 	}
 	return fmt.Sprintf(": mounted at %s by pid %d", mi.Mountpoint, mi.Pid)
+}
+
+// openFS opens the volume in dir for exclusive use and starts its POSIX
+// layer, as the serving commands (mount, nfs) need it; closeFS undoes it.
+func openFS(ctx context.Context, dir string, opts fs.Options) (*volume, *fs.FS, error) {
+	v, err := openVolume(ctx, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if opts.Capacity == nil {
+		opts.Capacity = v.capacity()
+	}
+	f, err := fs.New(ctx, v.meta, v.store, opts)
+	if err != nil {
+		_ = v.close()
+		return nil, nil, err
+	}
+	return v, f, nil
+}
+
+// closeFS commits what the POSIX layer still buffers, then closes the
+// volume; it returns the first error.
+func closeFS(ctx context.Context, v *volume, f *fs.FS) error {
+	ferr := f.Close(ctx)
+	if ferr != nil {
+		slog.Error("close volume", "volume", v.dir, "err", ferr)
+	}
+	return errors.Join(ferr, v.close())
 }

@@ -219,17 +219,8 @@ func (m *Meta) Mknod(ctx context.Context, c *Caller, parent uint64, name string,
 		} else if ok {
 			return syscall.EEXIST
 		}
-		a := &Attr{Ino: ino, Gen: gen, Mode: n.Mode, Uid: c.Uid, Gid: c.Gid, Nlink: 1, Rdev: n.Rdev,
-			Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: parent}
-		if dir.Mode&syscall.S_ISGID != 0 {
-			a.Gid = dir.Gid
-			if a.IsDir() {
-				a.Mode |= syscall.S_ISGID
-			}
-		}
-		if a.Mode&syscall.S_ISGID != 0 && !a.IsDir() && c.Uid != 0 && !c.inGroup(a.Gid) {
-			a.Mode &^= syscall.S_ISGID
-		}
+		a := x.newInode(c, dir, ino, gen, n.Mode)
+		a.Nlink, a.Rdev = 1, n.Rdev
 		d := Stats{Inodes: 1}
 		switch a.Type() {
 		case syscall.S_IFDIR:
@@ -258,6 +249,25 @@ func (m *Meta) Mknod(ctx context.Context, c *Caller, parent uint64, name string,
 	return out, err
 }
 
+// newInode returns the attributes of a new inode created by c in dir, with
+// no links yet: owner and times, and the set-group-ID rules (a setgid
+// directory gives its group, and its setgid bit to subdirectories; a
+// non-directory keeps setgid only if c belongs to its group or is root).
+func (x *tx) newInode(c *Caller, dir *Attr, ino, gen uint64, mode uint32) *Attr {
+	a := &Attr{Ino: ino, Gen: gen, Mode: mode, Uid: c.Uid, Gid: c.Gid,
+		Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: dir.Ino}
+	if dir.Mode&syscall.S_ISGID != 0 {
+		a.Gid = dir.Gid
+		if a.IsDir() {
+			a.Mode |= syscall.S_ISGID
+		}
+	}
+	if a.Mode&syscall.S_ISGID != 0 && !a.IsDir() && c.Uid != 0 && !c.inGroup(a.Gid) {
+		a.Mode &^= syscall.S_ISGID
+	}
+	return a
+}
+
 // Tmpfile creates an unnamed regular file in directory parent (O_TMPFILE):
 // an orphan from birth, freed at its last close unless linkat names it
 // (only if linkable: O_TMPFILE|O_EXCL files never get a name).
@@ -277,16 +287,9 @@ func (m *Meta) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode uint3
 		if err := Access(dir, c, MayWrite|MayExec); err != nil {
 			return err
 		}
-		a := &Attr{Ino: ino, Gen: gen, Mode: syscall.S_IFREG | mode&0o7777, Uid: c.Uid, Gid: c.Gid,
-			Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: parent}
+		a := x.newInode(c, dir, ino, gen, syscall.S_IFREG|mode&0o7777)
 		if linkable {
 			a.Flags = FlagLinkable
-		}
-		if dir.Mode&syscall.S_ISGID != 0 {
-			a.Gid = dir.Gid
-		}
-		if a.Mode&syscall.S_ISGID != 0 && c.Uid != 0 && !c.inGroup(a.Gid) {
-			a.Mode &^= syscall.S_ISGID
 		}
 		x.inodes[ino] = a
 		x.touch(a)

@@ -103,14 +103,38 @@ func (m *Meta) ListXattr(ctx context.Context, c *Caller, ino uint64) ([]string, 
 
 // SetXattr sets attribute name of ino, honouring XattrCreate/XattrReplace.
 func (m *Meta) SetXattr(ctx context.Context, c *Caller, ino uint64, name string, value []byte, flags uint32) error {
-	if err := checkXattrName(name); err != nil {
-		return err
-	}
 	if len(value) > MaxXattrValue {
 		return syscall.E2BIG
 	}
 	if flags&^(XattrCreate|XattrReplace) != 0 || flags == XattrCreate|XattrReplace {
 		return syscall.EINVAL
+	}
+	return m.changeXattr(ctx, c, ino, name, func(x *tx, k []byte, exists bool) error {
+		switch {
+		case flags&XattrCreate != 0 && exists:
+			return syscall.EEXIST
+		case flags&XattrReplace != 0 && !exists:
+			return syscall.ENODATA
+		}
+		return x.set(k, value)
+	})
+}
+
+// RemoveXattr removes attribute name of ino.
+func (m *Meta) RemoveXattr(ctx context.Context, c *Caller, ino uint64, name string) error {
+	return m.changeXattr(ctx, c, ino, name, func(x *tx, k []byte, exists bool) error {
+		if !exists {
+			return syscall.ENODATA
+		}
+		return x.del(k)
+	})
+}
+
+// changeXattr runs change on attribute name of ino (key k, set or not) in
+// one transaction, once c is allowed to change it, and updates ctime.
+func (m *Meta) changeXattr(ctx context.Context, c *Caller, ino uint64, name string, change func(x *tx, k []byte, exists bool) error) error {
+	if err := checkXattrName(name); err != nil {
+		return err
 	}
 	return m.update(ctx, func(x *tx) error {
 		a, err := x.inode(ino)
@@ -122,41 +146,13 @@ func (m *Meta) SetXattr(ctx context.Context, c *Caller, ino uint64, name string,
 		}
 		k := keyInoName(pXattr, ino, name)
 		_, err = x.t.Get(k)
-		exists := err == nil
 		if err != nil && !errors.Is(err, ErrKeyNotFound) {
 			return err
 		}
-		switch {
-		case flags&XattrCreate != 0 && exists:
-			return syscall.EEXIST
-		case flags&XattrReplace != 0 && !exists:
-			return syscall.ENODATA
-		}
-		x.touchCtime(a)
-		return x.set(k, value)
-	})
-}
-
-// RemoveXattr removes attribute name of ino.
-func (m *Meta) RemoveXattr(ctx context.Context, c *Caller, ino uint64, name string) error {
-	if err := checkXattrName(name); err != nil {
-		return err
-	}
-	return m.update(ctx, func(x *tx) error {
-		a, err := x.inode(ino)
-		if err != nil {
-			return err
-		}
-		if err := xattrAccess(a, c, name, true); err != nil {
-			return err
-		}
-		k := keyInoName(pXattr, ino, name)
-		if _, err := x.t.Get(k); errors.Is(err, ErrKeyNotFound) {
-			return syscall.ENODATA
-		} else if err != nil {
+		if err := change(x, k, err == nil); err != nil {
 			return err
 		}
 		x.touchCtime(a)
-		return x.del(k)
+		return nil
 	})
 }
