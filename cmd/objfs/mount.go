@@ -30,6 +30,7 @@ type mountOptions struct {
 	debug      bool
 	cacheMem   int64
 	nfs        nfsFlags // nfs.listen empty: no NFS server
+	pprof      string   // loopback address for Go's profiling endpoints
 }
 
 func init() { register(mountCmd) }
@@ -61,6 +62,7 @@ VOLUME_DIR/objfs.log.`,
 	cmd.Flags().Int64Var(&o.cacheMem, "cache-mem", 128<<20, "bytes of blocks cached in memory")
 	cmd.Flags().StringVar(&o.nfs.listen, "nfs", "", "also serve the volume over NFSv3 on this TCP address (e.g. "+defaultNFSListen+"), from the same process and POSIX layer")
 	o.nfs.addFlags(cmd.Flags(), "nfs-")
+	cmd.Flags().StringVar(&o.pprof, "pprof", "", "serve Go profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060")
 	return cmd
 }
 
@@ -143,6 +145,13 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 	}
 	ctx := context.Background()
 	log := slog.Default()
+	if o.pprof != "" {
+		stopPprof, _, err := startPprof(o.pprof, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	v, f, err := openFS(ctx, dir, fs.Options{MemCacheBytes: o.cacheMem, Logger: log})
 	if err != nil {
 		return err
