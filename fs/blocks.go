@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -77,7 +78,9 @@ func (b *blocks) put(ctx context.Context, data []byte) (meta.BlockRef, error) {
 		b.release(ref.ID)
 		return ref, fmt.Errorf("store block %s: %w", ref.ID, err)
 	}
-	b.cache.Add(ref.ID.String(), data)
+	// Cache a copy: data is a window of a write buffer, and caching the
+	// window would keep the whole buffer alive, uncounted by the cache.
+	b.cache.Add(ref.ID.String(), bytes.Clone(data))
 	return ref, nil
 }
 
