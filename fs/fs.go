@@ -332,3 +332,9 @@ func (f *FS) Meta() *meta.Meta { return f.meta }
 
 // DirtyBytes reports the bytes buffered in all files, not yet committed.
 func (f *FS) DirtyBytes() int64 { return f.dirty.Load() }
+
+// CacheStats reports the in-memory block cache: hits, misses, bytes held.
+func (f *FS) CacheStats() (hits, misses uint64, bytes int64) {
+	hits, misses = f.blocks.cache.Stats()
+	return hits, misses, f.blocks.cache.Bytes()
+}

@@ -32,6 +32,7 @@ import (
 	gonfs "github.com/willscott/go-nfs"
 
 	"github.com/objfs/objfs/fs"
+	"github.com/objfs/objfs/fs/metrics"
 	"github.com/objfs/objfs/fs/meta"
 )
 
@@ -86,6 +87,9 @@ type Options struct {
 	// so it sees NFS clients' changes at once.
 	Changed      func(ino uint64)
 	EntryChanged func(dir uint64, name string)
+
+	// Ops, when set, records every NFS procedure (count, failures, latency).
+	Ops *metrics.Ops
 
 	// goNFSOnly hands every call to go-nfs (tests that show why the
 	// wrapper serves most procedures itself).
@@ -375,6 +379,7 @@ func (s *server) dispatch(ctx context.Context, h callHeader, args *xdrReader) (r
 	}
 	w := replyHeader(h.xid, acceptSuccess)
 	rq := &request{s: s, ctx: ctx, c: c, args: args, w: w, op: p.name}
+	defer s.observe(p.name, time.Now(), w)
 	if p.change && s.opts.ReadOnly {
 		rq.fail(errROFS, p.failBody)
 		return w.b
@@ -384,6 +389,22 @@ func (s *server) dispatch(ctx context.Context, h callHeader, args *xdrReader) (r
 		return replyHeader(h.xid, acceptGarbageArgs).b
 	}
 	return w.b
+}
+
+// replyHeaderLen is the size of an accepted reply's header; every NFSv3
+// reply body but NULL's starts with its nfsstat3 there.
+const replyHeaderLen = 24
+
+// observe records one procedure in Options.Ops, as failed unless its reply
+// carries NFS3_OK.
+func (s *server) observe(op string, start time.Time, w *xdrWriter) {
+	if s.opts.Ops == nil {
+		return
+	}
+	s.opts.Ops.Observe(op, start)
+	if len(w.b) >= replyHeaderLen+4 && binary.BigEndian.Uint32(w.b[replyHeaderLen:]) != nfsOK {
+		s.opts.Ops.Failed(op)
+	}
 }
 
 // clientConn is one client socket and, once needed, its pipe to go-nfs.

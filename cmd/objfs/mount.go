@@ -31,6 +31,7 @@ type mountOptions struct {
 	cacheMem   int64
 	nfs        nfsFlags // nfs.listen empty: no NFS server
 	pprof      string   // loopback address for Go's profiling endpoints
+	metrics    string   // address for Prometheus metrics
 }
 
 func init() { register(mountCmd) }
@@ -62,6 +63,7 @@ VOLUME_DIR/objfs.log.`,
 	cmd.Flags().Int64Var(&o.cacheMem, "cache-mem", 128<<20, "bytes of blocks cached in memory")
 	cmd.Flags().StringVar(&o.nfs.listen, "nfs", "", "also serve the volume over NFSv3 on this TCP address (e.g. "+defaultNFSListen+"), from the same process and POSIX layer")
 	o.nfs.addFlags(cmd.Flags(), "nfs-")
+	cmd.Flags().StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (FUSE and NFS operations, object store requests, cache, buffered bytes, volume totals)")
 	cmd.Flags().StringVar(&o.pprof, "pprof", "", "serve Go profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060")
 	return cmd
 }
@@ -152,7 +154,8 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 		}
 		defer stopPprof()
 	}
-	v, f, err := openFS(ctx, dir, fs.Options{MemCacheBytes: o.cacheMem, Logger: log})
+	reg := newRegistry(o.metrics)
+	v, f, err := openFS(ctx, dir, fs.Options{MemCacheBytes: o.cacheMem, Logger: log}, reg)
 	if err != nil {
 		return err
 	}
@@ -161,7 +164,7 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 			err = cerr
 		}
 	}()
-	srv, err := fuse.Mount(f, mnt, o.debug, log)
+	srv, err := fuse.Mount(f, mnt, o.debug, log, opsFor(reg, "fuse", "FUSE requests"))
 	if err != nil {
 		return err
 	}
@@ -170,6 +173,7 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 		// front ends see each other's changes at once.
 		inval := fuse.NewInvalidator(srv)
 		o.nfs.changed, o.nfs.entryChanged = inval.Inode, inval.Entry
+		o.nfs.ops = opsFor(reg, "nfs", "NFS procedures")
 		stopNFS, addr, err := startNFS(ctx, f, o.nfs)
 		if err != nil {
 			_ = srv.Unmount()
@@ -181,6 +185,14 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 			}
 		}()
 		log.Info("serving NFSv3", "addr", addr)
+	}
+	if reg != nil {
+		stopMetrics, _, err := serveMetrics(o.metrics, reg, log)
+		if err != nil {
+			_ = srv.Unmount()
+			return err
+		}
+		defer stopMetrics()
 	}
 	stopInfo := publishMountInfo(v, f, mnt)
 	defer stopInfo()
@@ -216,7 +228,9 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
 	path := filepath.Join(v.dir, mountFile)
 	write := func() {
-		mi := mountInfo{Pid: os.Getpid(), Mountpoint: mnt, Stats: f.Meta().Stats(), Updated: time.Now().UTC().Format(time.RFC3339)}
+		mi := mountInfo{Pid: os.Getpid(), Mountpoint: mnt, Stats: f.Meta().Stats(), Updated: time.Now().UTC().Format(time.RFC3339),
+			BufferedBytes: f.DirtyBytes()}
+		mi.CacheHits, mi.CacheMisses, mi.CacheBytes = f.CacheStats()
 		b, _ := json.Marshal(mi)
 		tmp := path + ".tmp"
 		if os.WriteFile(tmp, b, 0o644) == nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/objfs/objfs/fs"
+	"github.com/objfs/objfs/fs/metrics"
 	"github.com/objfs/objfs/nfs"
 )
 
@@ -36,6 +37,8 @@ type nfsFlags struct {
 	// NFS clients change.
 	changed      func(ino uint64)
 	entryChanged func(dir uint64, name string)
+	ops          *metrics.Ops
+	metrics      string // `objfs nfs --metrics`
 }
 
 // addFlags registers the export options on fl, each name prefixed with
@@ -52,7 +55,7 @@ func (o *nfsFlags) addFlags(fl *pflag.FlagSet, prefix string) {
 // options turns the flags into server options, checking them.
 func (o *nfsFlags) options(log *slog.Logger) (nfs.Options, error) {
 	opts := nfs.Options{ReadOnly: o.readOnly, AnonUid: o.anonUid, AnonGid: o.anonGid, Logger: log,
-		Changed: o.changed, EntryChanged: o.entryChanged}
+		Changed: o.changed, EntryChanged: o.entryChanged, Ops: o.ops}
 	var err error
 	if opts.Squash, err = nfs.ParseSquash(o.squash); err != nil {
 		return opts, err
@@ -113,6 +116,7 @@ credentials (AUTH_NONE) run as the anonymous user.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.listen, "listen", defaultNFSListen, "TCP address to serve NFS and MOUNT on")
+	cmd.Flags().StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (NFS procedures, object store requests, cache, volume totals)")
 	o.addFlags(cmd.Flags(), "")
 	return cmd
 }
@@ -124,7 +128,8 @@ func serveNFS(dir string, o nfsFlags) (err error) {
 		return err // before opening anything
 	}
 	ctx := context.Background()
-	v, f, err := openFS(ctx, dir, fs.Options{Logger: log})
+	reg := newRegistry(o.metrics)
+	v, f, err := openFS(ctx, dir, fs.Options{Logger: log}, reg)
 	if err != nil {
 		return err
 	}
@@ -135,6 +140,14 @@ func serveNFS(dir string, o nfsFlags) (err error) {
 	}()
 	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
+	o.ops = opsFor(reg, "nfs", "NFS procedures")
+	if reg != nil {
+		stopMetrics, _, err := serveMetrics(o.metrics, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	stop, addr, err := startNFS(sigCtx, f, o)
 	if err != nil {
 		return err

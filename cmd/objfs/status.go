@@ -41,6 +41,8 @@ func status(ctx context.Context, dir string) error {
 	if mi, err := readMountInfo(dir); err == nil && mountedBy(dir) != "" {
 		fmt.Printf("volume:      %s\nmounted:     at %s by pid %d (figures as of %s)\n", dir, mi.Mountpoint, mi.Pid, mi.Updated)
 		printStats(mi.Stats)
+		fmt.Printf("buffered:    %s not yet committed\ncache:       %s in memory, %d hits, %d misses\n",
+			humanize.IBytes(uint64(max(mi.BufferedBytes, 0))), humanize.IBytes(uint64(max(mi.CacheBytes, 0))), mi.CacheHits, mi.CacheMisses)
 		return nil
 	}
 	v, err := openVolume(ctx, dir)

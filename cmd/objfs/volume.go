@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -16,6 +19,7 @@ import (
 	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/meta"
 	"github.com/objfs/objfs/objstore"
+	"github.com/objfs/objfs/objstore/metered"
 	"github.com/objfs/objfs/objstore/replicated"
 )
 
@@ -289,6 +293,12 @@ type mountInfo struct {
 	Mountpoint string     `json:"mountpoint"`
 	Stats      meta.Stats `json:"stats"`
 	Updated    string     `json:"updated"`
+	// What the running process holds: buffered writes and the memory
+	// block cache with its hit counts.
+	BufferedBytes int64  `json:"buffered_bytes"`
+	CacheBytes    int64  `json:"cache_bytes"`
+	CacheHits     uint64 `json:"cache_hits"`
+	CacheMisses   uint64 `json:"cache_misses"`
 }
 
 func readMountInfo(dir string) (*mountInfo, error) {
@@ -313,7 +323,9 @@ func mountedBy(dir string) string {
 
 // openFS opens the volume in dir for exclusive use and starts its POSIX
 // layer, as the serving commands (mount, nfs) need it; closeFS undoes it.
-func openFS(ctx context.Context, dir string, opts fs.Options) (*volume, *fs.FS, error) {
+// With reg not nil, object store requests and the layer's counters are
+// registered as metrics.
+func openFS(ctx context.Context, dir string, opts fs.Options, reg *prometheus.Registry) (*volume, *fs.FS, error) {
 	v, err := openVolume(ctx, dir)
 	if err != nil {
 		return nil, nil, err
@@ -321,10 +333,16 @@ func openFS(ctx context.Context, dir string, opts fs.Options) (*volume, *fs.FS, 
 	if opts.Capacity == nil {
 		opts.Capacity = v.capacity()
 	}
+	if reg != nil {
+		v.store = metered.New(v.store, reg)
+	}
 	f, err := fs.New(ctx, v.meta, v.store, opts)
 	if err != nil {
 		_ = v.close()
 		return nil, nil, err
+	}
+	if reg != nil {
+		registerFS(reg, f)
 	}
 	return v, f, nil
 }

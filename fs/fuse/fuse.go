@@ -20,6 +20,7 @@ import (
 
 	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/meta"
+	"github.com/objfs/objfs/fs/metrics"
 )
 
 // Timeouts for the kernel's caches of entries and attributes. They are
@@ -34,16 +35,18 @@ type FS struct {
 	gofuse.RawFileSystem // defaults answer ENOSYS for what is not implemented
 	fs                   *fs.FS
 	log                  *slog.Logger
+	ops                  *metrics.Ops // nil: no metrics
 }
 
-// New returns the FUSE adapter for f.
-func New(f *fs.FS, log *slog.Logger) *FS {
-	return &FS{RawFileSystem: gofuse.NewDefaultRawFileSystem(), fs: f, log: log}
+// New returns the FUSE adapter for f; ops, when not nil, records every
+// request.
+func New(f *fs.FS, log *slog.Logger, ops *metrics.Ops) *FS {
+	return &FS{RawFileSystem: gofuse.NewDefaultRawFileSystem(), fs: f, log: log, ops: ops}
 }
 
 // Mount mounts f at mountpoint and starts serving; the caller waits on the
 // returned server and unmounts it.
-func Mount(f *fs.FS, mountpoint string, debug bool, log *slog.Logger) (*gofuse.Server, error) {
+func Mount(f *fs.FS, mountpoint string, debug bool, log *slog.Logger, ops *metrics.Ops) (*gofuse.Server, error) {
 	opts := &gofuse.MountOptions{
 		FsName:        "objfs",
 		Name:          "objfs",
@@ -55,7 +58,7 @@ func Mount(f *fs.FS, mountpoint string, debug bool, log *slog.Logger) (*gofuse.S
 		EnableLocks: false,
 		Options:     []string{"default_permissions"},
 	}
-	srv, err := gofuse.NewServer(New(f, log), mountpoint, opts)
+	srv, err := gofuse.NewServer(New(f, log, ops), mountpoint, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
@@ -76,6 +79,7 @@ func (a *FS) errno(op string, err error) gofuse.Status {
 	if err == nil {
 		return gofuse.OK
 	}
+	a.ops.Failed(op)
 	var e syscall.Errno
 	if errors.As(err, &e) && !errors.Is(err, syscall.EIO) {
 		return gofuse.Status(e)
@@ -163,6 +167,7 @@ func fillEntry(out *gofuse.EntryOut, a *meta.Attr) {
 }
 
 func (a *FS) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out *gofuse.EntryOut) gofuse.Status {
+	defer a.ops.Observe("lookup", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	at, err := a.fs.Lookup(c, caller(h), h.NodeId, name)
@@ -177,6 +182,7 @@ func (a *FS) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out
 func (a *FS) Forget(nodeid, nlookup uint64) {}
 
 func (a *FS) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	defer a.ops.Observe("getattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	at, err := a.fs.GetAttr(c, in.NodeId)
@@ -189,6 +195,7 @@ func (a *FS) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.A
 }
 
 func (a *FS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	defer a.ops.Observe("setattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	var s meta.SetAttrIn
@@ -236,6 +243,7 @@ func (a *FS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.A
 }
 
 func (a *FS) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	defer a.ops.Observe("mknod", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	at, err := a.fs.Mknod(c, caller(&in.InHeader), in.NodeId, name, meta.NewNode{Mode: in.Mode, Rdev: in.Rdev})
@@ -247,6 +255,7 @@ func (a *FS) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out 
 }
 
 func (a *FS) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	defer a.ops.Observe("mkdir", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	at, err := a.fs.Mkdir(c, caller(&in.InHeader), in.NodeId, name, in.Mode)
@@ -258,24 +267,28 @@ func (a *FS) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out 
 }
 
 func (a *FS) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	defer a.ops.Observe("unlink", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	return a.errno("unlink", a.fs.Unlink(c, caller(h), h.NodeId, name))
 }
 
 func (a *FS) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	defer a.ops.Observe("rmdir", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	return a.errno("rmdir", a.fs.Rmdir(c, caller(h), h.NodeId, name))
 }
 
 func (a *FS) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) gofuse.Status {
+	defer a.ops.Observe("rename", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	return a.errno("rename", a.fs.Rename(c, caller(&in.InHeader), in.NodeId, oldName, in.Newdir, newName, in.Flags))
 }
 
 func (a *FS) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	defer a.ops.Observe("link", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	at, err := a.fs.Link(c, caller(&in.InHeader), in.Oldnodeid, in.NodeId, name)
@@ -287,6 +300,7 @@ func (a *FS) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *g
 }
 
 func (a *FS) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) gofuse.Status {
+	defer a.ops.Observe("symlink", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	at, err := a.fs.Symlink(c, caller(h), h.NodeId, name, target)
@@ -298,6 +312,7 @@ func (a *FS) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name st
 }
 
 func (a *FS) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte, gofuse.Status) {
+	defer a.ops.Observe("readlink", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	t, err := a.fs.Readlink(c, h.NodeId)
@@ -308,12 +323,14 @@ func (a *FS) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte, gofus
 }
 
 func (a *FS) Access(cancel <-chan struct{}, in *gofuse.AccessIn) gofuse.Status {
+	defer a.ops.Observe("access", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	return a.errno("access", a.fs.Access(c, caller(&in.InHeader), in.NodeId, in.Mask))
 }
 
 func (a *FS) GetXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string, dest []byte) (uint32, gofuse.Status) {
+	defer a.ops.Observe("getxattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	v, err := a.fs.GetXattr(c, caller(h), h.NodeId, attr)
@@ -336,6 +353,7 @@ func xattrReply(dest, v []byte) (uint32, gofuse.Status) {
 }
 
 func (a *FS) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest []byte) (uint32, gofuse.Status) {
+	defer a.ops.Observe("listxattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	names, err := a.fs.ListXattr(c, caller(h), h.NodeId)
@@ -350,18 +368,21 @@ func (a *FS) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest []byte) 
 }
 
 func (a *FS) SetXAttr(cancel <-chan struct{}, in *gofuse.SetXAttrIn, attr string, data []byte) gofuse.Status {
+	defer a.ops.Observe("setxattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	return a.errno("setxattr", a.fs.SetXattr(c, caller(&in.InHeader), in.NodeId, attr, data, in.Flags))
 }
 
 func (a *FS) RemoveXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string) gofuse.Status {
+	defer a.ops.Observe("removexattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	return a.errno("removexattr", a.fs.RemoveXattr(c, caller(h), h.NodeId, attr))
 }
 
 func (a *FS) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) gofuse.Status {
+	defer a.ops.Observe("create", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	at, fh, err := a.fs.Create(c, caller(&in.InHeader), in.NodeId, name, in.Mode, in.Flags)
@@ -374,6 +395,7 @@ func (a *FS) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, ou
 }
 
 func (a *FS) Tmpfile(cancel <-chan struct{}, in *gofuse.CreateIn, out *gofuse.CreateOut) gofuse.Status {
+	defer a.ops.Observe("tmpfile", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	at, fh, err := a.fs.Tmpfile(c, caller(&in.InHeader), in.NodeId, in.Mode, in.Flags)
@@ -386,6 +408,7 @@ func (a *FS) Tmpfile(cancel <-chan struct{}, in *gofuse.CreateIn, out *gofuse.Cr
 }
 
 func (a *FS) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	defer a.ops.Observe("open", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	fh, err := a.fs.Open(c, caller(&in.InHeader), in.NodeId, in.Flags)
@@ -397,6 +420,7 @@ func (a *FS) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut
 }
 
 func (a *FS) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
+	defer a.ops.Observe("read", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	n, err := a.fs.Read(c, in.Fh, in.Offset, buf[:min(len(buf), int(in.Size))])
@@ -407,6 +431,7 @@ func (a *FS) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse
 }
 
 func (a *FS) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
+	defer a.ops.Observe("write", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	n, err := a.fs.Write(c, in.Fh, in.Offset, data)
@@ -419,6 +444,7 @@ func (a *FS) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uin
 // Lseek answers SEEK_DATA and SEEK_HOLE treating the whole file as data,
 // which POSIX allows.
 func (a *FS) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
+	defer a.ops.Observe("lseek", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	at, err := a.fs.GetAttr(c, in.NodeId)
@@ -443,24 +469,28 @@ func (a *FS) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.Lseek
 }
 
 func (a *FS) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
+	defer a.ops.Observe("release", time.Now())
 	if err := a.fs.Release(context.Background(), in.Fh); err != nil {
 		a.errno("release", err)
 	}
 }
 
 func (a *FS) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) gofuse.Status {
+	defer a.ops.Observe("flush", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	return a.errno("flush", a.fs.Flush(c, in.Fh))
 }
 
 func (a *FS) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	defer a.ops.Observe("fsync", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	return a.errno("fsync", a.fs.FsyncInode(c, in.NodeId))
 }
 
 func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.Status {
+	defer a.ops.Observe("fallocate", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	const keepSize = 1 // FALLOC_FL_KEEP_SIZE
@@ -485,6 +515,7 @@ func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.St
 }
 
 func (a *FS) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	defer a.ops.Observe("opendir", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	fh, err := a.fs.OpenDirHandle(c, caller(&in.InHeader), in.NodeId)
@@ -496,21 +527,27 @@ func (a *FS) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.Open
 }
 
 func (a *FS) ReadDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
+	defer a.ops.Observe("readdir", time.Now())
 	return a.readDir(cancel, in, out, false)
 }
 
 func (a *FS) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
+	defer a.ops.Observe("readdirplus", time.Now())
 	return a.readDir(cancel, in, out, true)
 }
 
 // readDir lists a directory from the cookie the kernel passes back: 1 and 2
 // are "." and "..", larger ones are objfs's stable entry cookies.
 func (a *FS) readDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList, plus bool) gofuse.Status {
+	op := "readdir"
+	if plus {
+		op = "readdirplus"
+	}
 	c, stop := ctx(cancel)
 	defer stop()
 	dir, err := a.fs.GetAttr(c, in.NodeId)
 	if err != nil {
-		return a.errno("readdir", err)
+		return a.errno(op, err)
 	}
 	add := func(e gofuse.DirEntry, at *meta.Attr) bool {
 		if !plus {
@@ -551,22 +588,25 @@ func (a *FS) readDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirE
 	if err == nil {
 		err = ferr
 	}
-	return a.errno("readdir", err)
+	return a.errno(op, err)
 }
 
 func (a *FS) ReleaseDir(in *gofuse.ReleaseIn) {
+	defer a.ops.Observe("releasedir", time.Now())
 	if err := a.fs.Release(context.Background(), in.Fh); err != nil {
 		a.errno("releasedir", err)
 	}
 }
 
 func (a *FS) FsyncDir(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	defer a.ops.Observe("fsyncdir", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	return a.errno("fsyncdir", a.fs.FsyncInode(c, in.NodeId))
 }
 
 func (a *FS) StatFs(cancel <-chan struct{}, h *gofuse.InHeader, out *gofuse.StatfsOut) gofuse.Status {
+	defer a.ops.Observe("statfs", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
 	st, err := a.fs.StatFs(c)

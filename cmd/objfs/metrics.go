@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/objfs/objfs/fs"
+	"github.com/objfs/objfs/fs/metrics"
+)
+
+// newRegistry returns a registry with the Go runtime and process
+// collectors, or nil when metrics are off (addr empty).
+func newRegistry(addr string) *prometheus.Registry {
+	if addr == "" {
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// opsFor returns the per-operation instruments of a component, nil (record
+// nothing) when reg is nil.
+func opsFor(reg *prometheus.Registry, component, help string) *metrics.Ops {
+	if reg == nil {
+		return nil
+	}
+	return metrics.NewOps(reg, component, help)
+}
+
+// registerFS exposes what the POSIX layer and the metadata already count:
+// the volume's totals, buffered bytes and the block cache.
+func registerFS(reg *prometheus.Registry, f *fs.FS) {
+	stat := func(name, help string, get func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, get))
+	}
+	counter := func(name, help string, get func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, get))
+	}
+	stat("objfs_inodes", "Live inodes in the volume.", func() float64 { return float64(f.Meta().Stats().Inodes) })
+	stat("objfs_files", "Regular files in the volume.", func() float64 { return float64(f.Meta().Stats().Files) })
+	stat("objfs_directories", "Directories in the volume.", func() float64 { return float64(f.Meta().Stats().Dirs) })
+	stat("objfs_file_bytes", "Sum of the sizes of regular files.", func() float64 { return float64(f.Meta().Stats().Bytes) })
+	stat("objfs_blocks", "Distinct blocks referenced.", func() float64 { return float64(f.Meta().Stats().Blocks) })
+	stat("objfs_stored_bytes", "Bytes of the referenced blocks (one copy).", func() float64 { return float64(f.Meta().Stats().BlockBytes) })
+	stat("objfs_buffered_bytes", "Bytes written to files but not yet committed.", func() float64 { return float64(f.DirtyBytes()) })
+	stat("objfs_cache_bytes", "Bytes of blocks in the memory cache.", func() float64 { _, _, b := f.CacheStats(); return float64(b) })
+	counter("objfs_cache_hits_total", "Block reads served by the memory cache.", func() float64 { h, _, _ := f.CacheStats(); return float64(h) })
+	counter("objfs_cache_misses_total", "Block reads that went to the object store.", func() float64 { _, m, _ := f.CacheStats(); return float64(m) })
+}
+
+// serveMetrics serves reg on addr at /metrics until stop is called.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stop func(), bound string, err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("--metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "addr", l.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, l.Addr().String(), nil
+}
