@@ -32,8 +32,8 @@ import (
 	gonfs "github.com/willscott/go-nfs"
 
 	"github.com/objfs/objfs/fs"
-	"github.com/objfs/objfs/fs/metrics"
 	"github.com/objfs/objfs/fs/meta"
+	"github.com/objfs/objfs/fs/metrics"
 )
 
 // Squash says whose identity a request runs with.
