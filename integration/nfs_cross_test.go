@@ -157,6 +157,46 @@ func TestNFSChangesReachFUSECaches(t *testing.T) {
 		t.Errorf("FUSE read through an open descriptor right after the NFS write: %q, want %q", buf[:n], "VERSION-2 longer")
 	}
 
+	// FUSE learns that a name is missing (a negative entry); NFS creates
+	// it: the mount must see the new file at once.
+	fresh := filepath.Join(v.mnt, "fresh")
+	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat of a missing name: %v", err)
+	}
+	nw, err := target.OpenFile("fresh", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nw.Write([]byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(fresh); err != nil || string(got) != "new" {
+		t.Errorf("FUSE read of a name NFS just created (after FUSE saw it missing): %q, %v", got, err)
+	}
+
+	// A file with two links, its nlink cached by FUSE; NFS removes one
+	// link: the other name must show nlink 1 at once.
+	h1, h2 := filepath.Join(v.mnt, "h1"), filepath.Join(v.mnt, "h2")
+	if err := os.WriteFile(h1, []byte("linked"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(h1, h2); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(h1, &st); err != nil || st.Nlink != 2 {
+		t.Fatalf("nlink before: %d, %v", st.Nlink, err)
+	}
+	if err := target.Remove("h2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(h1, &st); err != nil || st.Nlink != 1 {
+		t.Errorf("FUSE nlink right after NFS removed the other link: %d (%v), want 1", st.Nlink, err)
+	}
+
 	// NFS renames it away: the cached name must go at once.
 	if err := target.Rename("shared", "moved"); err != nil {
 		t.Fatal(err)

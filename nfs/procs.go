@@ -653,7 +653,10 @@ func (rq *request) unlinkLike(rmdir bool) {
 	case rmdir:
 		err = rq.s.f.Rmdir(rq.ctx, rq.c, dir.Ino, name)
 	default:
-		err = rq.s.f.Unlink(rq.ctx, rq.c, dir.Ino, name)
+		child := rq.watched(dir.Ino, name)
+		if err = rq.s.f.Unlink(rq.ctx, rq.c, dir.Ino, name); err == nil {
+			rq.s.changed(child) // its link count and ctime changed
+		}
 	}
 	if err != nil {
 		rq.createFailed(statusOf(rq.ctx, rq.s.log, rq.op, err), dir.Ino)
@@ -662,6 +665,20 @@ func (rq *request) unlinkLike(rmdir bool) {
 	rq.s.entryChanged(dir.Ino, name)
 	rq.w.u32(nfsOK)
 	rq.wcc(dir.Ino)
+}
+
+// watched returns the inode name names in dir, when a FUSE mount of this
+// process must hear about changes to it (Options.Changed is set), so that
+// a remove or rename can tell it which inode lost a link; 0 otherwise.
+func (rq *request) watched(dir uint64, name string) uint64 {
+	if rq.s.opts.Changed == nil {
+		return 0
+	}
+	a, err := rq.s.f.Lookup(rq.ctx, &meta.Root, dir, name)
+	if err != nil {
+		return 0
+	}
+	return a.Ino
 }
 
 func (rq *request) remove() { rq.unlinkLike(false) }
@@ -692,7 +709,11 @@ func (rq *request) rename() {
 	case len(fromName) > maxName || len(toName) > maxName:
 		err = syscall.ENAMETOOLONG
 	default:
-		err = rq.s.f.Rename(rq.ctx, rq.c, from.Ino, fromName, to.Ino, toName, 0)
+		moved, replaced := rq.watched(from.Ino, fromName), rq.watched(to.Ino, toName)
+		if err = rq.s.f.Rename(rq.ctx, rq.c, from.Ino, fromName, to.Ino, toName, 0); err == nil {
+			rq.s.changed(moved)    // ctime (and a directory's "..")
+			rq.s.changed(replaced) // lost a link
+		}
 	}
 	if err != nil {
 		rq.w.u32(statusOf(rq.ctx, rq.s.log, rq.op, err))

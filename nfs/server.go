@@ -557,7 +557,7 @@ func (p *pipeListener) Addr() net.Addr { return p.addr }
 
 // changed reports a change of ino's attributes or data to Options.Changed.
 func (s *server) changed(ino uint64) {
-	if s.opts.Changed != nil {
+	if s.opts.Changed != nil && ino != 0 {
 		s.opts.Changed(ino)
 	}
 }

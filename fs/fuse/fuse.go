@@ -23,11 +23,14 @@ import (
 	"github.com/objfs/objfs/fs/metrics"
 )
 
-// Timeouts for the kernel's caches of entries and attributes. They are
-// short so that changes made through another front end (NFS) show up fast.
+// Timeouts for the kernel's caches of entries (including negative ones)
+// and attributes. They can be long: the kernel sees every change made
+// through this mount, and changes made through the NFS front end of the
+// same process drop the cached state explicitly (Invalidator), so a cache
+// hit is never stale. Nothing else changes a mounted volume.
 const (
-	entryTimeout = time.Second
-	attrTimeout  = time.Second
+	entryTimeout = time.Minute
+	attrTimeout  = time.Minute
 )
 
 // FS adapts fs.FS to go-fuse's RawFileSystem.
@@ -171,6 +174,13 @@ func (a *FS) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out
 	c, stop := ctx(cancel)
 	defer stop()
 	at, err := a.fs.Lookup(c, caller(h), h.NodeId, name)
+	if errors.Is(err, syscall.ENOENT) {
+		// A negative entry: the kernel remembers that the name is
+		// missing, so a create or a search path does not ask again.
+		out.NodeId = 0
+		out.SetEntryTimeout(entryTimeout)
+		return gofuse.OK
+	}
 	if err != nil {
 		return a.errno("lookup", err)
 	}
