@@ -159,6 +159,11 @@ func formatVolume(ctx context.Context, dir string, o formatOptions) (err error) 
 			return fmt.Errorf("object store %s is not usable: %w", redactURL(u), err)
 		}
 	}
+	for _, s := range opened {
+		if err := claimNewStore(ctx, s, f.UUID); err != nil {
+			return err
+		}
+	}
 	noteNew(filepath.Join(dir, metaDir))
 	kv, err := meta.OpenBadger(filepath.Join(dir, metaDir), false)
 	if err != nil {

@@ -84,10 +84,14 @@ func TestFormatStores(t *testing.T) {
 			if len(f.Stores) != len(stores) || f.Replicas != tc.replicas || f.WriteQuorum != tc.quorum {
 				t.Errorf("format record: %d stores, replicas %d, quorum %d", len(f.Stores), f.Replicas, f.WriteQuorum)
 			}
-			// The probe object is gone again.
-			n := 0
-			if err := v.store.List(ctx, "", func(string, int64) error { n++; return nil }); err != nil || n != 0 {
-				t.Errorf("stores hold %d objects after format (%v), want none", n, err)
+			// The probe object is gone again; what stays is the mark naming
+			// the volume that owns the stores.
+			var keys []string
+			if err := v.store.List(ctx, "", func(k string, _ int64) error { keys = append(keys, k); return nil }); err != nil || len(keys) != 1 || keys[0] != volumeKey {
+				t.Errorf("stores hold %v after format (%v), want only %s", keys, err, volumeKey)
+			}
+			if owner, err := storeOwner(ctx, v.store); err != nil || owner != f.UUID {
+				t.Errorf("store owner %q (%v), want the volume's uuid %s", owner, err, f.UUID)
 			}
 			if c := v.capacity(); c == nil {
 				t.Error("no capacity for local stores")

@@ -127,13 +127,30 @@ func openStores(ctx context.Context, dir string, f meta.Format) (objstore.Store,
 		}
 	}
 	if len(f.Stores) == 1 {
-		return openStore(ctx, dir, f.Stores[0], false)
+		s, err := openStore(ctx, dir, f.Stores[0], false)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkStoreOwner(ctx, s, f.UUID); err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+		return s, nil
 	}
 	// Records from before replication have zeros, meaning one copy.
 	replicas, quorum := max(f.Replicas, 1), max(f.WriteQuorum, 1)
 	var missing []error
 	for _, u := range f.Stores {
 		s, err := openStore(ctx, dir, u, false)
+		if err == nil {
+			if err = checkStoreOwner(ctx, s, f.UUID); errors.Is(err, errForeignStore) {
+				_ = s.Close()
+				closeAll()
+				return nil, err
+			} else if err != nil {
+				_ = s.Close()
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				closeAll()
