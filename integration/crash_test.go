@@ -28,14 +28,7 @@ import (
 // the seed of the kill delays and file sizes.
 func TestCrashFsyncedSurvive(t *testing.T) {
 	requirePrereqs(t)
-	rounds := 6
-	if s := os.Getenv("OBJFS_CRASH_ROUNDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("OBJFS_CRASH_ROUNDS=%q: want a positive count", s)
-		}
-		rounds = n
-	}
+	rounds := envCount(t, "OBJFS_CRASH_ROUNDS", 6)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("OBJFS_CRASH_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)

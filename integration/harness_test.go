@@ -367,7 +367,9 @@ func newVolume(t testing.TB) *volume {
 
 // mount starts `objfs mount` and waits until the kernel shows the mount. A
 // t.Cleanup always stops the process and removes the mount.
-func (v *volume) mount(t testing.TB) {
+// Extra arguments are passed to `objfs mount` before the volume and
+// mountpoint (e.g. "--nfs", ADDR).
+func (v *volume) mount(t testing.TB, extra ...string) {
 	t.Helper()
 	if v.proc != nil && !v.proc.exited() {
 		t.Fatalf("mount: %s is already mounted by pid %d", v.mnt, v.proc.cmd.Process.Pid)
@@ -381,7 +383,7 @@ func (v *volume) mount(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"mount"}
+	args := append([]string{"mount"}, extra...)
 	if os.Getenv("OBJFS_MOUNT_DEBUG") == "1" {
 		args = append(args, "--debug")
 	}
@@ -549,4 +551,19 @@ func (v *volume) stallWatchdog(t testing.TB, what string, d time.Duration) (stop
 		_ = p.forceStop()
 	})
 	return func() { timer.Stop() }
+}
+
+// envCount reads a positive count from environment variable name, def if
+// it is unset.
+func envCount(t testing.TB, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive count", name, s)
+	}
+	return n
 }

@@ -3,11 +3,9 @@ package integration
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -27,7 +25,7 @@ func TestNFSCrossProtocol(t *testing.T) {
 		t.Skip("objfs mount has no --nfs flag yet")
 	}
 	addr := freeAddr(t)
-	mountWithArgs(t, v, "--nfs", addr, "--nfs-squash", "none")
+	v.mount(t, "--nfs", addr, "--nfs-squash", "none")
 
 	target := dialNFS(t, v, addr)
 
@@ -76,42 +74,6 @@ func TestNFSCrossProtocol(t *testing.T) {
 	}
 }
 
-// mountWithArgs is volume.mount with extra `objfs mount` flags; the same
-// cleanup (SIGTERM, SIGKILL by PID, lazy unmount) always runs.
-func mountWithArgs(t *testing.T, v *volume, extra ...string) {
-	t.Helper()
-	v.nmount++
-	logPath := filepath.Join(v.base, fmt.Sprintf("mount-%d.log", v.nmount))
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append(append([]string{"mount"}, extra...), v.dir, v.mnt)
-	cmd := exec.Command(objfsBin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	p := &mountProc{cmd: cmd, mnt: v.mnt, logPath: logPath, logFile: logFile, done: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		t.Fatalf("starting objfs mount: %v", err)
-	}
-	liveMu.Lock()
-	liveProcs[p] = true
-	liveMu.Unlock()
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	v.proc = p
-	t.Cleanup(func() { v.cleanupProc(t, p) })
-	for deadline := time.Now().Add(mountReadyTimeout); !isFuseMounted(v.mnt); time.Sleep(10 * time.Millisecond) {
-		if p.exited() || time.Now().After(deadline) {
-			_ = p.forceStop()
-			t.Fatalf("objfs %v: no mount (%s)\n%s", args, p.exitString(), p.logTail())
-		}
-	}
-}
-
 // TestNFSChangesReachFUSECaches: the FUSE mount first caches an
 // attribute, a name and file pages; an NFS client of the same process then
 // changes each. The mount must see every change at once, not after its
@@ -119,7 +81,7 @@ func mountWithArgs(t *testing.T, v *volume, extra ...string) {
 func TestNFSChangesReachFUSECaches(t *testing.T) {
 	v := newVolume(t)
 	addr := freeAddr(t)
-	mountWithArgs(t, v, "--nfs", addr, "--nfs-squash", "none")
+	v.mount(t, "--nfs", addr, "--nfs-squash", "none")
 	target := dialNFS(t, v, addr)
 	path := filepath.Join(v.mnt, "shared")
 	if err := os.WriteFile(path, []byte("version-1"), 0o644); err != nil {

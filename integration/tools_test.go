@@ -347,14 +347,7 @@ func TestToolsGC(t *testing.T) {
 // sets the number of kills (default 20).
 func TestToolsKillLoop(t *testing.T) {
 	requirePrereqs(t)
-	rounds := 20
-	if s := os.Getenv("OBJFS_KILL_ROUNDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("OBJFS_KILL_ROUNDS=%q: want a positive count", s)
-		}
-		rounds = n
-	}
+	rounds := envCount(t, "OBJFS_KILL_ROUNDS", 20)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, %d kills", seed, rounds)
 	rng := rand.New(rand.NewPCG(seed, 1))
