@@ -68,6 +68,27 @@ func (rq *request) openDir(h []byte) (*meta.Attr, bool) {
 	return dir, true
 }
 
+// listReply lists dir from cookie while fits accepts entries and, if that
+// worked, writes the head of the reply (status, the directory's attributes,
+// the cookie verifier); otherwise it answers with the error and reports
+// false. An entry too big for the client's buffer is NFS3ERR_TOOSMALL.
+func (rq *request) listReply(dir *meta.Attr, cookie uint64, fits func(dirEntry) bool) (ents []dirEntry, more, ok bool) {
+	ents, more, err := rq.listDir(dir, cookie, fits)
+	switch {
+	case err != nil:
+		rq.failErr(err, 0)
+	case len(ents) == 0 && more:
+		rq.fail(errTooSmall, 0)
+	default:
+		rq.w.u32(nfsOK)
+		rq.s.putPostOp(rq.w, dir)
+		rq.w.u64(0)
+		return ents, more, true
+	}
+	rq.s.putPostOp(rq.w, dir)
+	return nil, false, false
+}
+
 func (rq *request) readdir() {
 	h := rq.handle()
 	cookie := rq.args.u64()
@@ -83,7 +104,7 @@ func (rq *request) readdir() {
 	// Fixed part: status, post_op_attr, verifier, list end, eof.
 	size := 4 + 4 + 84 + 8 + 4 + 4
 	limit := int(min(count, maxData))
-	ents, more, err := rq.listDir(dir, cookie, func(e dirEntry) bool {
+	ents, more, ok := rq.listReply(dir, cookie, func(e dirEntry) bool {
 		n := 4 + 8 + xdrLen(len(e.name)) + 8
 		if size+n > limit {
 			return false
@@ -91,19 +112,9 @@ func (rq *request) readdir() {
 		size += n
 		return true
 	})
-	if err != nil {
-		rq.failErr(err, 0)
-		rq.s.putPostOp(rq.w, dir)
+	if !ok {
 		return
 	}
-	if len(ents) == 0 && more {
-		rq.fail(errTooSmall, 0)
-		rq.s.putPostOp(rq.w, dir)
-		return
-	}
-	rq.w.u32(nfsOK)
-	rq.s.putPostOp(rq.w, dir)
-	rq.w.u64(0)
 	for _, e := range ents {
 		rq.w.bool(true)
 		rq.w.u64(e.ino)
@@ -135,7 +146,7 @@ func (rq *request) readdirplus() {
 	if dirLimit == 0 {
 		dirLimit = limit
 	}
-	ents, more, err := rq.listDir(dir, cookie, func(e dirEntry) bool {
+	ents, more, ok := rq.listReply(dir, cookie, func(e dirEntry) bool {
 		d := 8 + xdrLen(len(e.name)) + 8
 		n := 4 + d + 88 + 28
 		if size+n > limit || (dirSize > 0 && dirSize+d > dirLimit) {
@@ -145,19 +156,9 @@ func (rq *request) readdirplus() {
 		dirSize += d
 		return true
 	})
-	if err != nil {
-		rq.failErr(err, 0)
-		rq.s.putPostOp(rq.w, dir)
+	if !ok {
 		return
 	}
-	if len(ents) == 0 && more {
-		rq.fail(errTooSmall, 0)
-		rq.s.putPostOp(rq.w, dir)
-		return
-	}
-	rq.w.u32(nfsOK)
-	rq.s.putPostOp(rq.w, dir)
-	rq.w.u64(0)
 	for _, e := range ents {
 		rq.w.bool(true)
 		rq.w.u64(e.ino)
