@@ -199,6 +199,38 @@ func (m *Meta) Mknod(ctx context.Context, c *Caller, parent uint64, name string,
 		}
 		return nil, syscall.ENAMETOOLONG
 	}
+	return m.create(ctx, c, parent, n.Mode, func(x *tx, dir, a *Attr) error {
+		if _, ok, err := x.entry(parent, name); err != nil {
+			return err
+		} else if ok {
+			return syscall.EEXIST
+		}
+		a.Nlink, a.Rdev = 1, n.Rdev
+		d := Stats{Inodes: 1}
+		switch a.Type() {
+		case syscall.S_IFDIR:
+			a.Nlink = 2
+			a.NextSeq = firstSeq
+			dir.Nlink++
+			d.Dirs = 1
+		case syscall.S_IFLNK:
+			a.Size = uint64(len(n.Target))
+			if err := x.set(keyIno(pInline, a.Ino), []byte(n.Target)); err != nil {
+				return err
+			}
+		case syscall.S_IFREG:
+			d.Files = 1
+		}
+		x.addDelta(d)
+		return x.addEntry(dir, name, a)
+	})
+}
+
+// create makes a new inode with mode in directory parent, in one
+// transaction with the directory locked: c must be allowed to change the
+// directory, and fill completes the inode (links, entry or orphan record,
+// statistics) or refuses.
+func (m *Meta) create(ctx context.Context, c *Caller, parent uint64, mode uint32, fill func(x *tx, dir, a *Attr) error) (*Attr, error) {
 	ino, err := m.allocIno(ctx)
 	if err != nil {
 		return nil, err
@@ -214,34 +246,12 @@ func (m *Meta) Mknod(ctx context.Context, c *Caller, parent uint64, name string,
 		if err := Access(dir, c, MayWrite|MayExec); err != nil {
 			return err
 		}
-		if _, ok, err := x.entry(parent, name); err != nil {
+		a := x.newInode(c, dir, ino, gen, mode)
+		if err := fill(x, dir, a); err != nil {
 			return err
-		} else if ok {
-			return syscall.EEXIST
-		}
-		a := x.newInode(c, dir, ino, gen, n.Mode)
-		a.Nlink, a.Rdev = 1, n.Rdev
-		d := Stats{Inodes: 1}
-		switch a.Type() {
-		case syscall.S_IFDIR:
-			a.Nlink = 2
-			a.NextSeq = firstSeq
-			dir.Nlink++
-			d.Dirs = 1
-		case syscall.S_IFLNK:
-			a.Size = uint64(len(n.Target))
-			if err := x.set(keyIno(pInline, ino), []byte(n.Target)); err != nil {
-				return err
-			}
-		case syscall.S_IFREG:
-			d.Files = 1
 		}
 		x.inodes[ino] = a
 		x.touch(a)
-		x.addDelta(d)
-		if err := x.addEntry(dir, name, a); err != nil {
-			return err
-		}
 		cp := *a
 		out = &cp
 		return nil
@@ -272,33 +282,13 @@ func (x *tx) newInode(c *Caller, dir *Attr, ino, gen uint64, mode uint32) *Attr 
 // an orphan from birth, freed at its last close unless linkat names it
 // (only if linkable: O_TMPFILE|O_EXCL files never get a name).
 func (m *Meta) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode uint32, linkable bool) (*Attr, error) {
-	ino, err := m.allocIno(ctx)
-	if err != nil {
-		return nil, err
-	}
-	gen := rand.Uint64()>>1 | 1
-	var out *Attr
-	defer m.dirs.lock(parent)()
-	err = m.update(ctx, func(x *tx) error {
-		dir, err := x.dir(parent)
-		if err != nil {
-			return err
-		}
-		if err := Access(dir, c, MayWrite|MayExec); err != nil {
-			return err
-		}
-		a := x.newInode(c, dir, ino, gen, syscall.S_IFREG|mode&0o7777)
+	return m.create(ctx, c, parent, syscall.S_IFREG|mode&0o7777, func(x *tx, dir, a *Attr) error {
 		if linkable {
 			a.Flags = FlagLinkable
 		}
-		x.inodes[ino] = a
-		x.touch(a)
 		x.addDelta(Stats{Inodes: 1, Files: 1})
-		cp := *a
-		out = &cp
-		return x.set(keyIno(pOrphan, ino), u64bytes(uint64(x.now)))
+		return x.set(keyIno(pOrphan, a.Ino), u64bytes(uint64(x.now)))
 	})
-	return out, err
 }
 
 // Link adds a hard link newName in newParent to inode ino.
