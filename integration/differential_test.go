@@ -199,7 +199,14 @@ var namePool = []string{"a", "b", "c", "d", "e", "f"}
 // and (if remount) compares again after a remount. It returns nil on success.
 func runDifferential(t *testing.T, seed uint64, nops int, remount bool) *diffFailure {
 	t.Helper()
-	v := newVolume(t)
+	return runDifferentialOn(t, newVolume, seed, nops, remount)
+}
+
+// runDifferentialOn is runDifferential on a volume made by newVol (e.g. one
+// whose blocks live in an S3 bucket).
+func runDifferentialOn(t *testing.T, newVol func(testing.TB) *volume, seed uint64, nops int, remount bool) *diffFailure {
+	t.Helper()
+	v := newVol(t)
 	defer v.destroy(t)
 	refTop := t.TempDir()
 	defer os.RemoveAll(refTop)

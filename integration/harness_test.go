@@ -350,6 +350,13 @@ type volume struct {
 // newVolume formats a fresh volume in t.TempDir().
 func newVolume(t testing.TB) *volume {
 	t.Helper()
+	return newVolumeWith(t)
+}
+
+// newVolumeWith formats a fresh volume in t.TempDir(), passing formatArgs
+// (e.g. "--store", URL) to `objfs format` before the volume directory.
+func newVolumeWith(t testing.TB, formatArgs ...string) *volume {
+	t.Helper()
 	requirePrereqs(t)
 	base, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
@@ -359,8 +366,9 @@ func newVolume(t testing.TB) *volume {
 	if err := os.Mkdir(v.mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := runObjfs(time.Minute, "format", v.dir); err != nil {
-		t.Fatalf("objfs format %s: %v\n%s", v.dir, err, out)
+	args := append(append([]string{"format"}, formatArgs...), v.dir)
+	if out, err := runObjfs(time.Minute, args...); err != nil {
+		t.Fatalf("objfs %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return v
 }

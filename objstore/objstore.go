@@ -10,7 +10,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 )
 
 // ErrNotFound is returned (wrapped) by Get when the object does not exist.
@@ -40,8 +42,58 @@ type Store interface {
 // MaxKeyLen is the longest key ValidKey accepts, in bytes.
 const MaxKeyLen = 512
 
-// supportedSchemes is listed in errors about unknown URL schemes.
-const supportedSchemes = "file"
+// Opener opens the store named by u, a URL of a scheme it was registered
+// for. create is set by Create (`objfs format`); an opener decides what it
+// means for its backend (an S3 store, for one, never creates its bucket).
+// Errors must not quote credentials.
+type Opener func(ctx context.Context, u *url.URL, create bool) (Store, error)
+
+// openers holds the backends registered with Register, by URL scheme.
+// Backends live in packages of their own that import this one (for Store
+// and ErrNotFound), so this package cannot import them; each registers in
+// its init function instead, and a program imports the backends it serves
+// (cmd/objfs: a blank import of objstore/s3).
+var (
+	openersMu sync.RWMutex
+	openers   = map[string]Opener{}
+)
+
+// Register makes Open and Create hand URLs of scheme to open. It fails for
+// "file" (built in), an empty or non-lower-case scheme, and a scheme that
+// is already registered.
+func Register(scheme string, open Opener) error {
+	if scheme == "" || scheme == "file" || strings.ToLower(scheme) != scheme || open == nil {
+		return fmt.Errorf("objstore: cannot register store URL scheme %q", scheme)
+	}
+	openersMu.Lock()
+	defer openersMu.Unlock()
+	if _, dup := openers[scheme]; dup {
+		return fmt.Errorf("objstore: store URL scheme %q is already registered", scheme)
+	}
+	openers[scheme] = open
+	return nil
+}
+
+// opener returns the registered opener of scheme, if any.
+func opener(scheme string) (Opener, bool) {
+	openersMu.RLock()
+	defer openersMu.RUnlock()
+	o, ok := openers[scheme]
+	return o, ok
+}
+
+// supportedSchemes lists the schemes Open accepts, for errors about others:
+// "file" and the registered ones, sorted.
+func supportedSchemes() string {
+	openersMu.RLock()
+	defer openersMu.RUnlock()
+	schemes := []string{"file"}
+	for s := range openers {
+		schemes = append(schemes, s)
+	}
+	slices.Sort(schemes)
+	return strings.Join(schemes, ", ")
+}
 
 // ValidKey reports whether key is acceptable: non-empty, at most MaxKeyLen
 // bytes, made only of [a-z0-9._/-], no leading '/', no empty path element and
@@ -69,13 +121,16 @@ func ValidKey(key string) bool {
 }
 
 // Open opens the existing store named by rawURL. "file:///abs/dir" is a local
-// directory store, which must already exist (see Create).
+// directory store, which must already exist (see Create); other schemes go
+// to the backend registered for them (see Register), e.g.
+// "s3://bucket/prefix?endpoint=host:port" once objstore/s3 is imported.
 func Open(ctx context.Context, rawURL string) (Store, error) {
 	return open(ctx, rawURL, false)
 }
 
 // Create is like Open but first creates the directory of a file:// store
-// (used by `objfs format`).
+// (used by `objfs format`). Registered backends get create set and decide
+// what it means: an s3:// store never creates its bucket.
 func Create(ctx context.Context, rawURL string) (Store, error) {
 	return open(ctx, rawURL, true)
 }
@@ -107,10 +162,12 @@ func open(ctx context.Context, rawURL string, create bool) (Store, error) {
 		}
 		return NewDir(root)
 	case "":
-		return nil, fmt.Errorf("objstore: store URL %q has no scheme (supported: %s; e.g. file:///abs/dir)", redact(u), supportedSchemes)
-	default:
-		return nil, fmt.Errorf("objstore: unsupported store URL scheme %q in %q (supported: %s)", u.Scheme, redact(u), supportedSchemes)
+		return nil, fmt.Errorf("objstore: store URL %q has no scheme (supported: %s; e.g. file:///abs/dir)", redact(u), supportedSchemes())
 	}
+	if o, ok := opener(u.Scheme); ok {
+		return o(ctx, u, create)
+	}
+	return nil, fmt.Errorf("objstore: unsupported store URL scheme %q in %q (supported: %s)", u.Scheme, redact(u), supportedSchemes())
 }
 
 // redact returns u without its user information, so that neither a user

@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	_ "github.com/objfs/objfs/objstore/s3" // s3:// store URLs
 )
 
 func main() {
