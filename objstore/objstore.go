@@ -1,6 +1,7 @@
 // Package objstore stores immutable blobs under flat string keys, behind one
-// small interface that every backend (a local directory, later S3 and
-// replicated stores) implements.
+// small interface that every backend (a local directory here, S3-compatible
+// stores in objstore/s3) and every wrapper (replicated, staging, metered,
+// faulty) implements.
 package objstore
 
 import (
@@ -24,7 +25,8 @@ type Store interface {
 	// Put stores data under key. When it returns nil the object is durable
 	// (it survives a crash of the process and of the machine). Overwriting an
 	// existing key with the same bytes is safe and idempotent; concurrent
-	// Puts of the same key are safe.
+	// Puts of the same key are safe. Put does not keep data after it
+	// returns: the caller may reuse the buffer.
 	Put(ctx context.Context, key string, data []byte) error
 	// Get returns the whole object, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, key string) ([]byte, error)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/metrics"
+	"github.com/objfs/objfs/objstore/staging"
 )
 
 // newRegistry returns a registry with the Go runtime and process
@@ -53,6 +54,23 @@ func registerFS(reg *prometheus.Registry, f *fs.FS) {
 	stat("objfs_cache_bytes", "Bytes of blocks in the memory cache.", func() float64 { _, _, b := f.CacheStats(); return float64(b) })
 	counter("objfs_cache_hits_total", "Block reads served by the memory cache.", func() float64 { h, _, _ := f.CacheStats(); return float64(h) })
 	counter("objfs_cache_misses_total", "Block reads that went to the object store.", func() float64 { _, m, _ := f.CacheStats(); return float64(m) })
+}
+
+// registerStaging exports the staging log's state: what is acknowledged
+// but not yet in the object store, and how uploads go.
+func registerStaging(reg *prometheus.Registry, st *staging.Store) {
+	gauge := func(name, help string, get func(staging.Stats) float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return get(st.Stats()) }))
+	}
+	counter := func(name, help string, get func(staging.Stats) float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return get(st.Stats()) }))
+	}
+	gauge("objfs_staged_blocks", "Blocks durable in the local staging log, not yet uploaded.", func(s staging.Stats) float64 { return float64(s.Objects) })
+	gauge("objfs_staged_bytes", "Bytes of blocks in the staging log not yet uploaded.", func(s staging.Stats) float64 { return float64(s.Bytes) })
+	gauge("objfs_upload_queue", "Staged blocks waiting for an upload worker.", func(s staging.Stats) float64 { return float64(s.Queued) })
+	gauge("objfs_staging_segments", "Segment files of the staging log.", func(s staging.Stats) float64 { return float64(s.Segments) })
+	counter("objfs_uploads_total", "Staged blocks uploaded to the object store.", func(s staging.Stats) float64 { return float64(s.Uploaded) })
+	counter("objfs_upload_failures_total", "Failed upload attempts (each is retried).", func(s staging.Stats) float64 { return float64(s.Retries) })
 }
 
 // serveMetrics serves reg on addr at /metrics until stop is called.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/objfs/objfs/fs"
+	"github.com/objfs/objfs/objstore/staging"
 )
 
 // TestMetricsEndpoint opens a volume with metrics on and reads /metrics:
@@ -22,7 +23,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := newRegistry("127.0.0.1:0")
-	v, f, err := openFS(ctx, dir, fs.Options{Logger: log}, reg)
+	v, f, err := openFS(ctx, dir, fs.Options{Logger: log}, staging.Options{}, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ const readyFdEnv = "OBJFS_READY_FD"
 type mountOptions struct {
 	background bool
 	debug      bool
-	cacheMem   int64
+	data       dataFlags
 	nfs        nfsFlags // nfs.listen empty: no NFS server
 	pprof      string   // loopback address for Go's profiling endpoints
 	metrics    string   // address for Prometheus metrics
@@ -60,7 +60,7 @@ VOLUME_DIR/objfs.log.`,
 	}
 	cmd.Flags().BoolVar(&o.background, "background", false, "return once mounted; keep serving in the background")
 	cmd.Flags().BoolVar(&o.debug, "debug", false, "log every FUSE request")
-	cmd.Flags().Int64Var(&o.cacheMem, "cache-mem", 128<<20, "bytes of blocks cached in memory")
+	o.data.addFlags(cmd.Flags())
 	cmd.Flags().StringVar(&o.nfs.listen, "nfs", "", "also serve the volume over NFSv3 on this TCP address (e.g. "+defaultNFSListen+"), from the same process and POSIX layer")
 	o.nfs.addFlags(cmd.Flags(), "nfs-")
 	cmd.Flags().StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (FUSE and NFS operations, object store requests, cache, buffered bytes, volume totals)")
@@ -155,7 +155,11 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 		defer stopPprof()
 	}
 	reg := newRegistry(o.metrics)
-	v, f, err := openFS(ctx, dir, fs.Options{MemCacheBytes: o.cacheMem, Logger: log}, reg)
+	fo, so, err := o.data.options(log)
+	if err != nil {
+		return err
+	}
+	v, f, err := openFS(ctx, dir, fo, so, reg)
 	if err != nil {
 		return err
 	}
@@ -231,6 +235,10 @@ func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
 		mi := mountInfo{Pid: os.Getpid(), Mountpoint: mnt, Stats: f.Meta().Stats(), Updated: time.Now().UTC().Format(time.RFC3339),
 			BufferedBytes: f.DirtyBytes()}
 		mi.CacheHits, mi.CacheMisses, mi.CacheBytes = f.CacheStats()
+		if v.staging != nil {
+			st := v.staging.Stats()
+			mi.StagedBlocks, mi.StagedBytes, mi.UploadQueue, mi.Uploaded, mi.UploadErrors = st.Objects, st.Bytes, st.Queued, st.Uploaded, st.Retries
+		}
 		b, _ := json.Marshal(mi)
 		tmp := path + ".tmp"
 		if os.WriteFile(tmp, b, 0o644) == nil {

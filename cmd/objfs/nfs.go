@@ -79,6 +79,7 @@ func init() { register(nfsCmd) }
 
 func nfsCmd() *cobra.Command {
 	var o nfsFlags
+	var data dataFlags
 	cmd := &cobra.Command{
 		Use:   "nfs [flags] VOLUME_DIR",
 		Short: "Serve a volume over NFSv3",
@@ -112,9 +113,10 @@ credentials (AUTH_NONE) run as the anonymous user.`,
   objfs nfs --listen 0.0.0.0:2049 --allow 192.168.1.0/24 --squash all --read-only /var/lib/objfs/vol`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return serveNFS(args[0], o)
+			return serveNFS(args[0], o, data)
 		},
 	}
+	data.addFlags(cmd.Flags())
 	cmd.Flags().StringVar(&o.listen, "listen", defaultNFSListen, "TCP address to serve NFS and MOUNT on")
 	cmd.Flags().StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (NFS procedures, object store requests, cache, volume totals)")
 	o.addFlags(cmd.Flags(), "")
@@ -122,14 +124,18 @@ credentials (AUTH_NONE) run as the anonymous user.`,
 }
 
 // serveNFS opens the volume and serves it until SIGINT or SIGTERM.
-func serveNFS(dir string, o nfsFlags) (err error) {
+func serveNFS(dir string, o nfsFlags, data dataFlags) (err error) {
 	log := slog.Default()
 	if _, err := o.options(log); err != nil {
 		return err // before opening anything
 	}
+	fo, so, err := data.options(log)
+	if err != nil {
+		return err
+	}
 	ctx := context.Background()
 	reg := newRegistry(o.metrics)
-	v, f, err := openFS(ctx, dir, fs.Options{Logger: log}, reg)
+	v, f, err := openFS(ctx, dir, fo, so, reg)
 	if err != nil {
 		return err
 	}

@@ -15,12 +15,14 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/meta"
 	"github.com/objfs/objfs/objstore"
 	"github.com/objfs/objfs/objstore/metered"
 	"github.com/objfs/objfs/objstore/replicated"
+	"github.com/objfs/objfs/objstore/staging"
 )
 
 // A volume directory holds:
@@ -28,11 +30,13 @@ import (
 //	VOLUME         marker naming the directory an objfs volume (JSON)
 //	meta/          the Badger database
 //	store/         blocks, when the default local store is used
+//	staging/       the write-back log: blocks not yet uploaded to the stores
 //	mount.json     written while mounted: pid, mountpoint, statistics
 const (
 	markerFile   = "VOLUME"
 	metaDir      = "meta"
 	localStore   = "store"
+	stagingDir   = "staging"
 	mountFile    = "mount.json"
 	localStoreID = "local" // store URL meaning VOLUME_DIR/store
 )
@@ -51,6 +55,8 @@ type volume struct {
 	kv    *meta.Badger
 	meta  *meta.Meta
 	store objstore.Store
+	// staging is the write-back log in front of store, while served.
+	staging *staging.Store
 }
 
 // checkVolume verifies dir looks like a volume before anything opens it,
@@ -84,8 +90,46 @@ func checkVolume(dir string) error {
 	return nil
 }
 
-// openVolume opens the volume in dir for exclusive use.
+// openVolume opens the volume in dir for exclusive use, for the offline
+// commands (fsck, gc, scrub, dump...): blocks a crash left in the staging
+// log are uploaded first, so those commands see every block in the stores.
 func openVolume(ctx context.Context, dir string) (*volume, error) {
+	v, err := openVolumeOnly(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := uploadStaged(ctx, v); err != nil {
+		_ = v.close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// uploadStaged uploads what the staging log of v holds and removes the log.
+func uploadStaged(ctx context.Context, v *volume) error {
+	sdir := filepath.Join(v.dir, stagingDir)
+	if segs, _ := filepath.Glob(filepath.Join(sdir, "*.seg")); len(segs) == 0 {
+		return nil
+	}
+	st, err := staging.Open(sdir, keepOpen{v.store}, staging.Options{Logger: slog.Default()})
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", v.dir, err)
+	}
+	if n := st.Stats(); n.Objects > 0 {
+		slog.Info("uploading blocks left in the staging log", "blocks", n.Objects, "bytes", n.Bytes, "store", v.store.String())
+	}
+	err = st.Drain(ctx)
+	return errors.Join(err, st.Close())
+}
+
+// keepOpen hides Close, for a store lent to a wrapper that closes what it
+// wraps.
+type keepOpen struct{ objstore.Store }
+
+func (keepOpen) Close() error { return nil }
+
+// openVolumeOnly opens the volume without touching its staging log.
+func openVolumeOnly(ctx context.Context, dir string) (*volume, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -316,6 +360,12 @@ type mountInfo struct {
 	CacheBytes    int64  `json:"cache_bytes"`
 	CacheHits     uint64 `json:"cache_hits"`
 	CacheMisses   uint64 `json:"cache_misses"`
+	// The staging log: blocks acknowledged but not yet uploaded.
+	StagedBlocks int    `json:"staged_blocks"`
+	StagedBytes  int64  `json:"staged_bytes"`
+	UploadQueue  int    `json:"upload_queue"`
+	Uploaded     uint64 `json:"uploaded"`
+	UploadErrors uint64 `json:"upload_errors"`
 }
 
 func readMountInfo(dir string) (*mountInfo, error) {
@@ -342,8 +392,8 @@ func mountedBy(dir string) string {
 // layer, as the serving commands (mount, nfs) need it; closeFS undoes it.
 // With reg not nil, object store requests and the layer's counters are
 // registered as metrics.
-func openFS(ctx context.Context, dir string, opts fs.Options, reg *prometheus.Registry) (*volume, *fs.FS, error) {
-	v, err := openVolume(ctx, dir)
+func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options, reg *prometheus.Registry) (*volume, *fs.FS, error) {
+	v, err := openVolumeOnly(ctx, dir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -353,6 +403,18 @@ func openFS(ctx context.Context, dir string, opts fs.Options, reg *prometheus.Re
 	if reg != nil {
 		v.store = metered.New(v.store, reg)
 	}
+	// Writes are acknowledged once in the staging log and uploaded in the
+	// background; blocks a crash left there are uploaded from now on and
+	// read from the log until then.
+	if so.Logger == nil {
+		so.Logger = opts.Logger
+	}
+	st, err := staging.Open(filepath.Join(v.dir, stagingDir), v.store, so)
+	if err != nil {
+		_ = v.close()
+		return nil, nil, fmt.Errorf("volume %s: %w", v.dir, err)
+	}
+	v.store, v.staging = st, st
 	f, err := fs.New(ctx, v.meta, v.store, opts)
 	if err != nil {
 		_ = v.close()
@@ -360,6 +422,7 @@ func openFS(ctx context.Context, dir string, opts fs.Options, reg *prometheus.Re
 	}
 	if reg != nil {
 		registerFS(reg, f)
+		registerStaging(reg, st)
 	}
 	return v, f, nil
 }
@@ -371,5 +434,20 @@ func closeFS(ctx context.Context, v *volume, f *fs.FS) error {
 	if ferr != nil {
 		slog.Error("close volume", "volume", v.dir, "err", ferr)
 	}
+	// Upload what is staged before letting go, for a while: what is left
+	// stays durable in the log and is uploaded at the next start.
+	if v.staging != nil {
+		if n := v.staging.Stats(); n.Objects > 0 {
+			slog.Info("uploading staged blocks before closing", "blocks", n.Objects, "bytes", n.Bytes)
+		}
+		dctx, cancel := context.WithTimeout(ctx, uploadOnClose)
+		if err := v.staging.Drain(dctx); err != nil {
+			slog.Warn("closing with blocks still staged; they are uploaded at the next start", "err", err)
+		}
+		cancel()
+	}
 	return errors.Join(ferr, v.close())
 }
+
+// uploadOnClose bounds how long closing a served volume waits for uploads.
+const uploadOnClose = 60 * time.Second

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/pflag"
+
+	"github.com/objfs/objfs/fs"
+	"github.com/objfs/objfs/objstore/staging"
+)
+
+// dataFlags are the serving commands' (mount, nfs) settings of the data
+// path: caches and the staging log.
+type dataFlags struct {
+	cacheMem    int64
+	stagingSize int64
+}
+
+func (d *dataFlags) addFlags(fl *pflag.FlagSet) {
+	fl.Int64Var(&d.cacheMem, "cache-mem", 128<<20, "bytes of blocks cached in memory")
+	fl.Int64Var(&d.stagingSize, "staging-size", 2<<30, "bytes of written blocks the local staging log (VOLUME_DIR/staging) may hold before they are uploaded; writers wait beyond it")
+}
+
+// options returns the fs and staging options the flags ask for, or an
+// error naming a bad value.
+func (d *dataFlags) options(log *slog.Logger) (fs.Options, staging.Options, error) {
+	if d.cacheMem < 0 {
+		return fs.Options{}, staging.Options{}, fmt.Errorf("--cache-mem %d: must be at least 0", d.cacheMem)
+	}
+	if d.stagingSize < 4<<20 {
+		return fs.Options{}, staging.Options{}, fmt.Errorf("--staging-size %d: must be at least 4 MiB (one block)", d.stagingSize)
+	}
+	mem := d.cacheMem
+	if mem == 0 {
+		mem = -1 // fs reads 0 as "default"; the flag's 0 means none
+	}
+	return fs.Options{MemCacheBytes: mem, Logger: log},
+		staging.Options{MaxBytes: d.stagingSize, Logger: log}, nil
+}

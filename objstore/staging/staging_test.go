@@ -1,0 +1,546 @@
+package staging
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/objfs/objfs/objstore"
+	"github.com/objfs/objfs/objstore/faulty"
+)
+
+// counting wraps a store and counts Puts per key.
+type counting struct {
+	objstore.Store
+	mu   sync.Mutex
+	puts map[string]int
+}
+
+func (c *counting) Put(ctx context.Context, key string, data []byte) error {
+	err := c.Store.Put(ctx, key, data)
+	if err == nil {
+		c.mu.Lock()
+		c.puts[key]++
+		c.mu.Unlock()
+	}
+	return err
+}
+
+func (c *counting) count(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.puts[key]
+}
+
+func (c *counting) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.puts {
+		n += v
+	}
+	return n
+}
+
+// Close leaves the backend usable: the tests reopen logs over it.
+func (c *counting) Close() error { return nil }
+
+func newBackend(t *testing.T) *counting {
+	t.Helper()
+	d, err := objstore.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &counting{Store: d, puts: map[string]int{}}
+}
+
+func obj(i int, size int) (string, []byte) {
+	data := bytes.Repeat([]byte{byte(i), byte(i >> 8), 0x5a}, size/3+1)[:size]
+	sum := sha256.Sum256(append(data, byte(i)))
+	return "blocks/" + hex.EncodeToString(sum[:]), data
+}
+
+func open(t *testing.T, dir string, backend objstore.Store, o Options) *Store {
+	t.Helper()
+	s, err := Open(dir, backend, o)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func drain(t *testing.T, s *Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+}
+
+func segFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "*"+segSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(m)
+	return m
+}
+
+// A staged object is readable at once, before any upload, and reaches the
+// backend once uploads run.
+func TestStagedReadableBeforeUpload(t *testing.T) {
+	for _, mem := range []int64{0, 64 << 20} {
+		t.Run(fmt.Sprintf("MemBytes=%d", mem), func(t *testing.T) { testStagedReadable(t, mem) })
+	}
+}
+
+// testStagedReadable runs with staged data read back from the log (0: the
+// default) or kept in memory.
+func testStagedReadable(t *testing.T, mem int64) {
+	ctx := context.Background()
+	be := newBackend(t)
+	s := open(t, t.TempDir(), be, Options{Paused: true, MemBytes: mem})
+	sizes := []int{0, 1, 4096, 4 << 20}
+	for i, n := range sizes {
+		key, data := obj(i, n)
+		if err := s.Put(ctx, key, data); err != nil {
+			t.Fatalf("Put %d bytes: %v", n, err)
+		}
+		got, err := s.Get(ctx, key)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("Get staged %d bytes: err %v, equal %v", n, err, bytes.Equal(got, data))
+		}
+		if _, err := be.Get(ctx, key); !errors.Is(err, objstore.ErrNotFound) {
+			t.Fatalf("backend has %s while uploads are paused (err %v)", key, err)
+		}
+	}
+	if st := s.Stats(); st.Objects != len(sizes) {
+		t.Fatalf("Stats.Objects = %d, want %d", st.Objects, len(sizes))
+	}
+	s.Resume()
+	drain(t, s)
+	for i, n := range sizes {
+		key, data := obj(i, n)
+		got, err := be.Get(ctx, key)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("backend after drain, %d bytes: err %v", n, err)
+		}
+		if c := be.count(key); c != 1 {
+			t.Fatalf("%d-byte object uploaded %d times, want 1", n, c)
+		}
+	}
+}
+
+// Objects left staged by a shutdown without uploads are uploaded after the
+// next open exactly once, and a further open uploads nothing.
+func TestReplayUploadsExactlyOnce(t *testing.T) {
+	ctx := context.Background()
+	be := newBackend(t)
+	dir := t.TempDir()
+	s, err := Open(dir, be, Options{Paused: true, SegmentBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	for i := range n {
+		key, data := obj(i, 100_000)
+		if err := s.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if be.total() != 0 {
+		t.Fatalf("%d uploads while paused", be.total())
+	}
+	if got := len(segFiles(t, dir)); got < 2 {
+		t.Fatalf("%d segment files, want several (rotation at 1 MiB)", got)
+	}
+
+	s, err = Open(dir, be, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Objects > n {
+		t.Fatalf("replay found %d objects, staged %d", st.Objects, n)
+	}
+	drain(t, s)
+	for i := range n {
+		key, data := obj(i, 100_000)
+		if c := be.count(key); c != 1 {
+			t.Fatalf("object %d uploaded %d times after replay, want 1", i, c)
+		}
+		got, err := be.Get(ctx, key)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("object %d in backend: %v", i, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if files := segFiles(t, dir); len(files) != 0 {
+		t.Fatalf("segments left after everything was uploaded: %v", files)
+	}
+	s = open(t, dir, be, Options{})
+	drain(t, s)
+	if be.total() != n {
+		t.Fatalf("%d uploads in all after a second reopen, want %d", be.total(), n)
+	}
+}
+
+// A crash in the middle of an append leaves a torn record at the tail. The
+// records before it survive, the torn one is cut off, and the log takes
+// new writes afterwards.
+func TestCrashMidAppend(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		tear func(t *testing.T, seg string, size int64)
+	}{
+		{"half a header", func(t *testing.T, seg string, size int64) { appendBytes(t, seg, []byte{0x73, 0x6a, 0x62}) }},
+		{"header without data", func(t *testing.T, seg string, size int64) {
+			hdr := make([]byte, headerLen+10)
+			copy(hdr, []byte{0x73, 0x6a, 0x62, 0x6f, kindObject, 10, 0, 0, 0, 1, 0})
+			appendBytes(t, seg, hdr)
+		}},
+		{"last record cut short", func(t *testing.T, seg string, size int64) { truncate(t, seg, size-1000) }},
+		{"last record's data damaged", func(t *testing.T, seg string, size int64) { flipByte(t, seg, size-10) }},
+		{"zeros after the tail", func(t *testing.T, seg string, size int64) { appendBytes(t, seg, make([]byte, 8192)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := newBackend(t)
+			dir := t.TempDir()
+			s, err := Open(dir, be, Options{Paused: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				key, data := obj(i, 50_000)
+				if err := s.Put(ctx, key, data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			files := segFiles(t, dir)
+			if len(files) != 1 {
+				t.Fatalf("segments %v, want one", files)
+			}
+			st, err := os.Stat(files[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.tear(t, files[0], st.Size())
+			torn := tc.name == "last record cut short" || tc.name == "last record's data damaged"
+
+			s = open(t, dir, be, Options{Paused: true})
+			want := 3
+			if torn {
+				want = 2
+			}
+			if got := s.Stats().Objects; got != want {
+				t.Fatalf("replay found %d objects, want %d", got, want)
+			}
+			for i := range want {
+				key, data := obj(i, 50_000)
+				got, err := s.Get(ctx, key)
+				if err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("object %d after replay: %v", i, err)
+				}
+			}
+			if torn {
+				key, _ := obj(2, 50_000)
+				if _, err := s.Get(ctx, key); !errors.Is(err, objstore.ErrNotFound) {
+					t.Fatalf("torn object: Get err %v, want not found", err)
+				}
+			}
+			key, data := obj(99, 70_000)
+			if err := s.Put(ctx, key, data); err != nil {
+				t.Fatalf("Put after replay: %v", err)
+			}
+			s.Resume()
+			drain(t, s)
+			if got, err := be.Get(ctx, key); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("new object in backend: %v", err)
+			}
+		})
+	}
+}
+
+func appendBytes(t *testing.T, name string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func truncate(t *testing.T, name string, size int64) {
+	t.Helper()
+	if err := os.Truncate(name, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flipByte(t *testing.T, name string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := []byte{0}
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Deleting a staged object cancels its upload, also across a reopen.
+func TestDeleteStaged(t *testing.T) {
+	ctx := context.Background()
+	be := newBackend(t)
+	dir := t.TempDir()
+	s, err := Open(dir, be, Options{Paused: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, keepData := obj(1, 10_000)
+	gone, goneData := obj(2, 10_000)
+	for _, o := range []struct {
+		k string
+		d []byte
+	}{{keep, keepData}, {gone, goneData}} {
+		if err := s.Put(ctx, o.k, o.d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Delete(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, gone); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("deleted staged object: Get err %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, be, Options{})
+	drain(t, s)
+	if be.count(gone) != 0 || be.count(keep) != 1 {
+		t.Fatalf("uploads: deleted object %d (want 0), kept object %d (want 1)", be.count(gone), be.count(keep))
+	}
+}
+
+// List shows staged objects merged in key order with the backend's, each
+// once.
+func TestListMergesStaged(t *testing.T) {
+	ctx := context.Background()
+	be := newBackend(t)
+	var keys []string
+	for i := range 6 {
+		key, data := obj(i, 100)
+		keys = append(keys, key)
+		if i%2 == 0 {
+			if err := be.Put(ctx, key, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s := open(t, t.TempDir(), be, Options{Paused: true})
+	for i, key := range keys {
+		if i%3 == 0 || i%2 == 1 {
+			_, data := obj(i, 100)
+			if err := s.Put(ctx, key, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var got []string
+	if err := s.List(ctx, "blocks/", func(k string, size int64) error {
+		if size != 100 {
+			return fmt.Errorf("%s: size %d", k, size)
+		}
+		got = append(got, k)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]string(nil), keys...)
+	sort.Strings(want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("List:\n got %v\nwant %v", got, want)
+	}
+}
+
+// A writer faster than the store waits once the staged bytes reach the
+// limit instead of growing the log without bound.
+func TestBackPressure(t *testing.T) {
+	ctx := context.Background()
+	be := newBackend(t)
+	s := open(t, t.TempDir(), be, Options{Paused: true, MaxBytes: 1 << 20})
+	for i := range 4 {
+		key, data := obj(i, 256<<10)
+		if err := s.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, data := obj(10, 256<<10)
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := s.Put(short, key, data); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Put over the limit: err %v, want to wait until the deadline", err)
+	}
+	if st := s.Stats(); st.Bytes > 1<<20 {
+		t.Fatalf("staged %d bytes, limit %d", st.Bytes, 1<<20)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Put(ctx, key, data) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Put returned (%v) while the log is full and uploads paused", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	s.Resume()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Put still blocked after uploads resumed")
+	}
+}
+
+// Uploads that fail are retried with backoff until they succeed; the
+// object stays readable from the log meanwhile.
+func TestUploadRetries(t *testing.T) {
+	ctx := context.Background()
+	be := newBackend(t)
+	fs := faulty.New(be, 1)
+	fs.FailNext(faulty.OpPut, 3)
+	s := open(t, t.TempDir(), fs, Options{RetryMax: 50 * time.Millisecond})
+	key, data := obj(1, 5000)
+	if err := s.Put(ctx, key, data); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, s)
+	if got := s.Stats().Retries; got != 3 {
+		t.Fatalf("Retries = %d, want 3", got)
+	}
+	if be.count(key) != 1 {
+		t.Fatalf("uploaded %d times", be.count(key))
+	}
+}
+
+// Many concurrent Puts share fsyncs and all become durable and uploaded.
+func TestConcurrentPuts(t *testing.T) {
+	ctx := context.Background()
+	be := newBackend(t)
+	dir := t.TempDir()
+	s, err := Open(dir, be, Options{SegmentBytes: 2 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				key, data := obj(w*100+i, 30_000+i)
+				if err := s.Put(ctx, key, data); err != nil {
+					errs <- err
+					return
+				}
+				if i%5 == 0 {
+					if got, err := s.Get(ctx, key); err != nil || !bytes.Equal(got, data) {
+						errs <- fmt.Errorf("get %s: %v", key, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	drain(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for w := range 16 {
+		for i := range 20 {
+			key, data := obj(w*100+i, 30_000+i)
+			got, err := be.Get(ctx, key)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%s: %v", key, err)
+			}
+		}
+	}
+	if files := segFiles(t, dir); len(files) != 0 {
+		t.Fatalf("segments left: %v", files)
+	}
+}
+
+func TestInvalidInput(t *testing.T) {
+	ctx := context.Background()
+	be := newBackend(t)
+	s := open(t, t.TempDir(), be, Options{})
+	for _, key := range []string{"", "../x", "/abs", "UPPER"} {
+		if err := s.Put(ctx, key, []byte("x")); err == nil {
+			t.Errorf("Put(%q) accepted", key)
+		}
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "zz.seg"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, be, Options{}); err == nil {
+		t.Error("Open accepted a directory with a stray segment name")
+	}
+}
+
+func BenchmarkPut4MiB(b *testing.B) {
+	ctx := context.Background()
+	d, err := objstore.NewDir(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := Open(b.TempDir(), d, Options{Paused: true, MaxBytes: 1 << 40})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	data := bytes.Repeat([]byte("x"), 4<<20)
+	b.SetBytes(int64(len(data)))
+	for i := 0; b.Loop(); i++ {
+		sum := sha256.Sum256(fmt.Appendf(nil, "%d", i))
+		if err := s.Put(ctx, "blocks/"+hex.EncodeToString(sum[:]), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
