@@ -63,8 +63,9 @@ func (b *blocks) release(ids ...meta.BlockID) {
 }
 
 // put stores data as a block and returns its reference. The caller must
-// hold the id (put does) and release it after committing.
-func (b *blocks) put(ctx context.Context, data []byte) (meta.BlockRef, error) {
+// hold the id (put does) and release it after committing. With owned, data
+// is a whole recycled array of a write buffer, which must not be kept.
+func (b *blocks) put(ctx context.Context, data []byte, owned bool) (meta.BlockRef, error) {
 	ref := meta.BlockRef{ID: sha256.Sum256(data), Size: uint32(len(data))}
 	b.hold(ref.ID)
 	var err error
@@ -78,9 +79,13 @@ func (b *blocks) put(ctx context.Context, data []byte) (meta.BlockRef, error) {
 		b.release(ref.ID)
 		return ref, fmt.Errorf("store block %s: %w", ref.ID, err)
 	}
-	// Cache a copy: data is a window of a write buffer, and caching the
-	// window would keep the whole buffer alive, uncounted by the cache.
-	b.cache.Add(ref.ID.String(), bytes.Clone(data))
+	// Whole blocks of a write buffer are not cached: their arrays are
+	// recycled after the commit. Smaller ones are cached as a copy: data
+	// is a window of a write buffer, and caching the window would keep
+	// the whole buffer alive, uncounted by the cache.
+	if !owned {
+		b.cache.Add(ref.ID.String(), bytes.Clone(data))
+	}
 	return ref, nil
 }
 

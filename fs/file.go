@@ -197,18 +197,93 @@ func (f *FS) Write(ctx context.Context, fh uint64, off uint64, data []byte) (int
 	return len(data), nil
 }
 
-// buffer adds a write to in's buffer (the caller holds in.mu).
+// buffer adds a write to in's buffer (the caller holds in.mu). Whole
+// blocks the write completes start on their way to the store at once, so a
+// sequential writer's data is hashed and staged while it keeps writing,
+// and a commit only waits for what is left.
 func (f *FS) buffer(in *inode, off uint64, data []byte) {
 	before := in.buf.bytes
 	in.buf.write(off, data)
 	in.mtime = time.Now().UnixNano()
 	f.dirty.Add(int64(in.buf.bytes - before))
+	if f.earlyBlocks {
+		for _, i := range in.buf.fullPieces() {
+			e := &in.buf.extents[i]
+			e.blk = f.putEarly(e.data)
+		}
+	}
 }
 
-// resetBuffer empties in's buffer after a commit (the caller holds in.mu).
+// earlyBlock is a block stored ahead of the commit that will reference it.
+type earlyBlock struct {
+	done chan struct{} // closed when ref and err are set
+	ref  meta.BlockRef
+	err  error
+}
+
+// putEarly stores data (a whole block nobody modifies again) in the
+// background. The block is held from the moment it is stored until the
+// commit using it releases it, or until it is found stale.
+func (f *FS) putEarly(data []byte) *earlyBlock {
+	eb := &earlyBlock{done: make(chan struct{})}
+	go func() {
+		defer close(eb.done)
+		f.earlySem <- struct{}{}
+		defer func() { <-f.earlySem }()
+		eb.ref, eb.err = f.blocks.put(f.bgCtx, data, true)
+	}()
+	return eb
+}
+
+// wait returns the early block's reference once it is stored.
+func (eb *earlyBlock) wait() (meta.BlockRef, error) {
+	<-eb.done
+	return eb.ref, eb.err
+}
+
+// resetBuffer empties in's buffer after a commit (the caller holds in.mu)
+// and recycles its arrays, once no early block still reads them.
 func (f *FS) resetBuffer(in *inode) {
 	f.dirty.Add(-int64(in.buf.bytes))
+	f.dropStale(in)
+	for _, e := range in.buf.extents {
+		if e.blk != nil {
+			<-e.blk.done
+		}
+	}
+	in.buf.recycle()
 	in.buf.reset()
+}
+
+// dropStale lets go of early blocks that no commit will use: each one's
+// hold is released and its object queued for deletion (unless something
+// else references the same content by then).
+func (f *FS) dropStale(in *inode) {
+	if len(in.buf.stale) == 0 {
+		return
+	}
+	var ids []meta.BlockID
+	for _, eb := range in.buf.stale {
+		if ref, err := eb.wait(); err == nil {
+			ids = append(ids, ref.ID)
+		}
+	}
+	in.buf.stale = nil
+	f.blocks.release(ids...)
+	f.abandon(ids)
+}
+
+// forgetEarly turns every early block of in's buffer stale: after a failed
+// commit, whose abandon queued them for deletion, they must be stored
+// again before anything references them.
+func (f *FS) forgetEarly(in *inode) {
+	for i := range in.buf.extents {
+		e := &in.buf.extents[i]
+		if e.blk != nil {
+			<-e.blk.done
+			e.blk = nil
+		}
+	}
 }
 
 // Read reads into dest from off and returns the number of bytes read.
@@ -365,6 +440,7 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 		if _, err := f.meta.Write(ctx, in.ino, w); err != nil {
 			return err
 		}
+		in.buf.dropBlocks()
 		f.resetBuffer(in)
 		return nil
 	}
@@ -380,11 +456,13 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 	defer f.blocks.release(held...)
 	if err != nil {
 		f.abandon(held)
+		f.forgetEarly(in)
 		return err
 	}
 	w.Chunks = chunks
 	if _, err := f.meta.Write(ctx, in.ino, w); err != nil {
 		f.abandon(held)
+		f.forgetEarly(in)
 		return err
 	}
 	f.resetBuffer(in)
@@ -397,13 +475,17 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 }
 
 // upload cuts extents into chunk slices and blocks and stores the blocks in
-// parallel. It returns the held block ids, to release after the commit.
+// parallel. Extents that touch within a chunk become one slice (a
+// sequential write buffered as block-sized extents is one slice per chunk).
+// It returns the held block ids, to release after the commit.
 func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, []meta.BlockID, error) {
 	cs := uint64(f.format.ChunkSize)
 	bs := f.format.BlockSize
 	type job struct {
-		data []byte
-		ref  *meta.BlockRef
+		data       []byte
+		owned      bool        // data is a whole array nobody writes again: cache it as is
+		early      *earlyBlock // data is already being stored
+		ci, si, bi int         // where its reference goes: chunks[ci].Slices[si].Blocks[bi]
 	}
 	var jobs []job
 	var chunks []meta.ChunkWrite
@@ -414,22 +496,33 @@ func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, [
 			pos := off % cs
 			n := min(e.end()-off, cs-pos)
 			data := e.data[off-e.off : off-e.off+n]
-			s := meta.Slice{Pos: uint32(pos), Len: uint32(n), Blocks: make([]meta.BlockRef, (len(data)+bs-1)/bs)}
-			for i := range s.Blocks {
-				jobs = append(jobs, job{data: data[i*bs : min((i+1)*bs, len(data))], ref: &s.Blocks[i]})
-			}
 			ci, ok := index[idx]
 			if !ok {
 				ci = len(chunks)
 				index[idx] = ci
 				chunks = append(chunks, meta.ChunkWrite{Index: idx})
 			}
-			chunks[ci].Slices = append(chunks[ci].Slices, s)
+			ss := chunks[ci].Slices
+			if k := len(ss) - 1; k >= 0 && uint64(ss[k].Pos+ss[k].Len) == pos {
+				ss[k].Len += uint32(n) // touches the previous extent: same slice
+			} else {
+				chunks[ci].Slices = append(ss, meta.Slice{Pos: uint32(pos), Len: uint32(n)})
+			}
+			si := len(chunks[ci].Slices) - 1
+			s := &chunks[ci].Slices[si]
+			for i := 0; i < len(data); i += bs {
+				blk := data[i:min(i+bs, len(data))]
+				owned := len(blk) == len(e.data) && cap(e.data) == len(e.data)
+				j := job{data: blk, owned: owned, ci: ci, si: si, bi: len(s.Blocks)}
+				if owned {
+					j.early = e.blk
+				}
+				jobs = append(jobs, j)
+				s.Blocks = append(s.Blocks, meta.BlockRef{})
+			}
 			off += n
 		}
 	}
-	// Each job's ref points into a slice's Blocks array, which the chunk
-	// list shares, so uploads fill in the slices in place.
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -438,12 +531,24 @@ func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, [
 		sem   = make(chan struct{}, f.opts.Uploaders)
 	)
 	for _, j := range jobs {
+		if j.early != nil {
+			ref, err := j.early.wait()
+			if err == nil {
+				mu.Lock()
+				chunks[j.ci].Slices[j.si].Blocks[j.bi] = ref
+				held = append(held, ref.ID)
+				mu.Unlock()
+				continue
+			}
+			// Stored in vain: store it again below, with this commit's
+			// context and error reporting.
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ref, err := f.blocks.put(ctx, j.data)
+			ref, err := f.blocks.put(ctx, j.data, j.owned)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -452,7 +557,7 @@ func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, [
 				}
 				return
 			}
-			*j.ref = ref
+			chunks[j.ci].Slices[j.si].Blocks[j.bi] = ref
 			held = append(held, ref.ID)
 		}()
 	}

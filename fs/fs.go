@@ -78,7 +78,15 @@ type FS struct {
 
 	dirty atomic.Int64 // bytes buffered in all inodes
 
+	// earlyBlocks: whole blocks are stored as soon as a write completes
+	// them (possible when chunks are made of whole blocks), at most
+	// Uploaders at a time (earlySem), under bgCtx.
+	earlyBlocks bool
+	earlySem    chan struct{}
+	pieces      *sync.Pool // block-sized arrays of write buffers
+
 	reap   chan uint64
+	bgCtx  context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -115,22 +123,26 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 		nextFh:  1,
 		reap:    make(chan uint64, 1024),
 	}
+	f.earlyBlocks = f.format.BlockSize > 0 && f.format.ChunkSize%f.format.BlockSize == 0
+	f.earlySem = make(chan struct{}, opts.Uploaders)
+	f.pieces = newPiecePool(f.format.BlockSize)
+	f.bgCtx, f.cancel = context.WithCancel(context.Background())
 	orphans, err := m.Orphans(ctx)
 	if err != nil {
+		f.cancel()
 		return nil, fmt.Errorf("list orphan inodes: %w", err)
 	}
 	for _, ino := range orphans {
 		if err := m.Reap(ctx, ino); err != nil {
+			f.cancel()
 			return nil, err
 		}
 	}
 	if len(orphans) > 0 {
 		f.log.Info("reaped inodes unlinked before the last shutdown", "count", len(orphans))
 	}
-	bg, cancel := context.WithCancel(context.Background())
-	f.cancel = cancel
 	f.wg.Add(1)
-	go f.background(bg)
+	go f.background(f.bgCtx)
 	return f, nil
 }
 
@@ -227,7 +239,7 @@ func (f *FS) acquire(ino uint64) (*inode, error) {
 	}
 	in := f.inodes[ino]
 	if in == nil {
-		in = &inode{ino: ino}
+		in = &inode{ino: ino, buf: buffer{piece: uint64(f.format.BlockSize), pool: f.pieces}}
 		f.inodes[ino] = in
 	}
 	in.refs++
