@@ -325,7 +325,7 @@ func load(ctx context.Context, r io.Reader, kv KV, progress func(n int64)) (*Dum
 	sum := d.h.Sum(nil)
 	want := make([]byte, sha256.Size)
 	if _, err := io.ReadFull(d.r, want); err != nil {
-		return nil, err
+		return nil, damaged(err)
 	}
 	switch {
 	case count != uint64(info.Records):
@@ -339,7 +339,7 @@ func load(ctx context.Context, r io.Reader, kv KV, progress func(n int64)) (*Dum
 	if _, err := d.r.ReadByte(); err == nil {
 		return nil, fmt.Errorf("%w: data after the trailer", ErrBadDump)
 	} else if !errors.Is(err, io.EOF) {
-		return nil, err
+		return nil, damaged(err)
 	}
 	if err := json.Unmarshal(formatRec, &info.Format); err != nil {
 		return nil, fmt.Errorf("%w: format record: %v", ErrBadDump, err)
