@@ -83,6 +83,17 @@ func (m *Memory) Add(key string, data []byte) {
 	}
 }
 
+// Contains reports whether key is cached, without counting a hit or a
+// miss or changing its recency.
+func (m *Memory) Contains(key string) bool {
+	if m.lru == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lru.Contains(key)
+}
+
 // Remove drops key from the cache, if present.
 func (m *Memory) Remove(key string) {
 	if m.lru == nil {

@@ -23,7 +23,11 @@ import (
 type blocks struct {
 	store objstore.Store
 	cache *cache.Memory
+	disk  *cache.Disk // nil: no disk cache
 	log   *slog.Logger
+
+	fetchMu  sync.Mutex
+	fetching map[meta.BlockID]*fetchCall // store reads in flight, shared by their readers
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -31,8 +35,9 @@ type blocks struct {
 	deleting map[meta.BlockID]bool // objects being deleted right now
 }
 
-func newBlocks(store objstore.Store, c *cache.Memory, log *slog.Logger) *blocks {
-	b := &blocks{store: store, cache: c, log: log,
+func newBlocks(store objstore.Store, c *cache.Memory, disk *cache.Disk, log *slog.Logger) *blocks {
+	b := &blocks{store: store, cache: c, disk: disk, log: log,
+		fetching: map[meta.BlockID]*fetchCall{},
 		inflight: map[meta.BlockID]int{}, deleting: map[meta.BlockID]bool{}}
 	b.cond = sync.NewCond(&b.mu)
 	return b
@@ -92,11 +97,82 @@ func (b *blocks) put(ctx context.Context, data []byte, owned bool) (meta.BlockRe
 // errCorruptBlock is returned when no stored copy of a block matches its hash.
 var errCorruptBlock = errors.New("block content does not match its hash")
 
-// get returns a block's verified content. The slice must not be modified.
-func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
+// readAt copies the block's bytes from off into dest (which must fit in
+// the block): from the memory cache, else the disk cache (only the range,
+// checked piece by piece), else the whole block from the store.
+func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest []byte) error {
 	key := ref.ID.String()
 	if data, ok := b.cache.Get(key); ok {
+		copy(dest, data[off:])
+		return nil
+	}
+	if b.disk != nil {
+		if n, ok := b.disk.ReadAt(key, dest, int64(off)); ok && n == len(dest) {
+			return nil
+		}
+	}
+	data, err := b.get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	copy(dest, data[off:])
+	return nil
+}
+
+// cached reports whether a read of ref would be served without the store.
+func (b *blocks) cached(ref meta.BlockRef) bool {
+	return b.cache.Contains(ref.ID.String())
+}
+
+// fetchCall is one store read that concurrent readers of the same block
+// (a reader and the read-ahead, say) share.
+type fetchCall struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// get returns a block's verified content. The slice must not be modified.
+func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
+	if data, ok := b.cache.Get(ref.ID.String()); ok {
 		return data, nil
+	}
+	b.fetchMu.Lock()
+	c := b.fetching[ref.ID]
+	if c == nil {
+		c = &fetchCall{done: make(chan struct{})}
+		b.fetching[ref.ID] = c
+		b.fetchMu.Unlock()
+		c.data, c.err = b.fetch(ctx, ref)
+		b.fetchMu.Lock()
+		delete(b.fetching, ref.ID)
+		b.fetchMu.Unlock()
+		close(c.done)
+		return c.data, c.err
+	}
+	b.fetchMu.Unlock()
+	select {
+	case <-c.done:
+		if c.err != nil && ctx.Err() == nil {
+			// The other reader's failure may be its own cancellation.
+			return b.fetch(ctx, ref)
+		}
+		return c.data, c.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("read block %s: %w", ref.ID, ctx.Err())
+	}
+}
+
+// fetch reads a block from the disk cache (checked piece by piece, cheaper
+// than rehashing) or else from the store (verified against its hash), and
+// caches it in memory and (in the background) on disk.
+func (b *blocks) fetch(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
+	key := ref.ID.String()
+	if b.disk != nil {
+		if data, ok := b.disk.Get(key); ok && len(data) == int(ref.Size) {
+			b.cache.Add(key, data)
+			return data, nil
+		}
 	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -105,6 +181,9 @@ func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 		if err == nil {
 			if len(data) == int(ref.Size) && sha256.Sum256(data) == ref.ID {
 				b.cache.Add(key, data)
+				if b.disk != nil {
+					b.disk.Offer(key, data)
+				}
 				return data, nil
 			}
 			err = errCorruptBlock
@@ -171,5 +250,8 @@ func (b *blocks) deleteOne(ctx context.Context, m *meta.Meta, id meta.BlockID) (
 		b.log.Warn("delete block", "block", id.ObjectKey(), "err", err)
 	}
 	b.cache.Remove(id.String())
+	if b.disk != nil {
+		b.disk.Remove(id.String())
+	}
 	return true, nil
 }

@@ -332,7 +332,75 @@ func (f *FS) readLocked(ctx context.Context, in *inode, off uint64, dest []byte)
 	}
 	in.buf.overlay(off, dest)
 	f.touchAtime(ctx, d.Attr)
+	f.readAhead(ctx, in, off, end, size)
 	return len(dest), nil
+}
+
+// readAhead starts fetching the blocks that follow [off, end) into the
+// caches when in is being read sequentially, so that the reader finds them
+// there instead of waiting for the store block after block. It never
+// blocks the reader: when enough fetches are in flight it skips.
+func (f *FS) readAhead(ctx context.Context, in *inode, off, end, size uint64) {
+	sequential := off == in.readEnd
+	in.readEnd = end
+	window := uint64(max(f.opts.ReadAhead, 0))
+	if !sequential || window == 0 {
+		in.aheadTo = 0
+		return
+	}
+	if in.aheadTo >= min(end+window/2, size) {
+		return
+	}
+	from, to := max(end, in.aheadTo), min(end+window, size)
+	if from >= to {
+		return
+	}
+	in.aheadTo = to
+	cs := uint64(f.format.ChunkSize)
+	d, err := f.meta.ReadData(ctx, in.ino, from/cs, (to-1)/cs)
+	if err != nil {
+		return // only an optimisation
+	}
+	for idx, ss := range d.Chunks {
+		base := uint64(idx) * cs
+		lo, hi := max(from, base), min(to, base+cs)
+		if lo >= hi {
+			continue
+		}
+		for _, sg := range visible(ss, uint32(lo-base), uint32(hi-base)) {
+			for _, ref := range blocksOf(sg.s, sg.lo-sg.s.Pos, sg.hi-sg.s.Pos) {
+				if f.blocks.cached(ref) {
+					continue
+				}
+				select {
+				case f.aheadSem <- struct{}{}:
+				default:
+					in.aheadTo = 0 // not all requested: try again at the next read
+					return
+				}
+				f.wg.Add(1) // Close waits for it after cancelling bgCtx
+				go func() {
+					defer f.wg.Done()
+					defer func() { <-f.aheadSem }()
+					_, _ = f.blocks.get(f.bgCtx, ref)
+				}()
+			}
+		}
+	}
+}
+
+// blocksOf returns the blocks of slice s that hold slice offsets [lo, hi).
+func blocksOf(s *meta.Slice, lo, hi uint32) []meta.BlockRef {
+	var refs []meta.BlockRef
+	var bstart uint32
+	for _, b := range s.Blocks {
+		bend := bstart + b.Size
+		if bend > lo && bstart < hi {
+			refs = append(refs, b)
+		}
+		bstart = bend
+	}
+	return refs
 }
 
 // touchAtime updates atime after a read when relatime asks for it. A
@@ -401,11 +469,10 @@ func (f *FS) readSlice(ctx context.Context, s *meta.Slice, off uint32, dest []by
 			return nil
 		}
 		if off < bend {
-			data, err := f.blocks.get(ctx, b)
-			if err != nil {
+			n := min(len(dest), int(bend-off))
+			if err := f.blocks.readAt(ctx, b, off-bstart, dest[:n]); err != nil {
 				return err
 			}
-			n := copy(dest, data[off-bstart:])
 			dest = dest[n:]
 			off += uint32(n)
 		}

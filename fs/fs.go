@@ -27,12 +27,16 @@ type (
 
 // Options tune a mounted volume.
 type Options struct {
-	MemCacheBytes int64         // in-memory block cache
-	InodeDirty    int           // buffered bytes per file before it is committed
-	DirtyLimit    int64         // buffered bytes of all files: writers beyond it commit first (back pressure)
-	DirtyExpire   time.Duration // buffered writes idle this long are committed in the background
-	Uploaders     int           // parallel block uploads per commit
-	DeleteGrace   time.Duration // how long an unreferenced block waits before its object is deleted
+	MemCacheBytes int64 // in-memory block cache
+	// DiskCache, if not nil, keeps blocks read from the store on local
+	// disk; the caller opens and closes it.
+	DiskCache   *cache.Disk
+	InodeDirty  int           // buffered bytes per file before it is committed
+	DirtyLimit  int64         // buffered bytes of all files: writers beyond it commit first (back pressure)
+	DirtyExpire time.Duration // buffered writes idle this long are committed in the background
+	Uploaders   int           // parallel block uploads per commit
+	ReadAhead   int           // bytes fetched ahead of a sequential reader (default 16 MiB); negative: none
+	DeleteGrace time.Duration // how long an unreferenced block waits before its object is deleted
 	// Capacity reports the space of the backing store for statfs.
 	Capacity func() (total, free uint64, err error)
 	Logger   *slog.Logger
@@ -53,6 +57,9 @@ func (o *Options) defaults() {
 	}
 	if o.Uploaders <= 0 {
 		o.Uploaders = 8
+	}
+	if o.ReadAhead == 0 {
+		o.ReadAhead = 16 << 20
 	}
 	if o.DeleteGrace == 0 {
 		o.DeleteGrace = 10 * time.Second
@@ -83,7 +90,8 @@ type FS struct {
 	// Uploaders at a time (earlySem), under bgCtx.
 	earlyBlocks bool
 	earlySem    chan struct{}
-	pieces      *sync.Pool // block-sized arrays of write buffers
+	aheadSem    chan struct{} // read-ahead fetches in flight
+	pieces      *sync.Pool    // block-sized arrays of write buffers
 
 	reap   chan uint64
 	bgCtx  context.Context
@@ -99,6 +107,10 @@ type inode struct {
 	mu    sync.Mutex // serializes data operations on the file
 	buf   buffer
 	mtime int64 // time of the last buffered write
+
+	// Read-ahead state (under mu): where the last read ended, and how far
+	// blocks have been requested ahead of a sequential reader.
+	readEnd, aheadTo uint64
 }
 
 // handle is an open file or directory.
@@ -113,7 +125,7 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 	opts.defaults()
 	f := &FS{
 		meta:    m,
-		blocks:  newBlocks(store, cache.NewMemory(opts.MemCacheBytes), opts.Logger),
+		blocks:  newBlocks(store, cache.NewMemory(opts.MemCacheBytes), opts.DiskCache, opts.Logger),
 		opts:    opts,
 		log:     opts.Logger,
 		format:  m.Format(),
@@ -126,6 +138,7 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 	f.earlyBlocks = f.format.BlockSize > 0 && f.format.ChunkSize%f.format.BlockSize == 0
 	f.earlySem = make(chan struct{}, opts.Uploaders)
 	f.pieces = newPiecePool(f.format.BlockSize)
+	f.aheadSem = make(chan struct{}, 4)
 	f.bgCtx, f.cancel = context.WithCancel(context.Background())
 	orphans, err := m.Orphans(ctx)
 	if err != nil {
@@ -344,6 +357,14 @@ func (f *FS) Meta() *meta.Meta { return f.meta }
 
 // DirtyBytes reports the bytes buffered in all files, not yet committed.
 func (f *FS) DirtyBytes() int64 { return f.dirty.Load() }
+
+// DiskCacheStats reports the disk block cache (zero without one).
+func (f *FS) DiskCacheStats() cache.DiskStats {
+	if f.blocks.disk == nil {
+		return cache.DiskStats{}
+	}
+	return f.blocks.disk.Stats()
+}
 
 // CacheStats reports the in-memory block cache: hits, misses, bytes held.
 func (f *FS) CacheStats() (hits, misses uint64, bytes int64) {

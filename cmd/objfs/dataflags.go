@@ -11,14 +11,19 @@ import (
 )
 
 // dataFlags are the serving commands' (mount, nfs) settings of the data
-// path: caches and the staging log.
+// path: caches and the staging log. The disk cache is opened by openFS,
+// which knows the volume directory.
 type dataFlags struct {
 	cacheMem    int64
+	cacheDir    string
+	cacheSize   int64
 	stagingSize int64
 }
 
 func (d *dataFlags) addFlags(fl *pflag.FlagSet) {
 	fl.Int64Var(&d.cacheMem, "cache-mem", 128<<20, "bytes of blocks cached in memory")
+	fl.StringVar(&d.cacheDir, "cache-dir", "", "directory of the disk block cache (default VOLUME_DIR/cache); it survives restarts, every read is checked")
+	fl.Int64Var(&d.cacheSize, "cache-size", 4<<30, "bytes the disk block cache may hold; 0 turns it off")
 	fl.Int64Var(&d.stagingSize, "staging-size", 2<<30, "bytes of written blocks the local staging log (VOLUME_DIR/staging) may hold before they are uploaded; writers wait beyond it")
 }
 
@@ -27,6 +32,9 @@ func (d *dataFlags) addFlags(fl *pflag.FlagSet) {
 func (d *dataFlags) options(log *slog.Logger) (fs.Options, staging.Options, error) {
 	if d.cacheMem < 0 {
 		return fs.Options{}, staging.Options{}, fmt.Errorf("--cache-mem %d: must be at least 0", d.cacheMem)
+	}
+	if d.cacheSize < 0 {
+		return fs.Options{}, staging.Options{}, fmt.Errorf("--cache-size %d: must be at least 0", d.cacheSize)
 	}
 	if d.stagingSize < 4<<20 {
 		return fs.Options{}, staging.Options{}, fmt.Errorf("--staging-size %d: must be at least 4 MiB (one block)", d.stagingSize)
@@ -37,4 +45,9 @@ func (d *dataFlags) options(log *slog.Logger) (fs.Options, staging.Options, erro
 	}
 	return fs.Options{MemCacheBytes: mem, Logger: log},
 		staging.Options{MaxBytes: d.stagingSize, Logger: log}, nil
+}
+
+// diskCache returns where and how big the disk block cache should be.
+func (d *dataFlags) diskCache() diskCacheSpec {
+	return diskCacheSpec{dir: d.cacheDir, size: d.cacheSize}
 }

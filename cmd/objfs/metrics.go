@@ -53,7 +53,12 @@ func registerFS(reg *prometheus.Registry, f *fs.FS) {
 	stat("objfs_buffered_bytes", "Bytes written to files but not yet committed.", func() float64 { return float64(f.DirtyBytes()) })
 	stat("objfs_cache_bytes", "Bytes of blocks in the memory cache.", func() float64 { _, _, b := f.CacheStats(); return float64(b) })
 	counter("objfs_cache_hits_total", "Block reads served by the memory cache.", func() float64 { h, _, _ := f.CacheStats(); return float64(h) })
-	counter("objfs_cache_misses_total", "Block reads that went to the object store.", func() float64 { _, m, _ := f.CacheStats(); return float64(m) })
+	counter("objfs_cache_misses_total", "Block reads the memory cache did not have.", func() float64 { _, m, _ := f.CacheStats(); return float64(m) })
+	stat("objfs_disk_cache_bytes", "Bytes of the disk block cache's files.", func() float64 { return float64(f.DiskCacheStats().Bytes) })
+	counter("objfs_disk_cache_hits_total", "Block reads served by the disk cache.", func() float64 { return float64(f.DiskCacheStats().Hits) })
+	counter("objfs_disk_cache_misses_total", "Block reads the disk cache did not have.", func() float64 { return float64(f.DiskCacheStats().Misses) })
+	counter("objfs_disk_cache_corrupt_total", "Disk cache entries found damaged (dropped, read from the store instead).", func() float64 { return float64(f.DiskCacheStats().Corrupt) })
+	counter("objfs_disk_cache_dropped_total", "Blocks not written to the disk cache because its queue was full.", func() float64 { return float64(f.DiskCacheStats().Dropped) })
 }
 
 // registerStaging exports the staging log's state: what is acknowledged

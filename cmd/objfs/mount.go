@@ -159,7 +159,7 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	v, f, err := openFS(ctx, dir, fo, so, reg)
+	v, f, err := openFS(ctx, dir, fo, so, o.data.diskCache(), reg)
 	if err != nil {
 		return err
 	}
@@ -235,6 +235,8 @@ func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
 		mi := mountInfo{Pid: os.Getpid(), Mountpoint: mnt, Stats: f.Meta().Stats(), Updated: time.Now().UTC().Format(time.RFC3339),
 			BufferedBytes: f.DirtyBytes()}
 		mi.CacheHits, mi.CacheMisses, mi.CacheBytes = f.CacheStats()
+		ds := f.DiskCacheStats()
+		mi.DiskCacheBytes, mi.DiskCacheHits, mi.DiskCacheMisses = ds.Bytes, ds.Hits, ds.Misses
 		if v.staging != nil {
 			st := v.staging.Stats()
 			mi.StagedBlocks, mi.StagedBytes, mi.UploadQueue, mi.Uploaded, mi.UploadErrors = st.Objects, st.Bytes, st.Queued, st.Uploaded, st.Retries

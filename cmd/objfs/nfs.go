@@ -135,7 +135,7 @@ func serveNFS(dir string, o nfsFlags, data dataFlags) (err error) {
 	}
 	ctx := context.Background()
 	reg := newRegistry(o.metrics)
-	v, f, err := openFS(ctx, dir, fo, so, reg)
+	v, f, err := openFS(ctx, dir, fo, so, data.diskCache(), reg)
 	if err != nil {
 		return err
 	}

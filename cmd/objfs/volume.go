@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/objfs/objfs/cache"
 	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/meta"
 	"github.com/objfs/objfs/objstore"
@@ -31,12 +32,14 @@ import (
 //	meta/          the Badger database
 //	store/         blocks, when the default local store is used
 //	staging/       the write-back log: blocks not yet uploaded to the stores
+//	cache/         the disk block cache (unless --cache-dir puts it elsewhere)
 //	mount.json     written while mounted: pid, mountpoint, statistics
 const (
 	markerFile   = "VOLUME"
 	metaDir      = "meta"
 	localStore   = "store"
 	stagingDir   = "staging"
+	diskCacheDir = "cache"
 	mountFile    = "mount.json"
 	localStoreID = "local" // store URL meaning VOLUME_DIR/store
 )
@@ -55,8 +58,10 @@ type volume struct {
 	kv    *meta.Badger
 	meta  *meta.Meta
 	store objstore.Store
-	// staging is the write-back log in front of store, while served.
+	// staging is the write-back log in front of store, and disk the disk
+	// block cache, while served.
 	staging *staging.Store
+	disk    *cache.Disk
 }
 
 // checkVolume verifies dir looks like a volume before anything opens it,
@@ -256,7 +261,18 @@ func verifyBlock(key string, data []byte) bool {
 }
 
 func (v *volume) close() error {
-	return errors.Join(v.store.Close(), v.kv.Close())
+	var derr error
+	if v.disk != nil {
+		derr = v.disk.Close()
+	}
+	return errors.Join(v.store.Close(), derr, v.kv.Close())
+}
+
+// diskCacheSpec says where the disk block cache lives and how big it may
+// grow (size 0: none).
+type diskCacheSpec struct {
+	dir  string
+	size int64
 }
 
 // openStore opens (or with create, creates) the object store named by url.
@@ -356,10 +372,13 @@ type mountInfo struct {
 	Updated    string     `json:"updated"`
 	// What the running process holds: buffered writes and the memory
 	// block cache with its hit counts.
-	BufferedBytes int64  `json:"buffered_bytes"`
-	CacheBytes    int64  `json:"cache_bytes"`
-	CacheHits     uint64 `json:"cache_hits"`
-	CacheMisses   uint64 `json:"cache_misses"`
+	BufferedBytes   int64  `json:"buffered_bytes"`
+	CacheBytes      int64  `json:"cache_bytes"`
+	CacheHits       uint64 `json:"cache_hits"`
+	CacheMisses     uint64 `json:"cache_misses"`
+	DiskCacheBytes  int64  `json:"disk_cache_bytes"`
+	DiskCacheHits   uint64 `json:"disk_cache_hits"`
+	DiskCacheMisses uint64 `json:"disk_cache_misses"`
 	// The staging log: blocks acknowledged but not yet uploaded.
 	StagedBlocks int    `json:"staged_blocks"`
 	StagedBytes  int64  `json:"staged_bytes"`
@@ -392,7 +411,7 @@ func mountedBy(dir string) string {
 // layer, as the serving commands (mount, nfs) need it; closeFS undoes it.
 // With reg not nil, object store requests and the layer's counters are
 // registered as metrics.
-func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options, reg *prometheus.Registry) (*volume, *fs.FS, error) {
+func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options, dc diskCacheSpec, reg *prometheus.Registry) (*volume, *fs.FS, error) {
 	v, err := openVolumeOnly(ctx, dir)
 	if err != nil {
 		return nil, nil, err
@@ -415,6 +434,17 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 		return nil, nil, fmt.Errorf("volume %s: %w", v.dir, err)
 	}
 	v.store, v.staging = st, st
+	if dc.size > 0 {
+		dir := dc.dir
+		if dir == "" {
+			dir = filepath.Join(v.dir, diskCacheDir)
+		}
+		if v.disk, err = cache.OpenDisk(dir, dc.size, opts.Logger); err != nil {
+			_ = v.close()
+			return nil, nil, fmt.Errorf("--cache-dir: %w", err)
+		}
+		opts.DiskCache = v.disk
+	}
 	f, err := fs.New(ctx, v.meta, v.store, opts)
 	if err != nil {
 		_ = v.close()

@@ -1,0 +1,153 @@
+package fs
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/objfs/objfs/cache"
+	"github.com/objfs/objfs/fs/meta"
+	"github.com/objfs/objfs/objstore/faulty"
+)
+
+// readVol is a volume on a store that counts (and can fail) reads, with no
+// memory cache, so every read shows where it was served from.
+func readVol(t *testing.T, opts Options) (*testVol, *faulty.Store) {
+	t.Helper()
+	fst := faulty.New(newMemStore(), 1)
+	opts.MemCacheBytes = -1
+	v := newVol(t, volConfig{blockSize: 64 << 10, chunkSize: 1 << 20, inlineMax: 100, opts: opts})
+	v.close()
+	v.store = fst
+	v.open()
+	return v, fst
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Blocks read from the store land in the disk cache; later reads, whole or
+// partial, are served from it without the store, and a damaged entry is
+// detected and read from the store again.
+func TestReadsThroughDiskCache(t *testing.T) {
+	dir := t.TempDir()
+	dc, err := cache.OpenDisk(dir, 64<<20, quietLogger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	v, fst := readVol(t, Options{DiskCache: dc, ReadAhead: -1})
+	data := pattern(7, 5*64<<10+123)
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	v.write(fh, 0, data)
+	v.flush(fh)
+	v.release(fh)
+
+	fh = v.openFile(ino, syscall.O_RDONLY)
+	defer v.release(fh)
+	if got := v.read(fh, 0, len(data)); !bytes.Equal(got, data) {
+		t.Fatalf("first read: %s", firstDiff(got, data))
+	}
+	waitFor(t, "the disk cache to hold every block", func() bool { return dc.Stats().Entries == 6 })
+
+	// The store now fails every read: what follows must come from disk.
+	fst.SetErrorRate(faulty.OpGet, 1)
+	gets := fst.Calls(faulty.OpGet)
+	for _, r := range []struct{ off, n int }{{0, len(data)}, {100, 4096}, {64<<10 - 10, 20}, {5 * 64 << 10, 123}} {
+		if got := v.read(fh, uint64(r.off), r.n); !bytes.Equal(got, data[r.off:r.off+r.n]) {
+			t.Fatalf("read [%d,+%d) from the disk cache: %s", r.off, r.n, firstDiff(got, data[r.off:r.off+r.n]))
+		}
+	}
+	if n := fst.Calls(faulty.OpGet); n != gets {
+		t.Fatalf("%d store reads although the disk cache holds every block", n-gets)
+	}
+
+	// Damage every cached file: reads must notice and go to the store.
+	fst.SetErrorRate(faulty.OpGet, 0)
+	damaged := 0
+	err = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() || len(fi.Name()) != 64 {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		b[len(b)-1] ^= 0xff
+		damaged++
+		return os.WriteFile(p, b, 0o600)
+	})
+	if err != nil || damaged != 6 {
+		t.Fatalf("damaged %d cache files (want 6): %v", damaged, err)
+	}
+	if got := v.read(fh, 0, len(data)); !bytes.Equal(got, data) {
+		t.Fatalf("read with a damaged disk cache: %s", firstDiff(got, data))
+	}
+	if c := dc.Stats().Corrupt; c == 0 {
+		t.Fatal("no damaged disk cache entry was detected")
+	}
+}
+
+// A sequential reader makes the blocks after its position come in before
+// it asks for them.
+func TestReadAhead(t *testing.T) {
+	v, fst := readVol(t, Options{ReadAhead: 4 * 64 << 10})
+	v.f.blocks.cache = cache.NewMemory(64 << 20)
+	data := pattern(3, 16*64<<10)
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	v.write(fh, 0, data)
+	v.flush(fh)
+	v.release(fh)
+	v.f.DropCaches()
+
+	fh = v.openFile(ino, syscall.O_RDONLY)
+	defer v.release(fh)
+	gets := fst.Calls(faulty.OpGet)
+	if got := v.read(fh, 0, 4096); !bytes.Equal(got, data[:4096]) {
+		t.Fatal("first read returned wrong data")
+	}
+	// The reader asked for one block; read-ahead fetches the next ones.
+	waitFor(t, "read-ahead", func() bool { return fst.Calls(faulty.OpGet)-gets >= 4 })
+	for i := 1; i <= 4; i++ {
+		if !v.f.blocks.cached(v.blockAt(ino, uint64(i)*64<<10)) {
+			t.Fatalf("block %d not fetched ahead", i)
+		}
+	}
+	// A random reader gets no read-ahead.
+	v.f.DropCaches()
+	gets = fst.Calls(faulty.OpGet)
+	v.read(fh, 9*64<<10, 10)
+	v.read(fh, 2*64<<10, 10)
+	time.Sleep(100 * time.Millisecond)
+	if n := fst.Calls(faulty.OpGet) - gets; n != 2 {
+		t.Fatalf("random reads caused %d store reads, want 2", n)
+	}
+}
+
+// blockAt returns the block holding file offset off of ino.
+func (v *testVol) blockAt(ino, off uint64) meta.BlockRef {
+	v.t.Helper()
+	cs := uint64(v.f.format.ChunkSize)
+	d, err := v.m.ReadData(v.ctx, ino, off/cs, off/cs)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	pos := uint32(off % cs)
+	for _, sg := range visible(d.Chunks[off/cs], pos, pos+1) {
+		if refs := blocksOf(sg.s, sg.lo-sg.s.Pos, sg.hi-sg.s.Pos); len(refs) == 1 {
+			return refs[0]
+		}
+	}
+	v.t.Fatalf("no block at offset %d", off)
+	return meta.BlockRef{}
+}
