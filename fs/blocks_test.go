@@ -161,6 +161,7 @@ func TestCompactionBoundsSlices(t *testing.T) {
 		v.write(fh, uint64(off), data)
 		copy(model[off:], data)
 		v.flush(fh)
+		v.waitCompactions()
 		d, err := v.m.ReadData(v.ctx, ino, 0, size/chunkSize)
 		if err != nil {
 			t.Fatal(err)

@@ -2,10 +2,14 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/objfs/objfs/fs/meta"
 )
@@ -534,9 +538,7 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 	}
 	f.resetBuffer(in)
 	for _, cw := range chunks {
-		if err := f.maybeCompact(ctx, in, cw.Index); err != nil {
-			f.log.Warn("compact chunk", "ino", in.ino, "chunk", cw.Index, "err", err)
-		}
+		f.queueCompaction(ctx, in.ino, cw.Index)
 	}
 	return nil
 }
@@ -590,12 +592,16 @@ func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, [
 			off += n
 		}
 	}
+	// In flight: up to Uploaders blocks' worth of bytes. Weighing by bytes
+	// rather than counting blocks lets a commit of many small blocks (a
+	// random writer's) share each staging fsync among hundreds of them.
+	limit := int64(f.opts.Uploaders) * int64(bs)
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		first error
 		held  []meta.BlockID
-		sem   = make(chan struct{}, f.opts.Uploaders)
+		sem   = semaphore.NewWeighted(limit)
 	)
 	for _, j := range jobs {
 		if j.early != nil {
@@ -610,11 +616,19 @@ func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, [
 			// Stored in vain: store it again below, with this commit's
 			// context and error reporting.
 		}
+		weight := min(int64(len(j.data))+4096, limit) // 4 KiB for the per-block overhead
+		if err := sem.Acquire(ctx, weight); err != nil {
+			mu.Lock()
+			if first == nil {
+				first = fmt.Errorf("store blocks: %w", err)
+			}
+			mu.Unlock()
+			break
+		}
 		wg.Add(1)
-		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer sem.Release(weight)
 			ref, err := f.blocks.put(ctx, j.data, j.owned)
 			mu.Lock()
 			defer mu.Unlock()
@@ -636,8 +650,59 @@ func (f *FS) upload(ctx context.Context, extents []extent) ([]meta.ChunkWrite, [
 // fresh blocks, so many small overwrites cannot grow metadata without bound.
 const compactAt = 24
 
-func (f *FS) maybeCompact(ctx context.Context, in *inode, idx uint64) error {
-	d, err := f.meta.ReadData(ctx, in.ino, idx, idx)
+// compactJob names a chunk to compact.
+type compactJob struct{ ino, idx uint64 }
+
+// queueCompaction has chunk idx of ino compacted in the background, so a
+// commit (and the fsync waiting for it) does not pay for rewriting the
+// chunk. When the queue is full, the caller compacts it itself: metadata
+// must not grow without bound because compaction fell behind.
+func (f *FS) queueCompaction(ctx context.Context, ino, idx uint64) {
+	j := compactJob{ino, idx}
+	f.compactMu.Lock()
+	if f.compactSet[j] {
+		f.compactMu.Unlock()
+		return
+	}
+	select {
+	case f.compactQ <- j:
+		f.compactSet[j] = true
+		f.compactPending.Add(1)
+		f.compactMu.Unlock()
+		return
+	default:
+	}
+	f.compactMu.Unlock()
+	if err := f.maybeCompact(ctx, ino, idx); err != nil {
+		f.log.Warn("compact chunk", "ino", ino, "chunk", idx, "err", err)
+	}
+}
+
+// compactor is the background worker of queueCompaction.
+func (f *FS) compactor(ctx context.Context) {
+	defer f.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-f.compactQ:
+			f.compactMu.Lock()
+			delete(f.compactSet, j)
+			f.compactMu.Unlock()
+			if err := f.maybeCompact(ctx, j.ino, j.idx); err != nil && ctx.Err() == nil && !errors.Is(err, syscall.ENOENT) {
+				f.log.Warn("compact chunk", "ino", j.ino, "chunk", j.idx, "err", err)
+			}
+			f.compactPending.Add(-1)
+		}
+	}
+}
+
+// maybeCompact rewrites chunk idx of ino as fresh blocks when it has
+// compactAt slices or more. It works on a snapshot of the chunk and
+// replaces it only if nothing changed the chunk meanwhile, so it needs no
+// lock on the file.
+func (f *FS) maybeCompact(ctx context.Context, ino, idx uint64) error {
+	d, err := f.meta.ReadData(ctx, ino, idx, idx)
 	if err != nil {
 		return err
 	}
@@ -647,14 +712,20 @@ func (f *FS) maybeCompact(ctx context.Context, in *inode, idx uint64) error {
 	}
 	cs := uint32(f.format.ChunkSize)
 	segs := visible(old, 0, cs)
-	// Merge adjacent segments into runs of data; holes stay holes.
-	var runs []extent
+	// Merge adjacent segments into runs of data; holes stay holes. Sizes
+	// first, so each run's buffer is allocated once.
+	type span struct{ lo, hi uint32 }
+	var spans []span
 	for _, sg := range sortSegments(segs) {
-		if n := len(runs); n > 0 && runs[n-1].end() == uint64(sg.lo) {
-			runs[n-1].data = append(runs[n-1].data, make([]byte, sg.hi-sg.lo)...)
+		if n := len(spans); n > 0 && spans[n-1].hi == sg.lo {
+			spans[n-1].hi = sg.hi
 		} else {
-			runs = append(runs, extent{off: uint64(sg.lo), data: make([]byte, sg.hi-sg.lo)})
+			spans = append(spans, span{sg.lo, sg.hi})
 		}
+	}
+	runs := make([]extent, len(spans))
+	for i, sp := range spans {
+		runs[i] = extent{off: uint64(sp.lo), data: make([]byte, sp.hi-sp.lo)}
 	}
 	for i := range runs {
 		if err := f.readChunk(ctx, old, uint32(runs[i].off), runs[i].data); err != nil {
@@ -672,7 +743,7 @@ func (f *FS) maybeCompact(ctx context.Context, in *inode, idx uint64) error {
 	if len(chunks) == 1 {
 		repl = chunks[0].Slices
 	}
-	done, err := f.meta.ReplaceChunk(ctx, in.ino, idx, old, repl)
+	done, err := f.meta.ReplaceChunk(ctx, ino, idx, old, repl)
 	if err != nil || !done {
 		f.abandon(held)
 	}
@@ -688,11 +759,7 @@ func (f *FS) abandon(ids []meta.BlockID) {
 }
 
 func sortSegments(segs []segment) []segment {
-	for i := 1; i < len(segs); i++ {
-		for j := i; j > 0 && segs[j].lo < segs[j-1].lo; j-- {
-			segs[j], segs[j-1] = segs[j-1], segs[j]
-		}
-	}
+	sort.Slice(segs, func(i, j int) bool { return segs[i].lo < segs[j].lo })
 	return segs
 }
 

@@ -91,7 +91,13 @@ type FS struct {
 	earlyBlocks bool
 	earlySem    chan struct{}
 	aheadSem    chan struct{} // read-ahead fetches in flight
-	pieces      *sync.Pool    // block-sized arrays of write buffers
+
+	// Chunks waiting for background compaction (see queueCompaction).
+	compactMu      sync.Mutex
+	compactSet     map[compactJob]bool
+	compactQ       chan compactJob
+	compactPending atomic.Int64
+	pieces         *sync.Pool // block-sized arrays of write buffers
 
 	reap   chan uint64
 	bgCtx  context.Context
@@ -139,6 +145,8 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 	f.earlySem = make(chan struct{}, opts.Uploaders)
 	f.pieces = newPiecePool(f.format.BlockSize)
 	f.aheadSem = make(chan struct{}, 4)
+	f.compactSet = map[compactJob]bool{}
+	f.compactQ = make(chan compactJob, 256)
 	f.bgCtx, f.cancel = context.WithCancel(context.Background())
 	orphans, err := m.Orphans(ctx)
 	if err != nil {
@@ -154,8 +162,9 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 	if len(orphans) > 0 {
 		f.log.Info("reaped inodes unlinked before the last shutdown", "count", len(orphans))
 	}
-	f.wg.Add(1)
+	f.wg.Add(2)
 	go f.background(f.bgCtx)
+	go f.compactor(f.bgCtx)
 	return f, nil
 }
 

@@ -369,8 +369,20 @@ func (v *testVol) waitStoreMatchesReferences(timeout time.Duration, extra ...uin
 // checkNoLeaks fails if a stored block is neither referenced nor queued
 // for deletion (such a block would stay forever), or if a referenced block
 // is missing.
+// waitCompactions waits until background compaction has nothing queued.
+func (v *testVol) waitCompactions() {
+	v.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); v.f.compactPending.Load() > 0; {
+		if time.Now().After(deadline) {
+			v.t.Fatalf("background compaction still has %d chunks queued", v.f.compactPending.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (v *testVol) checkNoLeaks(extra ...uint64) {
 	v.t.Helper()
+	v.waitCompactions()
 	// The queue is read before the store is listed: the background
 	// deleter takes blocks off the queue and then deletes them, so in the
 	// other order a block it is deleting would look leaked.
