@@ -643,21 +643,7 @@ func (d *Disk) readFailed(k [32]byte, key string, gen uint64, err error) {
 // forget removes entry k and its file if it is still generation gen, that is
 // the very file a reader found broken, not one added since.
 func (d *Disk) forget(k [32]byte, key string, gen uint64) {
-	d.fileMu.Lock()
-	defer d.fileMu.Unlock()
-	if d.closed.Load() {
-		return
-	}
-	d.mu.Lock()
-	e, ok := d.lru.Peek(k)
-	if ok && e.gen == gen {
-		d.lru.Remove(k)
-		d.bytes -= diskFileSize(e.n)
-	}
-	d.mu.Unlock()
-	if ok && e.gen == gen {
-		d.removeFile(key)
-	}
+	d.drop(k, key, func(e *diskEntry) bool { return e.gen == gen })
 }
 
 // Remove drops key from the cache, if present. Readers of the entry in
@@ -667,6 +653,11 @@ func (d *Disk) Remove(key string) {
 	if err != nil {
 		return
 	}
+	d.drop(k, key, func(*diskEntry) bool { return true })
+}
+
+// drop removes entry k and its file when match accepts the entry.
+func (d *Disk) drop(k [32]byte, key string, match func(*diskEntry) bool) {
 	d.fileMu.Lock()
 	defer d.fileMu.Unlock()
 	if d.closed.Load() {
@@ -674,6 +665,7 @@ func (d *Disk) Remove(key string) {
 	}
 	d.mu.Lock()
 	e, ok := d.lru.Peek(k)
+	ok = ok && match(e)
 	if ok {
 		d.lru.Remove(k)
 		d.bytes -= diskFileSize(e.n)

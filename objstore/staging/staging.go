@@ -243,12 +243,7 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 // waitForRoom blocks while the staged bytes are over the limit (and
 // something is staged: an object larger than the limit still goes alone).
 func (s *Store) waitForRoom(ctx context.Context, n int64) error {
-	stop := context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	defer stop()
+	defer s.wakeWhenDone(ctx)()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.bytes > 0 && s.bytes+n > s.opts.MaxBytes {
@@ -264,6 +259,16 @@ func (s *Store) waitForRoom(ctx context.Context, n int64) error {
 		return s.failed
 	}
 	return nil
+}
+
+// wakeWhenDone makes the end of ctx wake every waiter on s.cond, so that
+// waits under mu can notice it; call the returned func when done waiting.
+func (s *Store) wakeWhenDone(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
 }
 
 // appendRecord writes one record at the end of the current segment,
@@ -583,12 +588,7 @@ func (s *Store) Resume() {
 
 // Drain waits until nothing is left to upload, or ctx ends.
 func (s *Store) Drain(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	defer stop()
+	defer s.wakeWhenDone(ctx)()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.pending) > 0 {
