@@ -75,6 +75,7 @@ func registerStaging(reg *prometheus.Registry, st *staging.Store) {
 	gauge("objfs_upload_queue", "Staged blocks waiting for an upload worker.", func(s staging.Stats) float64 { return float64(s.Queued) })
 	gauge("objfs_staging_segments", "Segment files of the staging log.", func(s staging.Stats) float64 { return float64(s.Segments) })
 	counter("objfs_uploads_total", "Staged blocks uploaded to the object store.", func(s staging.Stats) float64 { return float64(s.Uploaded) })
+	counter("objfs_direct_puts_total", "Whole blocks written straight to local directory stores, not through the staging log.", func(s staging.Stats) float64 { return float64(s.Direct) })
 	counter("objfs_upload_failures_total", "Failed upload attempts (each is retried).", func(s staging.Stats) float64 { return float64(s.Retries) })
 }
 

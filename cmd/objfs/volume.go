@@ -314,6 +314,16 @@ func storeDir(volDir, rawURL string) (string, bool) {
 	return filepath.Clean(u.Path), true
 }
 
+// allLocal reports whether every store of the volume is a local directory.
+func allLocal(volDir string, urls []string) bool {
+	for _, u := range urls {
+		if _, ok := storeDir(volDir, u); !ok {
+			return false
+		}
+	}
+	return len(urls) > 0
+}
+
 // storeCapacity reports the space of the file systems holding the local
 // stores among urls: the sum over distinct file systems (two stores on one
 // disk count once), raw, without dividing by the number of replicas; see
@@ -427,6 +437,15 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 	// read from the log until then.
 	if so.Logger == nil {
 		so.Logger = opts.Logger
+	}
+	if allLocal(v.dir, v.meta.Format().Stores) {
+		// Whole blocks go straight to local directory stores, which are
+		// as durable and as near as the log: staging them too only wrote
+		// every sequential write twice (512 MiB dd with fsync: 1.4 s
+		// through the log, 0.95 s straight, raw disk 0.55 s). Small
+		// blocks still share the log's group commits (4 KiB random
+		// writes: 4096 IOPS through the log, 1400 straight).
+		so.DirectFrom = int(v.meta.Format().BlockSize)
 	}
 	st, err := staging.Open(filepath.Join(v.dir, stagingDir), v.store, so)
 	if err != nil {

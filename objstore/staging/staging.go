@@ -76,6 +76,13 @@ type Options struct {
 	// for callers that never modify or reuse data after Put. Default 0:
 	// none.
 	MemBytes int64
+	// DirectFrom, when positive, sends objects of at least that many bytes
+	// straight to the backend (Put returns when the backend's Put does)
+	// instead of through the log. It is for backends as durable and as
+	// near as the log itself, such as a local directory, where staging a
+	// big object only writes it twice; small objects still share the
+	// log's group commits. 0: everything is staged.
+	DirectFrom int
 	// Paused starts the log with uploads stopped (tests; Resume starts
 	// them).
 	Paused bool
@@ -123,6 +130,7 @@ type Store struct {
 	failed  error // a failed fsync: nothing staged since can be trusted
 
 	uploaded atomic.Uint64 // objects uploaded since open
+	direct   atomic.Uint64 // objects put straight to the backend (DirectFrom)
 	retries  atomic.Uint64 // failed upload attempts since open
 
 	wg     sync.WaitGroup
@@ -199,6 +207,7 @@ type Stats struct {
 	Queued   int    // of which waiting for an upload worker
 	Segments int    // segment files on disk
 	Uploaded uint64 // objects uploaded since open
+	Direct   uint64 // objects written straight to the backend since open
 	Retries  uint64 // failed upload attempts since open
 }
 
@@ -207,7 +216,7 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{Objects: len(s.pending), Bytes: s.bytes, Queued: len(s.queue),
-		Segments: len(s.segs), Uploaded: s.uploaded.Load(), Retries: s.retries.Load()}
+		Segments: len(s.segs), Uploaded: s.uploaded.Load(), Direct: s.direct.Load(), Retries: s.retries.Load()}
 }
 
 // Put stages data under key and returns once it is durable in the log.
@@ -219,6 +228,13 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 	}
 	if uint64(len(data)) > 0xffffffff-headerLen {
 		return fmt.Errorf("staging: put %q: object too large (%d bytes)", key, len(data))
+	}
+	if s.opts.DirectFrom > 0 && len(data) >= s.opts.DirectFrom {
+		if err := s.failedErr(); err != nil {
+			return fmt.Errorf("staging: put %q: %w", key, err)
+		}
+		s.direct.Add(1)
+		return s.backend.Put(ctx, key, data)
 	}
 	if err := s.waitForRoom(ctx, int64(len(data))); err != nil {
 		return fmt.Errorf("staging: put %q: %w", key, err)
@@ -397,6 +413,13 @@ func (s *Store) waitDurable(ctx context.Context, seg *segment, end int64) error 
 		s.cond.Broadcast()
 	}
 	return ctx.Err()
+}
+
+// failedErr returns the log's write error, if any.
+func (s *Store) failedErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
 }
 
 // fail records a write error of the log: after it, Puts fail until restart,

@@ -317,6 +317,42 @@ func flipByte(t *testing.T, name string, off int64) {
 	}
 }
 
+// With DirectFrom, big objects go straight to the backend and small ones
+// through the log.
+func TestDirectFrom(t *testing.T) {
+	ctx := context.Background()
+	be := newBackend(t)
+	dir := t.TempDir()
+	s := open(t, dir, be, Options{Paused: true, DirectFrom: 64 << 10})
+	bigKey, big := obj(1, 64<<10)
+	smallKey, small := obj(2, 64<<10-1)
+	for _, o := range []struct {
+		k string
+		d []byte
+	}{{bigKey, big}, {smallKey, small}} {
+		if err := s.Put(ctx, o.k, o.d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if be.count(bigKey) != 1 {
+		t.Fatalf("big object: %d backend puts while uploads are paused, want 1 (direct)", be.count(bigKey))
+	}
+	if be.count(smallKey) != 0 {
+		t.Fatal("small object reached the backend while uploads are paused")
+	}
+	if st := s.Stats(); st.Objects != 1 || st.Direct != 1 {
+		t.Fatalf("Stats: %d staged, %d direct; want 1 and 1", st.Objects, st.Direct)
+	}
+	for _, o := range []struct {
+		k string
+		d []byte
+	}{{bigKey, big}, {smallKey, small}} {
+		if got, err := s.Get(ctx, o.k); err != nil || !bytes.Equal(got, o.d) {
+			t.Fatalf("Get %s: %v", o.k, err)
+		}
+	}
+}
+
 // Deleting a staged object cancels its upload, also across a reopen.
 func TestDeleteStaged(t *testing.T) {
 	ctx := context.Background()
