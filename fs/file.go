@@ -407,17 +407,6 @@ func blocksOf(s *meta.Slice, lo, hi uint32) []meta.BlockRef {
 	return refs
 }
 
-// touchAtime updates atime after a read when relatime asks for it. A
-// failure only costs atime precision, so it is logged, not returned.
-func (f *FS) touchAtime(ctx context.Context, a *Attr) {
-	if !meta.NeedsAtime(a, time.Now().UnixNano()) {
-		return
-	}
-	if err := f.meta.TouchAtime(ctx, a.Ino); err != nil {
-		f.log.Debug("update atime", "ino", a.Ino, "err", err)
-	}
-}
-
 // segment is a visible run of a chunk served by one slice.
 type segment struct {
 	lo, hi uint32 // chunk offsets

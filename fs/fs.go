@@ -97,7 +97,9 @@ type FS struct {
 	compactSet     map[compactJob]bool
 	compactQ       chan compactJob
 	compactPending atomic.Int64
-	pieces         *sync.Pool // block-sized arrays of write buffers
+
+	atimes lazyAtimes // access times recorded by reads, not committed yet
+	pieces *sync.Pool // block-sized arrays of write buffers
 
 	reap   chan uint64
 	bgCtx  context.Context
@@ -185,6 +187,7 @@ func (f *FS) Close(ctx context.Context) error {
 	}
 	f.cancel()
 	f.wg.Wait()
+	f.commitAtimes(ctx)
 	errs = append(errs, f.meta.FoldStats(ctx), f.meta.Sync())
 	return errors.Join(errs...)
 }
@@ -202,6 +205,7 @@ func (f *FS) background(ctx context.Context) {
 		case ino := <-f.reap:
 			f.reapIfClosed(ctx, ino)
 		case <-tick.C:
+			f.commitAtimes(ctx)
 			f.retryDirty(ctx)
 			f.commitIdle(ctx)
 			if time.Since(lastDelete) >= min(f.opts.DeleteGrace, 5*time.Second) {

@@ -7,8 +7,10 @@ import (
 	"github.com/objfs/objfs/fs/meta"
 )
 
-// withBuffered adjusts attributes for writes still in the buffer.
+// withBuffered adjusts attributes for writes still in the buffer and for
+// an access time not committed yet.
 func (f *FS) withBuffered(a *Attr) *Attr {
+	f.withAtime(a)
 	in := f.lookupInode(a.Ino)
 	if in == nil || !a.IsRegular() {
 		return a
@@ -47,6 +49,9 @@ func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttr
 	// Size and time changes must come after the buffered writes they
 	// follow: commit those first, or the commit would undo the change.
 	const ordered = meta.SetSize | meta.SetAtime | meta.SetMtime | meta.SetAtimeNow | meta.SetMtimeNow | meta.SetCtime
+	if in.Valid&(meta.SetAtime|meta.SetAtimeNow) != 0 {
+		f.dropAtime(ino)
+	}
 	if fh != 0 {
 		if h, err := f.handle(fh); err == nil && h.ino.ino == ino && h.flags&accMode != syscall.O_RDONLY {
 			in.OpenForWrite = true

@@ -235,3 +235,59 @@ func TestReadUpdatesAtimeLikeRelatime(t *testing.T) {
 	}
 	v.release(fh)
 }
+
+// TestAtimeIsCommittedLazily: a read's atime update is served at once but
+// committed by the background (one transaction per batch), an explicit
+// atime set afterwards wins over it, and a clean close commits what is
+// pending.
+func TestAtimeIsCommittedLazily(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10})
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	v.write(fh, 0, []byte("hello"))
+	v.flush(fh)
+	v.read(fh, 0, 5)
+	served, err := v.f.GetAttr(v.ctx, ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := v.f.pendingAtimes()[ino]; !ok {
+		t.Fatal("the read's atime update was committed in the read itself")
+	}
+	if served.Atime <= served.Mtime {
+		t.Fatalf("served atime %d not after mtime %d", served.Atime, served.Mtime)
+	}
+	v.f.commitAtimes(v.ctx)
+	stored, err := v.m.GetAttr(v.ctx, ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.Atime != served.Atime || len(v.f.pendingAtimes()) != 0 {
+		t.Fatalf("committed atime %d, served %d, %d still pending", stored.Atime, served.Atime, len(v.f.pendingAtimes()))
+	}
+
+	// A read, then an explicit (older) atime: the explicit one stays.
+	if _, err := v.f.SetAttr(v.ctx, &meta.Root, ino, meta.SetAttrIn{Valid: meta.SetMtime, Mtime: time.Now().UnixNano()}, 0); err != nil {
+		t.Fatal(err)
+	}
+	v.read(fh, 0, 5)
+	const explicit = int64(1_000_000_000)
+	if _, err := v.f.SetAttr(v.ctx, &meta.Root, ino, meta.SetAttrIn{Valid: meta.SetAtime, Atime: explicit}, 0); err != nil {
+		t.Fatal(err)
+	}
+	v.f.commitAtimes(v.ctx)
+	if a, _ := v.f.GetAttr(v.ctx, ino); a.Atime != explicit {
+		t.Fatalf("atime %d after utimens(%d) following a read", a.Atime, explicit)
+	}
+
+	// Pending at close: committed, and there after a remount.
+	if _, err := v.f.SetAttr(v.ctx, &meta.Root, ino, meta.SetAttrIn{Valid: meta.SetMtime, Mtime: time.Now().UnixNano()}, 0); err != nil {
+		t.Fatal(err)
+	}
+	v.read(fh, 0, 5)
+	want, _ := v.f.GetAttr(v.ctx, ino)
+	v.release(fh)
+	v.reopen(v.opts)
+	if a, _ := v.f.GetAttr(v.ctx, ino); a.Atime != want.Atime {
+		t.Fatalf("atime after remount %d, want %d", a.Atime, want.Atime)
+	}
+}

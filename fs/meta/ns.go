@@ -775,16 +775,23 @@ func NeedsAtime(a *Attr, now int64) bool {
 	return a.Atime <= a.Mtime || a.Atime <= a.Ctime || now-a.Atime > relatimeAge
 }
 
-// TouchAtime records a read of ino now, if relatime still asks for it.
-func (m *Meta) TouchAtime(ctx context.Context, ino uint64) error {
+// SetAtimes raises the atime of each inode to the time given for it (reads
+// recorded lazily by the POSIX layer), in one transaction. Inodes gone
+// meanwhile are skipped; an atime already newer is kept.
+func (m *Meta) SetAtimes(ctx context.Context, times map[uint64]int64) error {
 	return m.update(ctx, func(x *tx) error {
-		a, err := x.inode(ino)
-		if err != nil {
-			return err
-		}
-		if NeedsAtime(a, x.now) {
-			a.Atime = x.now
-			x.touch(a)
+		for ino, t := range times {
+			a, err := x.inode(ino)
+			if errors.Is(err, syscall.ENOENT) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if a.Atime < t {
+				a.Atime = t
+				x.touch(a)
+			}
 		}
 		return nil
 	})
