@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/spf13/pflag"
 
@@ -24,11 +27,12 @@ type dataFlags struct {
 }
 
 func (d *dataFlags) addFlags(fl *pflag.FlagSet) {
-	fl.Int64Var(&d.cacheMem, "cache-mem", 128<<20, "bytes of blocks cached in memory")
+	d.cacheMem, d.cacheSize, d.memoryLimit, d.stagingSize = 128<<20, 4<<30, 400<<20, 2<<30
+	fl.Var((*byteSize)(&d.cacheMem), "cache-mem", "size of the memory block cache (e.g. 128MiB)")
 	fl.StringVar(&d.cacheDir, "cache-dir", "", "directory of the disk block cache (default VOLUME_DIR/cache); it survives restarts, every read is checked")
-	fl.Int64Var(&d.cacheSize, "cache-size", 4<<30, "bytes the disk block cache may hold; 0 turns it off")
-	fl.Int64Var(&d.memoryLimit, "memory-limit", 400<<20, "soft limit of the process's Go memory: the garbage collector works harder as it nears it (GOMEMLIMIT, when set, wins); 0: none")
-	fl.Int64Var(&d.stagingSize, "staging-size", 2<<30, "bytes of written blocks the local staging log (VOLUME_DIR/staging) may hold before they are uploaded; writers wait beyond it")
+	fl.Var((*byteSize)(&d.cacheSize), "cache-size", "size the disk block cache may reach (e.g. 4GiB); 0 turns it off")
+	fl.Var((*byteSize)(&d.memoryLimit), "memory-limit", "soft limit of the process's Go memory (e.g. 400MiB): the garbage collector works harder as it nears it (GOMEMLIMIT, when set, wins); 0: none")
+	fl.Var((*byteSize)(&d.stagingSize), "staging-size", "size of the written blocks the local staging log (VOLUME_DIR/staging) may hold before they are uploaded (e.g. 2GiB); writers wait beyond it")
 }
 
 // options returns the fs and staging options the flags ask for, or an
@@ -63,4 +67,21 @@ func (d *dataFlags) options(log *slog.Logger) (fs.Options, staging.Options, erro
 // diskCache returns where and how big the disk block cache should be.
 func (d *dataFlags) diskCache() diskCacheSpec {
 	return diskCacheSpec{dir: d.cacheDir, size: d.cacheSize}
+}
+
+// byteSize is a flag value in bytes, written as a plain number or with a
+// unit ("4GiB", "512MB", "100k").
+type byteSize int64
+
+func (b *byteSize) String() string { return humanize.IBytes(uint64(max(*b, 0))) }
+
+func (b *byteSize) Type() string { return "size" }
+
+func (b *byteSize) Set(s string) error {
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > math.MaxInt64 {
+		return fmt.Errorf("%q is not a size (use a number of bytes, or e.g. 512MiB, 4GiB)", s)
+	}
+	*b = byteSize(n)
+	return nil
 }

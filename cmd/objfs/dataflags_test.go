@@ -39,3 +39,21 @@ func TestDataFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestByteSizeFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"4096", 4096, true}, {"4GiB", 4 << 30, true}, {"128MiB", 128 << 20, true},
+		{"1.5GiB", 3 << 29, true}, {"2GB", 2_000_000_000, true},
+		{"", 0, false}, {"-1", 0, false}, {"10x", 0, false}, {"GiB", 0, false},
+	} {
+		var b byteSize
+		err := b.Set(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && int64(b) != tc.want) {
+			t.Errorf("Set(%q) = %d, %v; want %d, ok %v", tc.in, b, err, tc.want, tc.ok)
+		}
+	}
+}
