@@ -483,20 +483,43 @@ func closeFS(ctx context.Context, v *volume, f *fs.FS) error {
 	if ferr != nil {
 		slog.Error("close volume", "volume", v.dir, "err", ferr)
 	}
-	// Upload what is staged before letting go, for a while: what is left
-	// stays durable in the log and is uploaded at the next start.
 	if v.staging != nil {
-		if n := v.staging.Stats(); n.Objects > 0 {
-			slog.Info("uploading staged blocks before closing", "blocks", n.Objects, "bytes", n.Bytes)
-		}
-		dctx, cancel := context.WithTimeout(ctx, uploadOnClose)
-		if err := v.staging.Drain(dctx); err != nil {
-			slog.Warn("closing with blocks still staged; they are uploaded at the next start", "err", err)
-		}
-		cancel()
+		drainOnClose(v.staging)
 	}
 	return errors.Join(ferr, v.close())
 }
 
-// uploadOnClose bounds how long closing a served volume waits for uploads.
-const uploadOnClose = 60 * time.Second
+// Closing a served volume waits for staged uploads at most uploadOnClose,
+// and gives up sooner when none has finished for uploadStalled (the store
+// is down): what is left stays durable in the log and is uploaded at the
+// next start.
+const (
+	uploadOnClose = 60 * time.Second
+	uploadStalled = 5 * time.Second
+)
+
+// drainOnClose uploads what is staged before the volume is let go, for as
+// long as uploads make progress.
+func drainOnClose(st *staging.Store) {
+	n := st.Stats()
+	if n.Objects == 0 {
+		return
+	}
+	slog.Info("uploading staged blocks before closing", "blocks", n.Objects, "bytes", n.Bytes)
+	deadline := time.Now().Add(uploadOnClose)
+	progress, lastDone := time.Now(), n.Uploaded
+	for {
+		n = st.Stats()
+		switch {
+		case n.Objects == 0:
+			return
+		case n.Uploaded != lastDone:
+			progress, lastDone = time.Now(), n.Uploaded
+		case time.Since(progress) > uploadStalled || time.Now().After(deadline):
+			slog.Warn("closing with blocks still staged; they are uploaded at the next start",
+				"blocks", n.Objects, "bytes", n.Bytes, "store", st.String())
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
