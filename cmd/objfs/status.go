@@ -48,7 +48,8 @@ func status(ctx context.Context, dir string) error {
 			mi.StagedBlocks, humanize.IBytes(uint64(max(mi.StagedBytes, 0))), mi.UploadQueue, mi.Uploaded, mi.UploadErrors)
 		return nil
 	}
-	v, err := openVolume(ctx, dir)
+	// Only metadata is read: no need to upload what a crash left staged.
+	v, err := openVolumeOnly(ctx, dir)
 	if err != nil {
 		return err
 	}

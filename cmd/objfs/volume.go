@@ -123,7 +123,10 @@ func uploadStaged(ctx context.Context, v *volume) error {
 	if n := st.Stats(); n.Objects > 0 {
 		slog.Info("uploading blocks left in the staging log", "blocks", n.Objects, "bytes", n.Bytes, "store", v.store.String())
 	}
-	err = st.Drain(ctx)
+	err = drainStaged(ctx, st, uploadStalledOffline)
+	if err != nil {
+		err = fmt.Errorf("volume %s: %w; they stay staged: run this again once the store takes uploads", v.dir, err)
+	}
 	return errors.Join(err, st.Close())
 }
 
@@ -492,34 +495,49 @@ func closeFS(ctx context.Context, v *volume, f *fs.FS) error {
 // Closing a served volume waits for staged uploads at most uploadOnClose,
 // and gives up sooner when none has finished for uploadStalled (the store
 // is down): what is left stays durable in the log and is uploaded at the
-// next start.
+// next start. The offline commands, which need every block in the stores,
+// wait longer for a stalled store before they give up.
 const (
-	uploadOnClose = 60 * time.Second
-	uploadStalled = 5 * time.Second
+	uploadOnClose        = 60 * time.Second
+	uploadStalled        = 5 * time.Second
+	uploadStalledOffline = 30 * time.Second
 )
 
-// drainOnClose uploads what is staged before the volume is let go, for as
-// long as uploads make progress.
+// drainOnClose uploads what is staged before a served volume is let go,
+// for as long as uploads make progress.
 func drainOnClose(st *staging.Store) {
 	n := st.Stats()
 	if n.Objects == 0 {
 		return
 	}
 	slog.Info("uploading staged blocks before closing", "blocks", n.Objects, "bytes", n.Bytes)
-	deadline := time.Now().Add(uploadOnClose)
-	progress, lastDone := time.Now(), n.Uploaded
+	ctx, cancel := context.WithTimeout(context.Background(), uploadOnClose)
+	defer cancel()
+	if err := drainStaged(ctx, st, uploadStalled); err != nil {
+		slog.Warn("closing with blocks still staged; they are uploaded at the next start", "err", err)
+	}
+}
+
+// drainStaged waits until nothing is staged, or fails when ctx ends or no
+// upload has finished for stalled.
+func drainStaged(ctx context.Context, st *staging.Store, stalled time.Duration) error {
+	progress, lastDone := time.Now(), st.Stats().Uploaded
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
-		n = st.Stats()
+		n := st.Stats()
 		switch {
 		case n.Objects == 0:
-			return
+			return nil
 		case n.Uploaded != lastDone:
 			progress, lastDone = time.Now(), n.Uploaded
-		case time.Since(progress) > uploadStalled || time.Now().After(deadline):
-			slog.Warn("closing with blocks still staged; they are uploaded at the next start",
-				"blocks", n.Objects, "bytes", n.Bytes, "store", st.String())
-			return
+		case time.Since(progress) > stalled:
+			return fmt.Errorf("%d staged blocks (%d bytes) not uploaded: no upload to %s finished for %v", n.Objects, n.Bytes, st.String(), stalled)
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d staged blocks (%d bytes) not uploaded: %w", n.Objects, n.Bytes, ctx.Err())
+		case <-tick.C:
+		}
 	}
 }
