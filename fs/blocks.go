@@ -111,7 +111,8 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 			return nil
 		}
 	}
-	data, err := b.get(ctx, ref)
+	// Both caches were just asked: straight to the store.
+	data, err := b.load(ctx, ref, false)
 	if err != nil {
 		return err
 	}
@@ -137,13 +138,20 @@ func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 	if data, ok := b.cache.Get(ref.ID.String()); ok {
 		return data, nil
 	}
+	return b.load(ctx, ref, true)
+}
+
+// load fetches a block the memory cache does not have, sharing the fetch
+// with concurrent readers of the same block; tryDisk says whether the disk
+// cache is still worth asking.
+func (b *blocks) load(ctx context.Context, ref meta.BlockRef, tryDisk bool) ([]byte, error) {
 	b.fetchMu.Lock()
 	c := b.fetching[ref.ID]
 	if c == nil {
 		c = &fetchCall{done: make(chan struct{})}
 		b.fetching[ref.ID] = c
 		b.fetchMu.Unlock()
-		c.data, c.err = b.fetch(ctx, ref)
+		c.data, c.err = b.fetch(ctx, ref, tryDisk)
 		b.fetchMu.Lock()
 		delete(b.fetching, ref.ID)
 		b.fetchMu.Unlock()
@@ -155,7 +163,7 @@ func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 	case <-c.done:
 		if c.err != nil && ctx.Err() == nil {
 			// The other reader's failure may be its own cancellation.
-			return b.fetch(ctx, ref)
+			return b.fetch(ctx, ref, tryDisk)
 		}
 		return c.data, c.err
 	case <-ctx.Done():
@@ -166,9 +174,9 @@ func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 // fetch reads a block from the disk cache (checked piece by piece, cheaper
 // than rehashing) or else from the store (verified against its hash), and
 // caches it in memory and (in the background) on disk.
-func (b *blocks) fetch(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
+func (b *blocks) fetch(ctx context.Context, ref meta.BlockRef, tryDisk bool) ([]byte, error) {
 	key := ref.ID.String()
-	if b.disk != nil {
+	if tryDisk && b.disk != nil {
 		if data, ok := b.disk.Get(key); ok && len(data) == int(ref.Size) {
 			b.cache.Add(key, data)
 			return data, nil

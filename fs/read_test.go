@@ -126,7 +126,11 @@ func TestReadAhead(t *testing.T) {
 	// A random reader gets no read-ahead.
 	v.f.DropCaches()
 	gets = fst.Calls(faulty.OpGet)
+	_, missesBefore, _ := v.f.CacheStats()
 	v.read(fh, 9*64<<10, 10)
+	if _, misses, _ := v.f.CacheStats(); misses-missesBefore != 1 {
+		t.Fatalf("one read of a block not in memory counted %d cache misses, want 1", misses-missesBefore)
+	}
 	v.read(fh, 2*64<<10, 10)
 	time.Sleep(100 * time.Millisecond)
 	if n := fst.Calls(faulty.OpGet) - gets; n != 2 {
