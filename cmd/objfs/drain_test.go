@@ -11,9 +11,9 @@ import (
 	"github.com/objfs/objfs/objstore/staging"
 )
 
-// drainStaged returns once everything is uploaded, and gives up with an
-// error naming what is left when uploads stop making progress.
-func TestDrainStaged(t *testing.T) {
+// Drain returns once everything is uploaded, and gives up with an error
+// naming what is left when uploads stop making progress.
+func TestDrainStalls(t *testing.T) {
 	ctx := context.Background()
 	dir, err := objstore.NewDir(t.TempDir())
 	if err != nil {
@@ -31,8 +31,8 @@ func TestDrainStaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	err = drainStaged(ctx, st, 300*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "1 staged blocks") {
+	err = st.Drain(ctx, 300*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "1 blocks") {
 		t.Fatalf("drain with a store that takes nothing: %v", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -40,7 +40,7 @@ func TestDrainStaged(t *testing.T) {
 	}
 
 	store.SetErrorRate(faulty.OpPut, 0)
-	if err := drainStaged(ctx, st, 5*time.Second); err != nil {
+	if err := st.Drain(ctx, 5*time.Second); err != nil {
 		t.Fatalf("drain with the store back: %v", err)
 	}
 	if n := st.Stats().Objects; n != 0 {

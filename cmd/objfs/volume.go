@@ -123,7 +123,7 @@ func uploadStaged(ctx context.Context, v *volume) error {
 	if n := st.Stats(); n.Objects > 0 {
 		slog.Info("uploading blocks left in the staging log", "blocks", n.Objects, "bytes", n.Bytes, "store", v.store.String())
 	}
-	err = drainStaged(ctx, st, uploadStalledOffline)
+	err = st.Drain(ctx, uploadStalledOffline)
 	if err != nil {
 		err = fmt.Errorf("volume %s: %w; they stay staged: run this again once the store takes uploads", v.dir, err)
 	}
@@ -513,31 +513,7 @@ func drainOnClose(st *staging.Store) {
 	slog.Info("uploading staged blocks before closing", "blocks", n.Objects, "bytes", n.Bytes)
 	ctx, cancel := context.WithTimeout(context.Background(), uploadOnClose)
 	defer cancel()
-	if err := drainStaged(ctx, st, uploadStalled); err != nil {
+	if err := st.Drain(ctx, uploadStalled); err != nil {
 		slog.Warn("closing with blocks still staged; they are uploaded at the next start", "err", err)
-	}
-}
-
-// drainStaged waits until nothing is staged, or fails when ctx ends or no
-// upload has finished for stalled.
-func drainStaged(ctx context.Context, st *staging.Store, stalled time.Duration) error {
-	progress, lastDone := time.Now(), st.Stats().Uploaded
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		n := st.Stats()
-		switch {
-		case n.Objects == 0:
-			return nil
-		case n.Uploaded != lastDone:
-			progress, lastDone = time.Now(), n.Uploaded
-		case time.Since(progress) > stalled:
-			return fmt.Errorf("%d staged blocks (%d bytes) not uploaded: no upload to %s finished for %v", n.Objects, n.Bytes, st.String(), stalled)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d staged blocks (%d bytes) not uploaded: %w", n.Objects, n.Bytes, ctx.Err())
-		case <-tick.C:
-		}
 	}
 }

@@ -609,21 +609,34 @@ func (s *Store) Resume() {
 	s.mu.Unlock()
 }
 
-// Drain waits until nothing is left to upload, or ctx ends.
-func (s *Store) Drain(ctx context.Context) error {
-	defer s.wakeWhenDone(ctx)()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for len(s.pending) > 0 {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("staging: %d objects (%d bytes) not uploaded yet: %w", len(s.pending), s.bytes, err)
-		}
-		if s.paused {
+// Drain waits until nothing is left to upload. It fails when ctx ends,
+// when uploads are paused, or, with stall > 0, when no upload has finished
+// for stall (the store takes nothing), naming what is left.
+func (s *Store) Drain(ctx context.Context, stall time.Duration) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	progress, lastDone := time.Now(), s.uploaded.Load()
+	for {
+		s.mu.Lock()
+		objects, bytes, paused := len(s.pending), s.bytes, s.paused
+		s.mu.Unlock()
+		done := s.uploaded.Load()
+		switch {
+		case objects == 0:
+			return nil
+		case paused:
 			return errors.New("staging: uploads are paused")
+		case done != lastDone:
+			progress, lastDone = time.Now(), done
+		case stall > 0 && time.Since(progress) > stall:
+			return fmt.Errorf("staging: %d blocks (%d bytes) not uploaded: no upload to %s finished for %v", objects, bytes, s.backend, stall)
 		}
-		s.cond.Wait()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("staging: %d blocks (%d bytes) not uploaded: %w", objects, bytes, ctx.Err())
+		case <-tick.C:
+		}
 	}
-	return nil
 }
 
 // uploader is one background upload worker.

@@ -83,7 +83,7 @@ func drain(t *testing.T, s *Store) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := s.Drain(ctx); err != nil {
+	if err := s.Drain(ctx, 0); err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
 }
