@@ -15,6 +15,7 @@ require (
 	github.com/willscott/go-nfs-client v0.0.0-20240104095149-b44639837b00
 	golang.org/x/sync v0.24.0
 	golang.org/x/sys v0.48.0
+	lukechampine.com/blake3 v1.4.1
 )
 
 require (

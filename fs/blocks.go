@@ -3,7 +3,6 @@ package fs
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +21,7 @@ import (
 // while the deleter frees an earlier copy of the same content.
 type blocks struct {
 	store objstore.Store
+	hash  func([]byte) meta.BlockID // the volume's block hash
 	cache *cache.Memory
 	disk  *cache.Disk // nil: no disk cache
 	log   *slog.Logger
@@ -35,8 +35,8 @@ type blocks struct {
 	deleting map[meta.BlockID]bool // objects being deleted right now
 }
 
-func newBlocks(store objstore.Store, c *cache.Memory, disk *cache.Disk, log *slog.Logger) *blocks {
-	b := &blocks{store: store, cache: c, disk: disk, log: log,
+func newBlocks(store objstore.Store, hash func([]byte) meta.BlockID, c *cache.Memory, disk *cache.Disk, log *slog.Logger) *blocks {
+	b := &blocks{store: store, hash: hash, cache: c, disk: disk, log: log,
 		fetching: map[meta.BlockID]*fetchCall{},
 		inflight: map[meta.BlockID]int{}, deleting: map[meta.BlockID]bool{}}
 	b.cond = sync.NewCond(&b.mu)
@@ -71,7 +71,7 @@ func (b *blocks) release(ids ...meta.BlockID) {
 // hold the id (put does) and release it after committing. With owned, data
 // is a whole recycled array of a write buffer, which must not be kept.
 func (b *blocks) put(ctx context.Context, data []byte, owned bool) (meta.BlockRef, error) {
-	ref := meta.BlockRef{ID: sha256.Sum256(data), Size: uint32(len(data))}
+	ref := meta.BlockRef{ID: b.hash(data), Size: uint32(len(data))}
 	b.hold(ref.ID)
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -187,7 +187,7 @@ func (b *blocks) fetch(ctx context.Context, ref meta.BlockRef, tryDisk bool) ([]
 		var data []byte
 		data, err = b.store.Get(ctx, ref.ID.ObjectKey())
 		if err == nil {
-			if len(data) == int(ref.Size) && sha256.Sum256(data) == ref.ID {
+			if len(data) == int(ref.Size) && b.hash(data) == ref.ID {
 				b.cache.Add(key, data)
 				if b.disk != nil {
 					b.disk.Offer(key, data)

@@ -131,12 +131,13 @@ type handle struct {
 // what a crash may have interrupted: orphan inodes are reaped.
 func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) (*FS, error) {
 	opts.defaults()
+	format := m.Format()
 	f := &FS{
 		meta:    m,
-		blocks:  newBlocks(store, cache.NewMemory(opts.MemCacheBytes), opts.DiskCache, opts.Logger),
+		blocks:  newBlocks(store, format.HashBlock, cache.NewMemory(opts.MemCacheBytes), opts.DiskCache, opts.Logger),
 		opts:    opts,
 		log:     opts.Logger,
-		format:  m.Format(),
+		format:  format,
 		inodes:  map[uint64]*inode{},
 		reaping: map[uint64]bool{},
 		handles: map[uint64]*handle{},

@@ -94,6 +94,8 @@ type testVol struct {
 type volConfig struct {
 	blockSize, chunkSize, inlineMax int  // 0: defaults (64 KiB blocks, 64 MiB chunks, 16 KiB inline)
 	onDisk                          bool // objstore.Dir in a temporary directory instead of memory
+	version                         int  // format version; 0: the current one
+	blockHash                       string
 	opts                            Options
 }
 
@@ -137,6 +139,11 @@ func newVol(t *testing.T, cfg volConfig) *testVol {
 	}
 	if cfg.inlineMax < 0 {
 		fm.InlineMax = 0
+	}
+	if cfg.version != 0 {
+		fm.Version, fm.BlockHash = cfg.version, cfg.blockHash
+	} else if cfg.blockHash != "" {
+		fm.BlockHash = cfg.blockHash
 	}
 	if err := meta.Create(ctx, kv, fm); err != nil {
 		_ = kv.Close()

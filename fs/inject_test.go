@@ -3,7 +3,6 @@ package fs
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -193,12 +192,13 @@ func (v *testVol) checkTree() {
 // verified through the store, and fails on any error it reports.
 func (v *testVol) fsck() {
 	v.t.Helper()
+	format := v.m.Format()
 	r, err := v.m.Check(v.ctx, meta.CheckOptions{Block: func(ctx context.Context, id meta.BlockID, size uint32) error {
 		data, err := v.store.Get(ctx, id.ObjectKey())
 		if err != nil {
 			return err
 		}
-		if len(data) != int(size) || sha256.Sum256(data) != id {
+		if len(data) != int(size) || format.HashBlock(data) != id {
 			return fmt.Errorf("stored block %s has wrong content", id)
 		}
 		return nil

@@ -24,6 +24,7 @@ func formatCmd() *cobra.Command {
 		replicas    int
 		writeQuorum int
 		blockSize   int
+		blockHash   string
 	)
 	cmd := &cobra.Command{
 		Use:   "format [flags] VOLUME_DIR",
@@ -36,7 +37,11 @@ With several --store flags every block is kept on --replicas of them (default:
 all), and a write succeeds once --write-quorum copies are durable (default: a
 majority of the replicas). Missing copies are restored in the background and
 by 'objfs scrub'. Every store is created and checked first: if one cannot be
-used, nothing is created.`,
+used, nothing is created.
+
+Blocks are named by a hash of their content: BLAKE3 by default, SHA-256 with
+--block-hash sha256 (slower; for sites that require it). The choice is fixed
+for the life of the volume.`,
 		Example: `  # a volume with blocks inside the volume directory
   objfs format /var/lib/objfs/vol
   # blocks in another directory (say, a different disk), 1 MiB blocks
@@ -56,7 +61,7 @@ used, nothing is created.`,
 				writeQuorum = replicas/2 + 1
 			}
 			return formatVolume(cmd.Context(), args[0], formatOptions{
-				stores: stores, replicas: replicas, writeQuorum: writeQuorum, blockSize: blockSize,
+				stores: stores, replicas: replicas, writeQuorum: writeQuorum, blockSize: blockSize, blockHash: blockHash,
 			})
 		},
 	}
@@ -65,6 +70,7 @@ used, nothing is created.`,
 	cmd.Flags().IntVar(&replicas, "replicas", 0, "copies of every block, on distinct stores (default: the number of stores)")
 	cmd.Flags().IntVar(&writeQuorum, "write-quorum", 0, "copies that must be durable before a write succeeds (default: replicas/2+1)")
 	cmd.Flags().IntVar(&blockSize, "block-size", 4<<20, "largest block size in bytes (power of two, 4 KiB to 16 MiB)")
+	cmd.Flags().StringVar(&blockHash, "block-hash", meta.HashBLAKE3, "hash that names blocks: blake3 or sha256")
 	return cmd
 }
 
@@ -73,6 +79,7 @@ type formatOptions struct {
 	replicas    int
 	writeQuorum int
 	blockSize   int
+	blockHash   string // "": the default
 }
 
 // format creates a volume on one store ("" for the local one), with the
@@ -103,6 +110,9 @@ func formatVolume(ctx context.Context, dir string, o formatOptions) (err error) 
 	}
 	f := meta.NewFormat(o.stores, o.blockSize)
 	f.Replicas, f.WriteQuorum = o.replicas, o.writeQuorum
+	if o.blockHash != "" {
+		f.BlockHash = o.blockHash
+	}
 	if err := f.Validate(); err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -73,11 +72,12 @@ func fsck(ctx context.Context, dir string, repair, verify bool) error {
 		what = "reading and verifying blocks"
 	}
 	p := newProgress(what, st.Blocks)
+	format := v.meta.Format()
 	res, err := v.meta.Check(ctx, meta.CheckOptions{
 		Repair: repair,
 		Block: func(ctx context.Context, id meta.BlockID, size uint32) error {
 			defer p.Add(1)
-			return checkBlock(ctx, v.store, id, size, verify)
+			return checkBlock(ctx, v.store, format.HashBlock, id, size, verify)
 		},
 	})
 	p.Done()
@@ -118,8 +118,9 @@ func fsck(ctx context.Context, dir string, repair, verify bool) error {
 }
 
 // checkBlock looks at the stored object of a block: present with the right
-// size, and with verify, the right content.
-func checkBlock(ctx context.Context, s objstore.Store, id meta.BlockID, size uint32, verify bool) error {
+// size, and with verify, the right content (hash names the volume's block
+// hash).
+func checkBlock(ctx context.Context, s objstore.Store, hash func([]byte) meta.BlockID, id meta.BlockID, size uint32, verify bool) error {
 	key := id.ObjectKey()
 	if verify {
 		data, err := s.Get(ctx, key)
@@ -130,7 +131,7 @@ func checkBlock(ctx context.Context, s objstore.Store, id meta.BlockID, size uin
 			return fmt.Errorf("read: %w", err)
 		case len(data) != int(size):
 			return fmt.Errorf("stored object has %d bytes", len(data))
-		case sha256.Sum256(data) != id:
+		case hash(data) != id:
 			return errors.New("stored content does not match its hash")
 		}
 		return nil

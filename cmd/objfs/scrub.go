@@ -94,7 +94,7 @@ func scrub(ctx context.Context, dir string, o scrubOptions) (*scrubCounts, error
 	// store: the same checks, with nothing to restore from.
 	rs, ok := v.store.(*replicated.Store)
 	if !ok {
-		rs, err = replicated.New([]objstore.Store{v.store}, 1, 1, verifyBlock, slog.Default())
+		rs, err = replicated.New([]objstore.Store{v.store}, 1, 1, blockVerifier(v.meta.Format()), slog.Default())
 		if err != nil {
 			_ = v.close()
 			return nil, err

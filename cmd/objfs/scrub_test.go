@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,17 +30,21 @@ func TestFormatStores(t *testing.T) {
 		name             string
 		stores           int
 		replicas, quorum int
-		dup              bool // name the first store twice
-		blocker          bool // a regular file where the last store's directory should be
+		dup              bool   // name the first store twice
+		blocker          bool   // a regular file where the last store's directory should be
+		hash             string // --block-hash; "": the default
 		wantErr          string
 	}{
-		{"one local store", 0, 1, 1, false, false, ""},
-		{"three of three", 3, 3, 2, false, false, ""},
-		{"two of three", 3, 2, 1, false, false, ""},
-		{"too many replicas", 2, 3, 2, false, false, "replicas 3"},
-		{"quorum above replicas", 3, 2, 3, false, false, "write quorum 3"},
-		{"store given twice", 2, 2, 1, true, false, "given twice"},
-		{"unusable store", 3, 3, 2, false, true, "s2"},
+		{"one local store", 0, 1, 1, false, false, "", ""},
+		{"three of three", 3, 3, 2, false, false, "", ""},
+		{"two of three", 3, 2, 1, false, false, "", ""},
+		{"too many replicas", 2, 3, 2, false, false, "", "replicas 3"},
+		{"quorum above replicas", 3, 2, 3, false, false, "", "write quorum 3"},
+		{"store given twice", 2, 2, 1, true, false, "", "given twice"},
+		{"unusable store", 3, 3, 2, false, true, "", "s2"},
+		{"sha256 blocks", 0, 1, 1, false, false, "sha256", ""},
+		{"blake3 blocks", 0, 1, 1, false, false, "blake3", ""},
+		{"unknown block hash", 0, 1, 1, false, false, "md5", `block hash "md5" is not known`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,7 +63,7 @@ func TestFormatStores(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := formatVolume(ctx, dir, formatOptions{stores: stores, replicas: tc.replicas, writeQuorum: tc.quorum, blockSize: 1 << 20})
+			err := formatVolume(ctx, dir, formatOptions{stores: stores, replicas: tc.replicas, writeQuorum: tc.quorum, blockSize: 1 << 20, blockHash: tc.hash})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("format = %v, want an error mentioning %q", err, tc.wantErr)
@@ -83,6 +88,9 @@ func TestFormatStores(t *testing.T) {
 			f := v.meta.Format()
 			if len(f.Stores) != len(stores) || f.Replicas != tc.replicas || f.WriteQuorum != tc.quorum {
 				t.Errorf("format record: %d stores, replicas %d, quorum %d", len(f.Stores), f.Replicas, f.WriteQuorum)
+			}
+			if want := cmp.Or(tc.hash, meta.HashBLAKE3); f.Version != meta.FormatVersion || f.BlockHash != want {
+				t.Errorf("format record: version %d, block hash %q; want %d, %q", f.Version, f.BlockHash, meta.FormatVersion, want)
 			}
 			// The probe object is gone again; what stays is the mark naming
 			// the volume that owns the stores.

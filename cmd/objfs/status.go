@@ -55,8 +55,8 @@ func status(ctx context.Context, dir string) error {
 	}
 	defer v.close()
 	f := v.meta.Format()
-	fmt.Printf("volume:      %s\nuuid:        %s\nformat:      version %d, block size %d, chunk size %d, inline up to %d bytes\nstores:      %v\nmounted:     no\n",
-		dir, f.UUID, f.Version, f.BlockSize, f.ChunkSize, f.InlineMax, f.Stores)
+	fmt.Printf("volume:      %s\nuuid:        %s\nformat:      version %d, block size %d, chunk size %d, inline up to %d bytes, blocks named by %s\nstores:      %v\nmounted:     no\n",
+		dir, f.UUID, f.Version, f.BlockSize, f.ChunkSize, f.InlineMax, f.BlockHashName(), f.Stores)
 	printStats(v.meta.Stats())
 	return nil
 }

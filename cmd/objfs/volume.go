@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,8 +80,8 @@ func checkVolume(dir string) error {
 	if err := json.Unmarshal(b, &m); err != nil || m.Magic != magic {
 		return fmt.Errorf("%s is not an objfs volume: damaged %s file", dir, markerFile)
 	}
-	if m.Version != meta.FormatVersion {
-		return fmt.Errorf("volume %s has format version %d; this objfs reads version %d", dir, m.Version, meta.FormatVersion)
+	if m.Version < meta.MinFormatVersion || m.Version > meta.FormatVersion {
+		return fmt.Errorf("volume %s has format version %d; this objfs reads versions %d to %d", dir, m.Version, meta.MinFormatVersion, meta.FormatVersion)
 	}
 	if st, err := os.Stat(filepath.Join(dir, metaDir)); err != nil || !st.IsDir() {
 		return fmt.Errorf("volume %s is damaged: its metadata directory %s is missing", dir, metaDir)
@@ -221,7 +220,7 @@ func openStores(ctx context.Context, dir string, f meta.Format) (objstore.Store,
 	for _, err := range missing {
 		slog.Warn("object store unavailable; serving from the other copies (recreate it, then run objfs scrub)", "err", err)
 	}
-	rs, err := replicated.New(stores, replicas, quorum, verifyBlock, slog.Default())
+	rs, err := replicated.New(stores, replicas, quorum, blockVerifier(f), slog.Default())
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("object stores: %w", err)
@@ -252,15 +251,17 @@ func (u *unavailableStore) List(context.Context, string, func(string, int64) err
 func (u *unavailableStore) String() string { return u.url + " (unavailable)" }
 func (u *unavailableStore) Close() error   { return nil }
 
-// verifyBlock tells the replicated store whether a copy it read is intact:
-// a block's key names the SHA-256 of its content. Other keys (none today)
-// have nothing to check against and pass.
-func verifyBlock(key string, data []byte) bool {
-	id, ok := meta.ParseObjectKey(key)
-	if !ok {
-		return true
+// blockVerifier tells the replicated store whether a copy it read is
+// intact: a block's key names the hash of its content (the volume's block
+// hash). Other keys (none today) have nothing to check against and pass.
+func blockVerifier(f meta.Format) func(key string, data []byte) bool {
+	return func(key string, data []byte) bool {
+		id, ok := meta.ParseObjectKey(key)
+		if !ok {
+			return true
+		}
+		return f.HashBlock(data) == id
 	}
-	return sha256.Sum256(data) == id
 }
 
 func (v *volume) close() error {

@@ -17,8 +17,15 @@ import (
 	"time"
 )
 
-// FormatVersion is the on-disk format this code reads and writes.
-const FormatVersion = 1
+// FormatVersion is the on-disk format this code writes. It reads every
+// version from MinFormatVersion on: version 1 names blocks by SHA-256
+// only; version 2 records the block hash (BLAKE3 by default), so an objfs
+// that knows only version 1 refuses such a volume instead of finding every
+// block "corrupt".
+const FormatVersion = 2
+
+// MinFormatVersion is the oldest on-disk format this code reads.
+const MinFormatVersion = 1
 
 // RootIno is the inode number of the root directory.
 const RootIno = 1
@@ -45,13 +52,20 @@ type Format struct {
 	// working unchanged.
 	Replicas    int `json:"replicas,omitempty"`
 	WriteQuorum int `json:"write_quorum,omitempty"`
+	// BlockHash names the hash whose value is each block's ID (and object
+	// key): HashBLAKE3 or HashSHA256. Version 1 records have none: SHA-256.
+	BlockHash string `json:"block_hash,omitempty"`
 }
 
 // Validate checks that the layout parameters are usable.
 func (f *Format) Validate() error {
 	switch {
-	case f.Version != FormatVersion:
-		return fmt.Errorf("volume format version %d is not supported (this objfs reads version %d)", f.Version, FormatVersion)
+	case f.Version < MinFormatVersion || f.Version > FormatVersion:
+		return fmt.Errorf("volume format version %d is not supported (this objfs reads versions %d to %d)", f.Version, MinFormatVersion, FormatVersion)
+	case f.Version == 1 && f.BlockHash != "" && f.BlockHash != HashSHA256:
+		return fmt.Errorf("block hash %q: format version 1 volumes use %s", f.BlockHash, HashSHA256)
+	case f.Version >= 2 && !knownBlockHash(f.BlockHash):
+		return fmt.Errorf("block hash %q is not known (known: %v)", f.BlockHash, BlockHashes)
 	case f.BlockSize < 4096 || f.BlockSize > 16<<20 || f.BlockSize&(f.BlockSize-1) != 0:
 		return fmt.Errorf("block size %d: must be a power of two between 4 KiB and 16 MiB", f.BlockSize)
 	case f.ChunkSize < f.BlockSize || f.ChunkSize > 256<<20 || f.ChunkSize%f.BlockSize != 0:
@@ -80,6 +94,7 @@ func NewFormat(stores []string, blockSize int) *Format {
 		ChunkSize: 64 << 20,
 		InlineMax: 16 << 10,
 		Stores:    stores,
+		BlockHash: HashBLAKE3,
 	}
 }
 

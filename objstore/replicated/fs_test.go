@@ -3,7 +3,6 @@ package replicated_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -23,12 +22,16 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func verifyBlock(key string, data []byte) bool {
-	id, ok := meta.ParseObjectKey(key)
-	if !ok {
-		return true
+// blockVerifier is the check the file system uses: a block key names the
+// hash of its content, by the volume's block hash.
+func blockVerifier(f *meta.Format) func(key string, data []byte) bool {
+	return func(key string, data []byte) bool {
+		id, ok := meta.ParseObjectKey(key)
+		if !ok {
+			return true
+		}
+		return f.HashBlock(data) == id
 	}
-	return sha256.Sum256(data) == id
 }
 
 // volume is a file system over three local directory stores, N=3, W=2.
@@ -93,7 +96,8 @@ func (v *volume) open() {
 		}
 		stores = append(stores, d)
 	}
-	rs, err := replicated.New(stores, 3, 2, verifyBlock, quiet)
+	format := v.m.Format()
+	rs, err := replicated.New(stores, 3, 2, blockVerifier(&format), quiet)
 	if err != nil {
 		v.t.Fatal(err)
 	}
@@ -145,11 +149,12 @@ func (v *volume) read(ino uint64, size int) ([]byte, error) {
 func (v *volume) copies() map[meta.BlockID]int {
 	v.t.Helper()
 	out := map[meta.BlockID]int{}
+	format := v.m.Format()
 	err := v.m.ForEachBlock(v.ctx, func(id meta.BlockID, _ uint32, _ uint64) error {
 		out[id] = 0
 		for _, root := range v.roots {
 			b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(id.ObjectKey())))
-			if err == nil && sha256.Sum256(b) == id {
+			if err == nil && format.HashBlock(b) == id {
 				out[id]++
 			}
 		}
