@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 
 	"github.com/objfs/objfs/fs/meta"
 )
