@@ -25,6 +25,9 @@ type blocks struct {
 	cache *cache.Memory
 	disk  *cache.Disk // nil: no disk cache
 	log   *slog.Logger
+	// aheadToDisk says whether blocks fetched for read-ahead are copied to
+	// the disk cache; see Options.ReadAheadBypassesDiskCache.
+	aheadToDisk bool
 
 	fetchMu  sync.Mutex
 	fetching map[meta.BlockID]*fetchCall // store reads in flight, shared by their readers
@@ -112,7 +115,7 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 		}
 	}
 	// Both caches were just asked: straight to the store.
-	data, err := b.load(ctx, ref, false)
+	data, err := b.load(ctx, ref, false, true)
 	if err != nil {
 		return err
 	}
@@ -138,20 +141,30 @@ func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 	if data, ok := b.cache.Get(ref.ID.String()); ok {
 		return data, nil
 	}
-	return b.load(ctx, ref, true)
+	return b.load(ctx, ref, true, true)
+}
+
+// prefetch brings a block into the memory cache for a sequential reader
+// about to need it; it is copied to the disk cache only with aheadToDisk.
+func (b *blocks) prefetch(ctx context.Context, ref meta.BlockRef) {
+	if b.cache.Contains(ref.ID.String()) {
+		return
+	}
+	_, _ = b.load(ctx, ref, true, b.aheadToDisk)
 }
 
 // load fetches a block the memory cache does not have, sharing the fetch
 // with concurrent readers of the same block; tryDisk says whether the disk
-// cache is still worth asking.
-func (b *blocks) load(ctx context.Context, ref meta.BlockRef, tryDisk bool) ([]byte, error) {
+// cache is still worth asking, toDisk whether a block read from the store
+// is offered to it.
+func (b *blocks) load(ctx context.Context, ref meta.BlockRef, tryDisk, toDisk bool) ([]byte, error) {
 	b.fetchMu.Lock()
 	c := b.fetching[ref.ID]
 	if c == nil {
 		c = &fetchCall{done: make(chan struct{})}
 		b.fetching[ref.ID] = c
 		b.fetchMu.Unlock()
-		c.data, c.err = b.fetch(ctx, ref, tryDisk)
+		c.data, c.err = b.fetch(ctx, ref, tryDisk, toDisk)
 		b.fetchMu.Lock()
 		delete(b.fetching, ref.ID)
 		b.fetchMu.Unlock()
@@ -163,7 +176,7 @@ func (b *blocks) load(ctx context.Context, ref meta.BlockRef, tryDisk bool) ([]b
 	case <-c.done:
 		if c.err != nil && ctx.Err() == nil {
 			// The other reader's failure may be its own cancellation.
-			return b.fetch(ctx, ref, tryDisk)
+			return b.fetch(ctx, ref, tryDisk, toDisk)
 		}
 		return c.data, c.err
 	case <-ctx.Done():
@@ -174,7 +187,7 @@ func (b *blocks) load(ctx context.Context, ref meta.BlockRef, tryDisk bool) ([]b
 // fetch reads a block from the disk cache (checked piece by piece, cheaper
 // than rehashing) or else from the store (verified against its hash), and
 // caches it in memory and (in the background) on disk.
-func (b *blocks) fetch(ctx context.Context, ref meta.BlockRef, tryDisk bool) ([]byte, error) {
+func (b *blocks) fetch(ctx context.Context, ref meta.BlockRef, tryDisk, toDisk bool) ([]byte, error) {
 	key := ref.ID.String()
 	if tryDisk && b.disk != nil {
 		if data, ok := b.disk.Get(key); ok && len(data) == int(ref.Size) {
@@ -189,7 +202,7 @@ func (b *blocks) fetch(ctx context.Context, ref meta.BlockRef, tryDisk bool) ([]
 		if err == nil {
 			if len(data) == int(ref.Size) && b.hash(data) == ref.ID {
 				b.cache.Add(key, data)
-				if b.disk != nil {
+				if b.disk != nil && toDisk {
 					b.disk.Offer(key, data)
 				}
 				return data, nil

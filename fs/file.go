@@ -386,7 +386,7 @@ func (f *FS) readAhead(ctx context.Context, in *inode, off, end, size uint64) {
 				go func() {
 					defer f.wg.Done()
 					defer func() { <-f.aheadSem }()
-					_, _ = f.blocks.get(f.bgCtx, ref)
+					f.blocks.prefetch(f.bgCtx, ref)
 				}()
 			}
 		}

@@ -40,6 +40,14 @@ type Options struct {
 	// Capacity reports the space of the backing store for statfs.
 	Capacity func() (total, free uint64, err error)
 	Logger   *slog.Logger
+	// ReadAheadBypassesDiskCache keeps blocks fetched for read-ahead out
+	// of the disk cache, for stores as near as the cache (local
+	// directories): a stream copied there would only be written twice
+	// (cold 1 GiB reads, three each: 208-334 MB/s using 3.3-4.4 s of CPU
+	// when copied, 240-652 MB/s and 2.0-3.8 s when not). Blocks
+	// fetched for other reads still go there: it serves a 4 KiB read
+	// without reading and hashing the whole block.
+	ReadAheadBypassesDiskCache bool
 }
 
 func (o *Options) defaults() {
@@ -144,6 +152,7 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 		nextFh:  1,
 		reap:    make(chan uint64, 1024),
 	}
+	f.blocks.aheadToDisk = !opts.ReadAheadBypassesDiskCache
 	f.earlyBlocks = f.format.BlockSize > 0 && f.format.ChunkSize%f.format.BlockSize == 0
 	f.earlySem = make(chan struct{}, opts.Uploaders)
 	f.pieces = newPiecePool(f.format.BlockSize)

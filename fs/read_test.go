@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -154,4 +155,51 @@ func (v *testVol) blockAt(ino, off uint64) meta.BlockRef {
 	}
 	v.t.Fatalf("no block at offset %d", off)
 	return meta.BlockRef{}
+}
+
+// With ReadAheadBypassesDiskCache (volumes on local directory stores),
+// blocks a sequential reader's read-ahead fetched stay out of the disk
+// cache, while a block fetched for a random read goes in; without it,
+// read-ahead fills the disk cache too.
+func TestReadAheadAndTheDiskCache(t *testing.T) {
+	for _, bypass := range []bool{false, true} {
+		t.Run(fmt.Sprint("bypass=", bypass), func(t *testing.T) {
+			dc, err := cache.OpenDisk(t.TempDir(), 64<<20, quietLogger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dc.Close()
+			v, fst := readVol(t, Options{DiskCache: dc, ReadAhead: 4 * 64 << 10, ReadAheadBypassesDiskCache: bypass})
+			v.f.blocks.cache = cache.NewMemory(64 << 20)
+			data := pattern(5, 16*64<<10)
+			ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+			v.write(fh, 0, data)
+			v.flush(fh)
+			v.release(fh)
+			v.f.DropCaches()
+
+			fh = v.openFile(ino, syscall.O_RDONLY)
+			defer v.release(fh)
+			gets := fst.Calls(faulty.OpGet)
+			v.read(fh, 0, 4096) // block 0 by the reader; 1-4 by read-ahead
+			waitFor(t, "read-ahead", func() bool { return fst.Calls(faulty.OpGet)-gets >= 5 })
+			v.read(fh, 12*64<<10, 10) // a random read of block 12
+			// Offers are written in the background: wait for the ones
+			// expected in every case, then give the others time to show.
+			waitFor(t, "the reader's blocks in the disk cache", func() bool { return dc.Stats().Entries >= 2 })
+			time.Sleep(200 * time.Millisecond)
+			want := int64(6) // blocks 0-4 and 12
+			if bypass {
+				want = 2 // blocks 0 and 12
+			}
+			if got := dc.Stats().Entries; got != want {
+				t.Errorf("disk cache holds %d blocks, want %d", got, want)
+			}
+			for _, i := range []uint64{0, 12} {
+				if _, ok := dc.Get(v.blockAt(ino, i*64<<10).ID.String()); !ok {
+					t.Errorf("block %d, read by the reader itself, is not in the disk cache", i)
+				}
+			}
+		})
+	}
 }

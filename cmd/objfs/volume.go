@@ -450,6 +450,9 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 		// blocks still share the log's group commits (4 KiB random
 		// writes: 4096 IOPS through the log, 1400 straight).
 		so.DirectFrom = int(v.meta.Format().BlockSize)
+		// For the same reason, streams read ahead are not copied to the
+		// disk cache; random reads still are (it serves them by range).
+		opts.ReadAheadBypassesDiskCache = true
 	}
 	st, err := staging.Open(filepath.Join(v.dir, stagingDir), v.store, so)
 	if err != nil {
