@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -119,25 +120,12 @@ func unescapeMount(s string) string {
 }
 
 func mount(dir, mnt string, o mountOptions) (err error) {
-	ready := func(error) {}
-	if fdStr := os.Getenv(readyFdEnv); fdStr != "" {
-		var fd int
-		fmt.Sscan(fdStr, &fd)
-		pipe := os.NewFile(uintptr(fd), "ready")
-		ready = func(err error) {
-			if err != nil {
-				fmt.Fprintln(pipe, err)
-			} else {
-				fmt.Fprintln(pipe, "ok")
-			}
-			pipe.Close()
+	ready := backgroundReady()
+	defer func() {
+		if err != nil {
+			ready(err)
 		}
-		defer func() {
-			if err != nil {
-				ready(err)
-			}
-		}()
-	}
+	}()
 	mnt, err = filepath.Abs(mnt)
 	if err != nil {
 		return err
@@ -280,19 +268,35 @@ func mountBackground(dir, mnt string) error {
 	if err := checkVolume(absDir); err != nil {
 		return err
 	}
-	r, w, err := os.Pipe()
+	logPath := filepath.Join(absDir, "objfs.log")
+	pid, err := startBackground(logPath)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	logf, err := os.OpenFile(filepath.Join(absDir, "objfs.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	fmt.Printf("mounted %s at %s (pid %d, log %s)\n", absDir, mnt, pid, logPath)
+	return nil
+}
+
+// startBackground re-executes this command (same arguments) as a detached
+// process whose output goes to logPath, and waits until it reports through
+// backgroundReady that it is serving. It returns the child's pid; the child
+// is released, not waited for: it lives until it is unmounted.
+func startBackground(logPath string) (pid int, err error) {
+	r, w, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("open log: %w", err)
+		return 0, err
+	}
+	defer r.Close()
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		w.Close()
+		return 0, fmt.Errorf("open log: %w", err)
 	}
 	defer logf.Close()
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		w.Close()
+		return 0, err
 	}
 	cmd := exec.Command(self, os.Args[1:]...)
 	cmd.Env = append(os.Environ(), readyFdEnv+"=3")
@@ -301,7 +305,7 @@ func mountBackground(dir, mnt string) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()
-		return fmt.Errorf("start background mount: %w", err)
+		return 0, fmt.Errorf("start background mount: %w", err)
 	}
 	w.Close()
 	line, _ := bufio.NewReader(r).ReadString('\n')
@@ -309,10 +313,35 @@ func mountBackground(dir, mnt string) error {
 	if line != "ok" {
 		_ = cmd.Wait()
 		if line == "" {
-			line = "background mount exited; see " + filepath.Join(absDir, "objfs.log")
+			line = "background mount exited; see " + logPath
 		}
-		return errors.New(line)
+		return 0, errors.New(line)
 	}
-	fmt.Printf("mounted %s at %s (pid %d, log %s)\n", absDir, mnt, cmd.Process.Pid, filepath.Join(absDir, "objfs.log"))
-	return cmd.Process.Release()
+	pid = cmd.Process.Pid
+	return pid, cmd.Process.Release()
+}
+
+// backgroundReady returns how a process started by startBackground reports
+// that it is serving (nil) or why it failed; in a process started any other
+// way it does nothing. Only the first report counts: the parent reads one
+// line.
+func backgroundReady() func(error) {
+	fdStr := os.Getenv(readyFdEnv)
+	if fdStr == "" {
+		return func(error) {}
+	}
+	var fd int
+	fmt.Sscan(fdStr, &fd)
+	pipe := os.NewFile(uintptr(fd), "ready")
+	var once sync.Once
+	return func(err error) {
+		once.Do(func() {
+			if err != nil {
+				fmt.Fprintln(pipe, err)
+			} else {
+				fmt.Fprintln(pipe, "ok")
+			}
+			pipe.Close()
+		})
+	}
 }
