@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -60,6 +61,187 @@ func TestWriteTable(t *testing.T) {
 	// Rows follow the workload's order.
 	if strings.Index(out, "seq write") > strings.Index(out, "random read") {
 		t.Errorf("rows out of order:\n%s", out)
+	}
+}
+
+// twoRuns is raw and objfs: the report of make bench before the loopback
+// column existed.
+func twoRuns() *Report {
+	rep := &Report{Scale: 1, Seed: 1, Sizes: SizesFor(1),
+		Runs: []RunResult{
+			{Label: "raw", Dir: "/r", Results: []Result{{Key: SeqWrite, Value: 1000, Unit: unitMiBps}, {Key: Stat, Value: 264257.4, Unit: unitOps}, {Key: RandRead, Value: 5000, Unit: unitIOPS}}},
+			{Label: "objfs", Dir: "/o", Results: []Result{{Key: SeqWrite, Value: 850, Unit: unitMiBps}, {Key: Stat, Value: 21268.2, Unit: unitOps}, {Key: RandRead, Value: 2000, Unit: unitIOPS, Note: "buffered: O_DIRECT open refused"}}},
+		},
+		RSS: &PeakRSS{Pid: 42, Bytes: 300 << 20}, Notes: []string{"a note"},
+	}
+	rep.Ratios = Ratios(rep.Runs[0].Results, rep.Runs[1].Results)
+	return rep
+}
+
+// threeRuns is twoRuns with a loopback run between raw and objfs, as
+// objfs bench --loopback builds it.
+func threeRuns() *Report {
+	rep := twoRuns()
+	loop := RunResult{Label: "loopback", Dir: "/l", Results: []Result{{Key: SeqWrite, Value: 900, Unit: unitMiBps}, {Key: Stat, Value: 26425.7, Unit: unitOps}}}
+	rep.Runs = []RunResult{rep.Runs[0], loop, rep.Runs[1]}
+	rep.LoopbackRatios = Ratios(rep.Runs[0].Results, rep.Runs[1].Results)
+	return rep
+}
+
+// The two-run table is byte for byte what it was before three-run reports
+// existed: scripts and the README's figures read it.
+func TestWriteTableTwoRunsUnchanged(t *testing.T) {
+	want := `objfs bench: scale 1, seed 1: 1024 MiB sequential, 10000 files, 1000 renames, 256 MiB random file, 10s per random phase
+  raw: /r
+  objfs: /o
+
+                                     unit     raw   objfs  objfs/raw
+  seq write (1 MiB req, fsync)      MiB/s    1000     850      0.850
+  stat                              ops/s  264257   21268      0.080
+  random read 4 KiB                  IOPS    5000  2000 *      0.400
+  peak RSS (VmHWM, pid 42)            MiB           300.0           
+
+a note
+* objfs, random read 4 KiB: buffered: O_DIRECT open refused
+`
+	var b bytes.Buffer
+	if err := twoRuns().WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if b.String() != want {
+		t.Errorf("two-run table changed:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+func TestWriteTableRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rep    *Report
+		header []string // the header's cells, in order
+		rows   map[string][]string
+		absent []string
+	}{
+		{
+			name:   "raw and objfs",
+			rep:    twoRuns(),
+			header: []string{"unit", "raw", "objfs", "objfs/raw"},
+			rows: map[string][]string{
+				"seq write":   {"MiB/s", "1000", "850", "0.850"},
+				"random read": {"IOPS", "5000", "2000 *", "0.400"},
+			},
+			absent: []string{"loopback"},
+		},
+		{
+			name:   "raw, loopback and objfs",
+			rep:    threeRuns(),
+			header: []string{"unit", "raw", "loopback", "objfs", "loopback/raw", "objfs/raw"},
+			rows: map[string][]string{
+				"seq write": {"MiB/s", "1000", "900", "850", "0.900", "0.850"},
+				"stat":      {"ops/s", "264257", "26426", "21268", "0.100", "0.080"},
+				// The loopback run lacks this row: its cells say so,
+				// objfs/raw is still there.
+				"random read": {"IOPS", "5000", "-", "2000 *", "-", "0.400"},
+				// The peak RSS is the objfs mount's, under its column.
+				"peak RSS": {"MiB", "300.0"},
+			},
+		},
+		{
+			name:   "one run",
+			rep:    &Report{Scale: 1, Sizes: SizesFor(1), Runs: []RunResult{{Label: "mnt", Dir: "/m", Results: []Result{{Key: Stat, Value: 10, Unit: unitOps}}}}},
+			header: []string{"unit", "mnt"},
+			rows:   map[string][]string{"stat": {"ops/s", "10.0"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := tc.rep.WriteTable(&b); err != nil {
+				t.Fatal(err)
+			}
+			out := b.String()
+			lines := map[string][]string{}
+			for _, l := range strings.Split(out, "\n") {
+				f := strings.Fields(l)
+				if len(f) > 0 && f[0] == "unit" {
+					lines["header"] = f
+				}
+				for title := range tc.rows {
+					if strings.HasPrefix(strings.TrimSpace(l), title) {
+						// The row title has spaces; the cells follow
+						// the 32-column title.
+						lines[title] = strings.Fields(strings.ReplaceAll(strings.TrimSpace(l)[32:], " *", "_*"))
+					}
+				}
+			}
+			if got := strings.Join(lines["header"], " "); got != strings.Join(tc.header, " ") {
+				t.Errorf("header %q, want %q:\n%s", got, strings.Join(tc.header, " "), out)
+			}
+			for title, want := range tc.rows {
+				got := strings.ReplaceAll(strings.Join(lines[title], " "), "_*", " *")
+				if got != strings.Join(want, " ") {
+					t.Errorf("row %s: %q, want %q:\n%s", title, got, strings.Join(want, " "), out)
+				}
+			}
+			for _, a := range tc.absent {
+				if strings.Contains(out, a) {
+					t.Errorf("table has %q:\n%s", a, out)
+				}
+			}
+		})
+	}
+}
+
+func TestWriteJSONRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		rep          *Report
+		labels       []string
+		ratios       map[string]float64 // objfs/raw
+		loopback     map[string]float64 // loopback/raw; nil: no such field
+		wantLoopback bool
+	}{
+		{"raw and objfs", twoRuns(), []string{"raw", "objfs"},
+			map[string]float64{SeqWrite: 0.85, Stat: 21268.2 / 264257.4, RandRead: 0.4}, nil, false},
+		{"raw, loopback and objfs", threeRuns(), []string{"raw", "loopback", "objfs"},
+			map[string]float64{SeqWrite: 0.85, Stat: 21268.2 / 264257.4, RandRead: 0.4},
+			map[string]float64{SeqWrite: 0.9, Stat: 26425.7 / 264257.4}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := tc.rep.WriteJSON(&b); err != nil {
+				t.Fatal(err)
+			}
+			var raw map[string]json.RawMessage
+			if err := json.Unmarshal(b.Bytes(), &raw); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := raw["loopback_ratios"]; ok != tc.wantLoopback {
+				t.Errorf("loopback_ratios present: %v, want %v:\n%s", ok, tc.wantLoopback, b.String())
+			}
+			var got Report
+			if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+				t.Fatal(err)
+			}
+			var labels []string
+			for _, r := range got.Runs {
+				labels = append(labels, r.Label)
+			}
+			if strings.Join(labels, ",") != strings.Join(tc.labels, ",") {
+				t.Errorf("runs %v, want %v", labels, tc.labels)
+			}
+			check := func(name string, rs []Ratio, want map[string]float64) {
+				t.Helper()
+				if len(rs) != len(want) {
+					t.Errorf("%s: %+v, want %v", name, rs, want)
+				}
+				for _, r := range rs {
+					if w, ok := want[r.Key]; !ok || math.Abs(r.Ratio-w) > 1e-9 {
+						t.Errorf("%s[%s] = %g, want %g", name, r.Key, r.Ratio, w)
+					}
+				}
+			}
+			check("ratios", got.Ratios, tc.ratios)
+			check("loopback_ratios", got.LoopbackRatios, tc.loopback)
+		})
 	}
 }
 

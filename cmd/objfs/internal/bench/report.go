@@ -34,14 +34,18 @@ type RunResult struct {
 
 // Report is everything `objfs bench` prints.
 type Report struct {
-	Scale   float64     `json:"scale"`
-	Seed    uint64      `json:"seed"`
-	Sizes   Sizes       `json:"sizes"`
-	Runs    []RunResult `json:"runs"`
-	Ratios  []Ratio     `json:"ratios,omitempty"` // second run / first run
-	RSS     *PeakRSS    `json:"peak_rss,omitempty"`
-	Notes   []string    `json:"notes,omitempty"`
-	Dropped bool        `json:"caches_dropped"`
+	Scale  float64     `json:"scale"`
+	Seed   uint64      `json:"seed"`
+	Sizes  Sizes       `json:"sizes"`
+	Runs   []RunResult `json:"runs"`
+	Ratios []Ratio     `json:"ratios,omitempty"` // last run (objfs) / first run (raw)
+	// LoopbackRatios, with three runs (raw, loopback, objfs), is the
+	// middle run over the first: what a go-fuse file system that does no
+	// work of its own reaches, the ceiling for the objfs/raw ratios.
+	LoopbackRatios []Ratio  `json:"loopback_ratios,omitempty"`
+	RSS            *PeakRSS `json:"peak_rss,omitempty"`
+	Notes          []string `json:"notes,omitempty"`
+	Dropped        bool     `json:"caches_dropped"`
 }
 
 // Ratio compares one row of two runs.
@@ -83,8 +87,36 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	return nil
 }
 
+// ratioColumn is one ratio column of the table: its title and its values.
+type ratioColumn struct {
+	title  string
+	ratios map[string]float64
+}
+
+// ratioColumns lists the table's ratio columns: for two runs, the second
+// over the first; for three (raw, loopback, objfs), loopback/raw then
+// objfs/raw, each over the first run.
+func (rep *Report) ratioColumns() []ratioColumn {
+	n := len(rep.Runs)
+	if n < 2 {
+		return nil
+	}
+	col := func(run int, rs []Ratio) ratioColumn {
+		c := ratioColumn{title: rep.Runs[run].Label + "/" + rep.Runs[0].Label, ratios: map[string]float64{}}
+		for _, r := range rs {
+			c.ratios[r.Key] = r.Ratio
+		}
+		return c
+	}
+	var cols []ratioColumn
+	if n == 3 {
+		cols = append(cols, col(1, rep.LoopbackRatios))
+	}
+	return append(cols, col(n-1, rep.Ratios))
+}
+
 // WriteTable writes the report as one aligned table: a value column per run
-// and, for two runs, the ratio of the second to the first.
+// and, for two or three runs, the ratios to the first (see ratioColumns).
 func (rep *Report) WriteTable(w io.Writer) error {
 	s := rep.Sizes
 	fmt.Fprintf(w, "objfs bench: scale %g, seed %d: %d MiB sequential, %d files, %d renames, %d MiB random file, %s per random phase\n",
@@ -98,12 +130,9 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	for _, run := range rep.Runs {
 		header = append(header, run.Label)
 	}
-	ratios := map[string]float64{}
-	if len(rep.Runs) == 2 {
-		header = append(header, rep.Runs[1].Label+"/"+rep.Runs[0].Label)
-		for _, r := range rep.Ratios {
-			ratios[r.Key] = r.Ratio
-		}
+	cols := rep.ratioColumns()
+	for _, c := range cols {
+		header = append(header, c.title)
 	}
 	row(tw, header)
 	for _, key := range keys(rep.Runs) {
@@ -121,8 +150,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			}
 			cells = append(cells, cell)
 		}
-		if len(rep.Runs) == 2 {
-			if v, ok := ratios[key]; ok {
+		for _, c := range cols {
+			if v, ok := c.ratios[key]; ok {
 				cells = append(cells, strconv.FormatFloat(v, 'f', 3, 64))
 			} else {
 				cells = append(cells, "-")
@@ -139,7 +168,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 				cells = append(cells, "")
 			}
 		}
-		if len(rep.Runs) == 2 {
+		for range cols {
 			cells = append(cells, "")
 		}
 		row(tw, cells)
