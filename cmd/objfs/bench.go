@@ -26,6 +26,7 @@ type benchOptions struct {
 	json       bool
 	dropCaches string
 	compare    string
+	loopback   string // a loopback mount (objfs loopback) run between raw and objfs
 	rssPid     int
 }
 
@@ -52,12 +53,19 @@ objfs or not) and removes it afterwards:
 --scale scales every size, count and duration. Between phases, --drop-caches
 runs a shell command (default, as root: "` + defaultDropCaches + `").
 --compare RAW_DIR runs the workload on RAW_DIR first, then on DIR, and adds
-a DIR/RAW_DIR ratio per row; every row is a rate, so higher is better.`,
+a DIR/RAW_DIR ratio per row; every row is a rate, so higher is better.
+--loopback LOOP_DIR (with --compare) also runs it on LOOP_DIR, a mount of
+"objfs loopback" (go-fuse's passthrough file system) of a directory on the
+same disk, between the two, and adds a loopback/raw column: the best any
+go-fuse file system does on this machine, measured in the same run.`,
 		Example: `  objfs bench /mnt/objfs
   objfs bench --scale 0.1 --json /mnt/objfs
   # objfs against the disk beneath it, dropping objfs's block cache too
   objfs bench --compare /var/tmp/raw --rss-pid 1234 \
-      --drop-caches 'sync; echo 3 > /proc/sys/vm/drop_caches; kill -USR1 1234' /mnt/objfs`,
+      --drop-caches 'sync; echo 3 > /proc/sys/vm/drop_caches; kill -USR1 1234' /mnt/objfs
+  # and against go-fuse's passthrough file system, the FUSE ceiling
+  objfs loopback --background /var/tmp/lraw /var/tmp/lmnt
+  objfs bench --compare /var/tmp/raw --loopback /var/tmp/lmnt /mnt/objfs`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("drop-caches") {
@@ -76,6 +84,7 @@ a DIR/RAW_DIR ratio per row; every row is a rate, so higher is better.`,
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	cmd.Flags().StringVar(&o.dropCaches, "drop-caches", defaultDropCaches, "shell command run to drop caches between phases (default as root; empty: keep caches)")
 	cmd.Flags().StringVar(&o.compare, "compare", "", "also run on `RAW_DIR` first and print DIR/RAW_DIR per row")
+	cmd.Flags().StringVar(&o.loopback, "loopback", "", "with --compare, also run on `LOOP_DIR` (an objfs loopback mount) and print LOOP_DIR/RAW_DIR per row")
 	cmd.Flags().IntVar(&o.rssPid, "rss-pid", 0, "report the peak RSS (VmHWM) of this `PID` (e.g. the objfs mount) after the runs")
 	return cmd
 }
@@ -87,9 +96,16 @@ func runBench(ctx context.Context, dir string, o benchOptions) error {
 	if o.rssPid < 0 {
 		return fmt.Errorf("--rss-pid must be a process id, not %d", o.rssPid)
 	}
+	if o.loopback != "" && o.compare == "" {
+		return fmt.Errorf("--loopback %s needs --compare RAW_DIR: its column is a ratio to the raw directory", o.loopback)
+	}
 	dirs := []string{dir}
 	labels := []string{filepath.Base(filepath.Clean(dir))}
-	if o.compare != "" {
+	switch {
+	case o.loopback != "":
+		dirs = []string{o.compare, o.loopback, dir}
+		labels = []string{"raw", "loopback", "objfs"}
+	case o.compare != "":
 		dirs = []string{o.compare, dir}
 		labels = []string{"raw", "objfs"}
 	}
@@ -100,8 +116,17 @@ func runBench(ctx context.Context, dir string, o benchOptions) error {
 		}
 		dirs[i] = abs
 	}
-	if len(dirs) == 2 && dirs[0] == dirs[1] {
+	last := len(dirs) - 1
+	if len(dirs) > 1 && dirs[0] == dirs[last] {
 		return fmt.Errorf("--compare %s is DIR itself; give the directory to compare with", o.compare)
+	}
+	if len(dirs) == 3 {
+		if dirs[1] == dirs[last] {
+			return fmt.Errorf("--loopback %s is DIR itself; give the loopback mount of another directory", o.loopback)
+		}
+		if dirs[1] == dirs[0] {
+			return fmt.Errorf("--loopback %s is the --compare directory; give the loopback mount of another directory", o.loopback)
+		}
 	}
 	if o.rssPid > 0 {
 		// Fail now, not after minutes of benchmarking.
@@ -126,8 +151,11 @@ func runBench(ctx context.Context, dir string, o benchOptions) error {
 		}
 		rep.Runs = append(rep.Runs, bench.RunResult{Label: labels[i], Dir: d, Results: res})
 	}
-	if len(rep.Runs) == 2 {
-		rep.Ratios = bench.Ratios(rep.Runs[0].Results, rep.Runs[1].Results)
+	if n := len(rep.Runs); n > 1 {
+		rep.Ratios = bench.Ratios(rep.Runs[0].Results, rep.Runs[n-1].Results)
+	}
+	if len(rep.Runs) == 3 {
+		rep.LoopbackRatios = bench.Ratios(rep.Runs[0].Results, rep.Runs[1].Results)
 	}
 	if o.rssPid > 0 {
 		b, err := bench.ReadPeakRSS(o.rssPid)
