@@ -70,6 +70,9 @@ func Mount(f *fs.FS, mountpoint string, debug bool, log *slog.Logger, ops *metri
 		_ = srv.Unmount()
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
+	if err := SetReadAhead(mountpoint, ReadAheadKB); err != nil {
+		log.Debug("kernel read-ahead left at its default (needs root)", "err", err)
+	}
 	return srv, nil
 }
 

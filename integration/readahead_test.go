@@ -1,0 +1,54 @@
+package integration
+
+import (
+	"io"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/objfs/objfs/fs/fuse"
+)
+
+// TestMountRaisesReadAhead checks that a mount made by root asks the
+// kernel for objfs's read-ahead instead of FUSE's 128 KiB default, and
+// that a file read through it still reads back exactly.
+func TestMountRaisesReadAhead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("setting a mount's read-ahead needs root")
+	}
+	v := newVolume(t)
+	v.mount(t)
+	defer v.unmount(t)
+	kb, err := fuse.ReadAhead(v.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kb != fuse.ReadAheadKB {
+		t.Errorf("read-ahead of the mount is %d KiB, want %d", kb, fuse.ReadAheadKB)
+	}
+	data := make([]byte, 9<<20+12345)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	path := v.mnt + "/f"
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Drop the file's pages so the read goes through FUSE.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(data) {
+		t.Fatal("file read back differs from what was written")
+	}
+}
