@@ -183,6 +183,10 @@ type SetAttrIn struct {
 	// OpenForWrite: the size change comes through a file opened for
 	// writing, so write permission was checked at open.
 	OpenForWrite bool
+	// KillSuidgid: the caller of a size change lacks CAP_FSETID (FUSE's
+	// FATTR_KILL_SUIDGID), so the truncation clears setuid and setgid as
+	// a write would. (A chown needs no flag: it always clears them.)
+	KillSuidgid bool
 }
 
 // SetAttr changes an inode's attributes in one transaction. The caller must
@@ -213,6 +217,14 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 				return err
 			}
 			a.Mtime = x.now
+			// As truncate(2) on Linux: file capabilities go whoever
+			// truncates, setuid and setgid when the caller lacks CAP_FSETID.
+			if _, err := x.dropCaps(ino); err != nil {
+				return err
+			}
+			if in.KillSuidgid {
+				a.Mode = killSuidgid(a.Mode, c.inGroup(a.Gid))
+			}
 		}
 		if in.Valid&(SetUid|SetGid) != 0 {
 			newUid, newGid := a.Uid, a.Gid
@@ -230,10 +242,14 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 					return syscall.EPERM
 				}
 			}
-			if !a.IsDir() && (newUid != a.Uid || newGid != a.Gid || c.Uid != 0) {
-				a.Mode &^= syscall.S_ISUID
-				if a.Mode&0o010 != 0 {
-					a.Mode &^= syscall.S_ISGID
+			if !a.IsDir() {
+				// As chown(2) on Linux, whatever the ids and whoever
+				// asks: setuid goes, setgid as after a write (root
+				// standing for CAP_FSETID), and the file capabilities.
+				// (Linux's knfsd does the same.)
+				a.Mode = killSuidgid(a.Mode, c.Uid == 0 || c.inGroup(a.Gid))
+				if _, err := x.dropCaps(ino); err != nil {
+					return err
 				}
 			}
 			a.Uid, a.Gid = newUid, newGid
