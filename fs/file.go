@@ -19,6 +19,12 @@ const (
 	accMode = syscall.O_ACCMODE
 )
 
+// OpenKillSuidgid, or'ed into the flags of Open or Create, says that the
+// opener lacks CAP_FSETID (FUSE's FUSE_OPEN_KILL_SUIDGID): an O_TRUNC then
+// clears setuid and setgid as a write would. It is no open(2) flag (bit
+// 31 is unused by Linux) and is not kept in the handle.
+const OpenKillSuidgid = 1 << 31
+
 func accessMask(flags uint32) uint32 {
 	switch flags & accMode {
 	case syscall.O_WRONLY:
@@ -31,6 +37,8 @@ func accessMask(flags uint32) uint32 {
 
 // Open opens inode ino and returns a handle.
 func (f *FS) Open(ctx context.Context, c *Caller, ino uint64, flags uint32) (fh uint64, err error) {
+	kill := flags&OpenKillSuidgid != 0
+	flags &^= OpenKillSuidgid
 	// Acquire first: from here on the inode cannot be reaped under us.
 	in, err := f.acquire(ino)
 	if err != nil {
@@ -60,7 +68,7 @@ func (f *FS) Open(ctx context.Context, c *Caller, ino uint64, flags uint32) (fh 
 		return 0, err
 	}
 	if flags&syscall.O_TRUNC != 0 && a.IsRegular() {
-		if _, err := f.truncate(ctx, c, in, 0, true); err != nil {
+		if _, err := f.truncate(ctx, c, in, 0, true, kill); err != nil {
 			return 0, err
 		}
 	}
@@ -98,7 +106,7 @@ func (f *FS) Create(ctx context.Context, c *Caller, parent uint64, name string, 
 	if err != nil {
 		return nil, 0, err
 	}
-	return a, f.newHandle(in, flags), nil
+	return a, f.newHandle(in, flags&^OpenKillSuidgid), nil
 }
 
 // Tmpfile creates and opens an unnamed file in parent (O_TMPFILE).
@@ -111,7 +119,7 @@ func (f *FS) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode, flags 
 	if err != nil {
 		return nil, 0, err
 	}
-	return a, f.newHandle(in, flags), nil
+	return a, f.newHandle(in, flags&^OpenKillSuidgid), nil
 }
 
 // Release closes a handle; the file's last close commits its buffered data.
@@ -168,14 +176,31 @@ func (f *FS) sync() error {
 	return nil
 }
 
-// Write buffers data at off (or at the end of file for O_APPEND handles).
+// Write buffers data at off (or at the end of file for O_APPEND handles),
+// written by a writer with CAP_FSETID: see WriteAs.
 func (f *FS) Write(ctx context.Context, fh uint64, off uint64, data []byte) (int, error) {
+	n, _, err := f.WriteAs(ctx, fh, off, data, nil)
+	return n, err
+}
+
+// WriteAs buffers data at off (or at the end of file for O_APPEND handles)
+// and drops the file's privileges as a write does on Linux: its
+// capabilities (security.capability) whoever writes; its setuid and setgid
+// bits when unprivileged is not nil, the writer lacking CAP_FSETID.
+// unprivileged returns who writes, for the group check of a setgid file
+// without group execute; it is called only for setuid or setgid files.
+// The privileges go in their own transaction before the data is buffered,
+// so every reader sees them gone when the write returns, and a crash can
+// lose the data but never keep the bits with the data. dropped reports
+// that something went, so that a front end can drop what it caches of the
+// file's attributes.
+func (f *FS) WriteAs(ctx context.Context, fh uint64, off uint64, data []byte, unprivileged func() *Caller) (n int, dropped bool, err error) {
 	h, err := f.handle(fh)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if h.flags&accMode == syscall.O_RDONLY {
-		return 0, syscall.EBADF
+		return 0, false, syscall.EBADF
 	}
 	in := h.ino
 	in.mu.Lock()
@@ -183,22 +208,67 @@ func (f *FS) Write(ctx context.Context, fh uint64, off uint64, data []byte) (int
 	if h.flags&syscall.O_APPEND != 0 {
 		a, err := f.meta.GetAttr(ctx, in.ino)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		off = max(a.Size, in.buf.end())
 	}
 	if off+uint64(len(data)) > meta.MaxFileSize {
-		return 0, syscall.EFBIG
+		return 0, false, syscall.EFBIG
+	}
+	if dropped, err = f.dropPrivsLocked(ctx, in, unprivileged); err != nil {
+		return 0, false, err
 	}
 	f.buffer(in, off, data)
 	// Back pressure: a file with a full buffer, or a writer while all
 	// buffers together are over the limit, commits before returning.
 	if in.buf.bytes >= f.opts.InodeDirty || f.dirty.Load() > f.opts.DirtyLimit {
 		if err := f.flushLocked(ctx, in); err != nil {
-			return 0, err
+			return 0, dropped, err
 		}
 	}
-	return len(data), nil
+	return len(data), dropped, nil
+}
+
+// dropPrivsLocked drops what a write to in drops (see WriteAs) and reports
+// whether anything went; the caller holds in.mu. Only the first write to a
+// file, or the first after a change that may have set privileges again,
+// reads metadata.
+func (f *FS) dropPrivsLocked(ctx context.Context, in *inode, unprivileged func() *Caller) (bool, error) {
+	if !in.privsKnown {
+		p, err := f.meta.Privs(ctx, in.ino)
+		if err != nil {
+			return false, err
+		}
+		in.privs, in.privsKnown = p, true
+	}
+	var c *Caller
+	if unprivileged != nil && in.privs.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+		c = unprivileged()
+	}
+	if !in.privs.Drops(c) {
+		return false, nil
+	}
+	p, err := f.meta.DropPrivs(ctx, in.ino, c)
+	if err != nil {
+		in.privsKnown = false
+		return false, fmt.Errorf("drop privileges of inode %d before a write: %w", in.ino, err)
+	}
+	in.privs = p
+	return true, nil
+}
+
+// DropPrivs drops what a write to ino would (see WriteAs) without writing:
+// for operations that change a file as a write does (fallocate). It
+// reports whether anything went.
+func (f *FS) DropPrivs(ctx context.Context, ino uint64, unprivileged func() *Caller) (bool, error) {
+	in, err := f.acquire(ino)
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = f.releaseInode(ctx, in) }()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return f.dropPrivsLocked(ctx, in, unprivileged)
 }
 
 // buffer adds a write to in's buffer (the caller holds in.mu). Whole
@@ -753,14 +823,16 @@ func sortSegments(segs []segment) []segment {
 }
 
 // truncate sets the size of the file in (which the caller holds a
-// reference on), committing buffered writes first.
-func (f *FS) truncate(ctx context.Context, c *Caller, in *inode, size uint64, openForWrite bool) (*Attr, error) {
+// reference on), committing buffered writes first. Like every truncation
+// it drops the file's capabilities, and with kill its setuid and setgid.
+func (f *FS) truncate(ctx context.Context, c *Caller, in *inode, size uint64, openForWrite, kill bool) (*Attr, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if err := f.flushLocked(ctx, in); err != nil {
 		return nil, err
 	}
-	return f.meta.SetAttr(ctx, c, in.ino, meta.SetAttrIn{Valid: meta.SetSize, Size: size, OpenForWrite: openForWrite})
+	in.privsKnown = false
+	return f.meta.SetAttr(ctx, c, in.ino, meta.SetAttrIn{Valid: meta.SetSize, Size: size, OpenForWrite: openForWrite, KillSuidgid: kill})
 }
 
 // statelessInode prepares a handle-less operation (NFS) on regular file
@@ -803,6 +875,8 @@ func (f *FS) ReadInode(ctx context.Context, c *Caller, ino uint64, off uint64, d
 
 // WriteInode writes without an open handle (NFS) and commits before it
 // returns, so the data is visible to everyone; with stable it is also durable.
+// It drops privileges as WriteAs does, c lacking CAP_FSETID unless it is
+// root: see NFSUnprivileged.
 func (f *FS) WriteInode(ctx context.Context, c *Caller, ino uint64, off uint64, data []byte, stable bool) (int, error) {
 	if off+uint64(len(data)) > meta.MaxFileSize {
 		return 0, syscall.EFBIG
@@ -814,6 +888,9 @@ func (f *FS) WriteInode(ctx context.Context, c *Caller, ino uint64, off uint64, 
 	defer func() { _ = f.releaseInode(ctx, in) }()
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if _, err := f.dropPrivsLocked(ctx, in, NFSUnprivileged(c)); err != nil {
+		return 0, err
+	}
 	f.buffer(in, off, data)
 	if err := f.flushLocked(ctx, in); err != nil {
 		return 0, err
@@ -824,4 +901,16 @@ func (f *FS) WriteInode(ctx context.Context, c *Caller, ino uint64, off uint64, 
 		}
 	}
 	return len(data), nil
+}
+
+// NFSUnprivileged tells WriteAs whether an NFS caller c (its credentials
+// after squashing) lacks CAP_FSETID: nil for root, c for everyone else.
+// That is what Linux's knfsd does, which writes through the VFS with
+// CAP_FSETID dropped for every fsuid but 0; with the default root
+// squashing, no NFS writer keeps setuid or setgid bits.
+func NFSUnprivileged(c *Caller) func() *Caller {
+	if c.Uid == 0 {
+		return nil
+	}
+	return func() *Caller { return c }
 }

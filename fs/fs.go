@@ -127,6 +127,13 @@ type inode struct {
 	// Read-ahead state (under mu): where the last read ended, and how far
 	// blocks have been requested ahead of a sequential reader.
 	readEnd, aheadTo uint64
+
+	// What a write must drop (setuid/setgid, file capabilities), read from
+	// metadata by the first write (privsKnown) so that later writes to a
+	// file with nothing to drop cost no metadata read. Everything that can
+	// set them again forgets it (forgetPrivs). Under mu.
+	privs      meta.Privs
+	privsKnown bool
 }
 
 // handle is an open file or directory.
@@ -355,6 +362,17 @@ func (f *FS) retryDirty(ctx context.Context) {
 		if err := f.retire(ctx, in); err != nil && ctx.Err() == nil {
 			f.log.Warn("commit of a closed file failed; will retry", "ino", in.ino, "err", err)
 		}
+	}
+}
+
+// forgetPrivs drops what in-memory state ino has of its privileges, after
+// a change that may have set them again (chmod, chown, xattrs). The caller
+// must not hold the inode's mu.
+func (f *FS) forgetPrivs(ino uint64) {
+	if in := f.lookupInode(ino); in != nil {
+		in.mu.Lock()
+		in.privsKnown = false
+		in.mu.Unlock()
 	}
 }
 

@@ -68,14 +68,24 @@ func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttr
 		if err := f.flushLocked(ctx, st); err != nil {
 			return nil, err
 		}
+		if in.Valid&privChanges != 0 {
+			st.privsKnown = false
+		}
 		return f.meta.SetAttr(ctx, c, ino, in)
 	}
 	a, err := f.meta.SetAttr(ctx, c, ino, in)
 	if err != nil {
 		return nil, err
 	}
+	if in.Valid&privChanges != 0 {
+		f.forgetPrivs(ino)
+	}
 	return f.withBuffered(a), nil
 }
+
+// privChanges are the attribute changes that may set or drop setuid,
+// setgid or file capabilities: an inode's cached privileges are forgotten.
+const privChanges = meta.SetMode | meta.SetUid | meta.SetGid | meta.SetSize
 
 // Mknod creates a node of any type but regular files opened at once (see Create).
 func (f *FS) Mknod(ctx context.Context, c *Caller, parent uint64, name string, n meta.NewNode) (*Attr, error) {
@@ -196,12 +206,20 @@ func (f *FS) ListXattr(ctx context.Context, c *Caller, ino uint64) ([]string, er
 
 // SetXattr sets an extended attribute.
 func (f *FS) SetXattr(ctx context.Context, c *Caller, ino uint64, name string, value []byte, flags uint32) error {
-	return f.meta.SetXattr(ctx, c, ino, name, value, flags)
+	err := f.meta.SetXattr(ctx, c, ino, name, value, flags)
+	if err == nil && name == meta.XattrCaps {
+		f.forgetPrivs(ino) // the next write must drop them
+	}
+	return err
 }
 
 // RemoveXattr removes an extended attribute.
 func (f *FS) RemoveXattr(ctx context.Context, c *Caller, ino uint64, name string) error {
-	return f.meta.RemoveXattr(ctx, c, ino, name)
+	err := f.meta.RemoveXattr(ctx, c, ino, name)
+	if err == nil && name == meta.XattrCaps {
+		f.forgetPrivs(ino)
+	}
+	return err
 }
 
 // StatFS is the answer to statfs.

@@ -173,6 +173,13 @@ func (rq *request) setattr() {
 		rq.wcc(a.Ino)
 		return
 	}
+	// A size change by anyone but root (after squashing) clears setuid
+	// and setgid, as truncate(2) by a process without CAP_FSETID does.
+	// Linux's knfsd would not (its SETATTR bypasses the VFS's truncate
+	// path), but the next WRITE would; objfs errs on the safe side. Any
+	// truncation drops file capabilities, and any chown all three
+	// (fs/meta), as knfsd does.
+	sa.in.KillSuidgid = rq.c.Uid != 0
 	if _, err := rq.s.f.SetAttr(rq.ctx, rq.c, a.Ino, sa.in, 0); err != nil {
 		rq.failErr(err, 0)
 		rq.wcc(a.Ino)
@@ -376,7 +383,7 @@ func (rq *request) write() {
 	err := rq.checkWrite(a)
 	buffered := false
 	if err == nil && !stable {
-		buffered, err = rq.s.writeUnstable(rq.ctx, a, off, data)
+		buffered, err = rq.s.writeUnstable(rq.ctx, rq.c, a, off, data)
 	}
 	if err == nil && !buffered {
 		_, err = rq.s.f.WriteInode(rq.ctx, rq.c, a.Ino, off, data, stable)
@@ -517,7 +524,7 @@ func (rq *request) create() {
 		default:
 			// UNCHECKED over a file is open(O_CREAT): only a size given
 			// (O_TRUNC) applies, never the mode or owner meant for a new file.
-			in := meta.SetAttrIn{Valid: sa.in.Valid & meta.SetSize, Size: sa.in.Size}
+			in := meta.SetAttrIn{Valid: sa.in.Valid & meta.SetSize, Size: sa.in.Size, KillSuidgid: rq.c.Uid != 0}
 			if err = rq.applyRest(old, in); err == nil {
 				rq.s.changed(old.Ino)
 				rq.created(old, dir.Ino)

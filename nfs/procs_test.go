@@ -412,7 +412,7 @@ func TestUnstableWritesVisible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.writeUnstable(ctx, a, 0, []byte("idle")); !ok || err != nil {
+	if ok, err := s.writeUnstable(ctx, &meta.Root, a, 0, []byte("idle")); !ok || err != nil {
 		t.Fatalf("writeUnstable: %v %v", ok, err)
 	}
 	s.closeIdle(ctx, true)

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/meta"
 )
 
@@ -39,15 +40,16 @@ func (s *server) verifier() []byte {
 	return binary.BigEndian.AppendUint64(nil, s.verf.Load())
 }
 
-// writeUnstable buffers data at off in inode a, which the caller may write.
+// writeUnstable buffers data at off in inode a, which the caller c may
+// write, dropping privileges as a write by c does (see fs.NFSUnprivileged).
 // ok is false when no buffer could be used; the caller then commits at once.
-func (s *server) writeUnstable(ctx context.Context, a *meta.Attr, off uint64, data []byte) (ok bool, err error) {
+func (s *server) writeUnstable(ctx context.Context, c *meta.Caller, a *meta.Attr, off uint64, data []byte) (ok bool, err error) {
 	of, err := s.acquireOpen(ctx, a.Ino)
 	if of == nil {
 		return false, err
 	}
 	defer s.releaseOpen(of)
-	_, err = s.f.Write(ctx, of.fh, off, data)
+	_, _, err = s.f.WriteAs(ctx, of.fh, off, data, fs.NFSUnprivileged(c))
 	return true, err
 }
 
