@@ -38,7 +38,8 @@ type FS struct {
 	gofuse.RawFileSystem // defaults answer ENOSYS for what is not implemented
 	fs                   *fs.FS
 	log                  *slog.Logger
-	ops                  *metrics.Ops // nil: no metrics
+	ops                  *metrics.Ops   // nil: no metrics
+	srv                  *gofuse.Server // for notifications; nil before Mount
 }
 
 // New returns the FUSE adapter for f; ops, when not nil, records every
@@ -60,11 +61,19 @@ func Mount(f *fs.FS, mountpoint string, debug bool, log *slog.Logger, ops *metri
 		// The kernel keeps flock and POSIX locks for the mount itself.
 		EnableLocks: false,
 		Options:     []string{"default_permissions"},
+		// objfs drops setuid, setgid and file capabilities itself on
+		// write, truncate and chown (see Write, SetAttr, Create). In
+		// exchange the kernel sets SB_NOSEC and asks for
+		// security.capability once per inode instead of before every
+		// write(), a round trip per write saved.
+		ExtraCapabilities: gofuse.CAP_HANDLE_KILLPRIV_V2,
 	}
-	srv, err := gofuse.NewServer(New(f, log, ops), mountpoint, opts)
+	a := New(f, log, ops)
+	srv, err := gofuse.NewServer(a, mountpoint, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
+	a.srv = srv
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()
@@ -117,6 +126,34 @@ func caller(h *gofuse.InHeader) *meta.Caller {
 		c.Groups = procGroups(h.Pid)
 	}
 	return c
+}
+
+// unprivileged returns the identity of a caller that the kernel says lacks
+// CAP_FSETID, for the privileges its write or truncation drops. Its groups
+// are read even for uid 0: the setgid rule asks whether the caller is in
+// the file's group, and such a root has no capability to stand in for it.
+func unprivileged(h *gofuse.InHeader) func() *meta.Caller {
+	return func() *meta.Caller {
+		c := &meta.Caller{Uid: h.Uid, Gid: h.Gid}
+		if h.Pid != 0 {
+			c.Groups = procGroups(h.Pid)
+		}
+		return c
+	}
+}
+
+// privsDropped tells the kernel that ino's attributes changed behind its
+// back (a write dropped setuid, setgid or capabilities): it drops the
+// attributes it caches, not the pages (offset -1), so that the next stat
+// asks again. Sent while the write is being served, which is safe
+// because invalidating attributes takes no lock the writer holds.
+func (a *FS) privsDropped(ino uint64) {
+	if a.srv == nil {
+		return
+	}
+	if st := a.srv.InodeNotify(ino, -1, 0); st != gofuse.OK && st != gofuse.ENOENT {
+		a.log.Warn("invalidate cached attributes after dropping privileges", "ino", ino, "status", st)
+	}
 }
 
 func procGroups(pid uint32) []uint32 {
@@ -228,6 +265,10 @@ func (a *FS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.A
 	if v&gofuse.FATTR_SIZE != 0 {
 		s.Valid |= meta.SetSize
 		s.Size = in.Size
+		// Sent with a truncation by a caller without CAP_FSETID. (With
+		// a chown the kernel always sends it; fs/meta always drops
+		// privileges on chown anyway.)
+		s.KillSuidgid = v&gofuse.FATTR_KILL_SUIDGID != 0
 	}
 	if v&gofuse.FATTR_ATIME_NOW != 0 {
 		s.Valid |= meta.SetAtimeNow
@@ -246,7 +287,13 @@ func (a *FS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.A
 		s.Ctime = int64(in.Ctime)*1e9 + int64(in.Ctimensec)
 	}
 	fh, _ := in.GetFh()
-	at, err := a.fs.SetAttr(c, caller(&in.InHeader), in.NodeId, s, fh)
+	var who *meta.Caller
+	if s.KillSuidgid {
+		who = unprivileged(&in.InHeader)()
+	} else {
+		who = caller(&in.InHeader)
+	}
+	at, err := a.fs.SetAttr(c, who, in.NodeId, s, fh)
 	if err != nil {
 		return a.errno("setattr", err)
 	}
@@ -398,7 +445,10 @@ func (a *FS) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, ou
 	defer a.ops.Observe("create", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	at, fh, err := a.fs.Create(c, caller(&in.InHeader), in.NodeId, name, in.Mode, in.Flags)
+	// CREATE carries the open(2) flags, O_TRUNC included. The name may
+	// exist (another creator won a race): then an O_TRUNC by a caller
+	// without CAP_FSETID, flagged by the kernel, drops setuid and setgid.
+	at, fh, err := a.fs.Create(c, caller(&in.InHeader), in.NodeId, name, in.Mode, openFlags(in.Flags, in.OpenFlags))
 	if err != nil {
 		return a.errno("create", err)
 	}
@@ -424,12 +474,24 @@ func (a *FS) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut
 	defer a.ops.Observe("open", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	fh, err := a.fs.Open(c, caller(&in.InHeader), in.NodeId, in.Flags)
+	// Without CAP_ATOMIC_O_TRUNC (not negotiated) the kernel strips
+	// O_TRUNC from OPEN, so the kill flag never comes here today: the
+	// truncation comes as a SETATTR with FATTR_KILL_SUIDGID instead.
+	fh, err := a.fs.Open(c, caller(&in.InHeader), in.NodeId, openFlags(in.Flags, in.Mode))
 	if err != nil {
 		return a.errno("open", err)
 	}
 	out.Fh = fh
 	return gofuse.OK
+}
+
+// openFlags adds fs.OpenKillSuidgid to the open(2) flags of an OPEN or
+// CREATE when the kernel's open_flags carry FUSE_OPEN_KILL_SUIDGID.
+func openFlags(flags, openFlags uint32) uint32 {
+	if openFlags&gofuse.OPEN_KILL_SUIDGID != 0 {
+		flags |= fs.OpenKillSuidgid
+	}
+	return flags
 }
 
 func (a *FS) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
@@ -447,7 +509,17 @@ func (a *FS) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uin
 	defer a.ops.Observe("write", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	n, err := a.fs.Write(c, in.Fh, in.Offset, data)
+	// The kernel flags the writes of callers without CAP_FSETID: they
+	// drop setuid and setgid. The caller's groups are read (from /proc)
+	// only if the file is setuid or setgid.
+	var who func() *meta.Caller
+	if in.WriteFlags&gofuse.WRITE_KILL_SUIDGID != 0 {
+		who = unprivileged(&in.InHeader)
+	}
+	n, dropped, err := a.fs.WriteAs(c, in.Fh, in.Offset, data, who)
+	if dropped {
+		a.privsDropped(in.NodeId)
+	}
 	if err != nil {
 		return 0, a.errno("write", err)
 	}
@@ -516,6 +588,21 @@ func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.St
 	default:
 		// Punching holes, zeroing and collapsing ranges are not supported.
 		return gofuse.Status(syscall.EOPNOTSUPP)
+	}
+	// A fallocate changes the file as a write does, and Linux drops
+	// privileges for it (file_modified), but FUSE has no kill flag for
+	// it and with CAP_HANDLE_KILLPRIV_V2 the kernel leaves the job to
+	// us: a caller other than root is taken to lack CAP_FSETID.
+	var who func() *meta.Caller
+	if in.Uid != 0 {
+		who = unprivileged(&in.InHeader)
+	}
+	dropped, err := a.fs.DropPrivs(c, in.NodeId, who)
+	if dropped {
+		a.privsDropped(in.NodeId)
+	}
+	if err != nil {
+		return a.errno("fallocate", err)
 	}
 	at, err := a.fs.GetAttr(c, in.NodeId)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/meta"
 )
 
@@ -56,5 +57,17 @@ func TestErrno(t *testing.T) {
 		if got := a.errno("op", tc.err); got != tc.want {
 			t.Errorf("errno(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestOpenFlags: FUSE_OPEN_KILL_SUIDGID in the kernel's open_flags reaches
+// fs as OpenKillSuidgid; nothing else is added.
+func TestOpenFlags(t *testing.T) {
+	const trunc = syscall.O_WRONLY | syscall.O_TRUNC
+	if got := openFlags(trunc, gofuse.OPEN_KILL_SUIDGID); got != trunc|fs.OpenKillSuidgid {
+		t.Errorf("with the kill flag: %#x, want %#x", got, trunc|fs.OpenKillSuidgid)
+	}
+	if got := openFlags(trunc, 0); got != trunc {
+		t.Errorf("without it: %#x, want %#x", got, trunc)
 	}
 }
