@@ -49,11 +49,20 @@ func (f *FS) Open(ctx context.Context, c *Caller, ino uint64, flags uint32) (fh 
 			_ = f.releaseInode(ctx, in)
 		}
 	}()
-	a, err := f.meta.GetAttr(ctx, ino)
+	// An open for writing learns what the writes will have to drop in
+	// the same read, sparing the first write a read of its own.
+	writing := flags&accMode != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+	epoch := f.privEpoch.Load()
+	var a *Attr
+	var privs meta.Privs
+	if writing {
+		a, privs, err = f.meta.GetAttrPrivs(ctx, ino)
+	} else {
+		a, err = f.meta.GetAttr(ctx, ino)
+	}
 	if err != nil {
 		return 0, err
 	}
-	writing := flags&accMode != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
 	switch {
 	case a.IsDir() && writing:
 		return 0, syscall.EISDIR
@@ -66,6 +75,9 @@ func (f *FS) Open(ctx context.Context, c *Caller, ino uint64, flags uint32) (fh 
 	}
 	if err := meta.Access(a, c, mask); err != nil {
 		return 0, err
+	}
+	if writing && a.IsRegular() {
+		f.knowPrivs(in, privs, epoch)
 	}
 	if flags&syscall.O_TRUNC != 0 && a.IsRegular() {
 		if _, err := f.truncate(ctx, c, in, 0, true, kill); err != nil {
@@ -87,6 +99,7 @@ func (f *FS) newHandle(in *inode, flags uint32) uint64 {
 // Create makes a regular file name in parent and opens it. With O_EXCL an
 // existing name is EEXIST; without, the existing file is opened.
 func (f *FS) Create(ctx context.Context, c *Caller, parent uint64, name string, mode, flags uint32) (*Attr, uint64, error) {
+	epoch := f.privEpoch.Load()
 	a, err := f.meta.Mknod(ctx, c, parent, name, meta.NewNode{Mode: syscall.S_IFREG | mode&0o7777})
 	if err == syscall.EEXIST && flags&syscall.O_EXCL == 0 {
 		if a, err = f.meta.Lookup(ctx, c, parent, name); err != nil {
@@ -106,6 +119,8 @@ func (f *FS) Create(ctx context.Context, c *Caller, parent uint64, name string, 
 	if err != nil {
 		return nil, 0, err
 	}
+	// A new file has no capabilities; its mode is the one just created.
+	f.knowPrivs(in, meta.Privs{Mode: a.Mode, Gid: a.Gid}, epoch)
 	return a, f.newHandle(in, flags&^OpenKillSuidgid), nil
 }
 
@@ -234,26 +249,27 @@ func (f *FS) WriteAs(ctx context.Context, fh uint64, off uint64, data []byte, un
 // file, or the first after a change that may have set privileges again,
 // reads metadata.
 func (f *FS) dropPrivsLocked(ctx context.Context, in *inode, unprivileged func() *Caller) (bool, error) {
-	if !in.privsKnown {
-		p, err := f.meta.Privs(ctx, in.ino)
-		if err != nil {
+	epoch := f.privEpoch.Load()
+	p, known := in.knownPrivs()
+	if !known {
+		var err error
+		if p, err = f.meta.Privs(ctx, in.ino); err != nil {
 			return false, err
 		}
-		in.privs, in.privsKnown = p, true
+		f.knowPrivs(in, p, epoch)
 	}
 	var c *Caller
-	if unprivileged != nil && in.privs.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+	if unprivileged != nil && p.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
 		c = unprivileged()
 	}
-	if !in.privs.Drops(c) {
+	if !p.Drops(c) {
 		return false, nil
 	}
-	p, err := f.meta.DropPrivs(ctx, in.ino, c)
+	left, err := f.meta.DropPrivs(ctx, in.ino, c)
 	if err != nil {
-		in.privsKnown = false
 		return false, fmt.Errorf("drop privileges of inode %d before a write: %w", in.ino, err)
 	}
-	in.privs = p
+	f.knowPrivs(in, left, epoch)
 	return true, nil
 }
 
@@ -831,8 +847,11 @@ func (f *FS) truncate(ctx context.Context, c *Caller, in *inode, size uint64, op
 	if err := f.flushLocked(ctx, in); err != nil {
 		return nil, err
 	}
-	in.privsKnown = false
-	return f.meta.SetAttr(ctx, c, in.ino, meta.SetAttrIn{Valid: meta.SetSize, Size: size, OpenForWrite: openForWrite, KillSuidgid: kill})
+	a, err := f.meta.SetAttr(ctx, c, in.ino, meta.SetAttrIn{Valid: meta.SetSize, Size: size, OpenForWrite: openForWrite, KillSuidgid: kill})
+	if err == nil {
+		f.forgetPrivs(in.ino)
+	}
+	return a, err
 }
 
 // statelessInode prepares a handle-less operation (NFS) on regular file

@@ -93,6 +93,11 @@ type FS struct {
 
 	dirty atomic.Int64 // bytes buffered in all inodes
 
+	// privEpoch counts the changes that may set privileges again
+	// (forgetPrivs). What was read of an inode's privileges is kept only
+	// if no such change happened since the read began (see knowPrivs).
+	privEpoch atomic.Uint64
+
 	// earlyBlocks: whole blocks are stored as soon as a write completes
 	// them (possible when chunks are made of whole blocks), at most
 	// Uploaders at a time (earlySem), under bgCtx.
@@ -128,10 +133,12 @@ type inode struct {
 	// blocks have been requested ahead of a sequential reader.
 	readEnd, aheadTo uint64
 
-	// What a write must drop (setuid/setgid, file capabilities), read from
-	// metadata by the first write (privsKnown) so that later writes to a
-	// file with nothing to drop cost no metadata read. Everything that can
-	// set them again forgets it (forgetPrivs). Under mu.
+	// What a write must drop (setuid/setgid, file capabilities), known
+	// from the create or open of the file or read by its first write, so
+	// that writes to a file with nothing to drop cost no metadata read.
+	// Everything that can set them again forgets it (forgetPrivs). Under
+	// privMu, not mu: a chmod must not wait for a commit in progress.
+	privMu     sync.Mutex
 	privs      meta.Privs
 	privsKnown bool
 }
@@ -365,15 +372,33 @@ func (f *FS) retryDirty(ctx context.Context) {
 	}
 }
 
-// forgetPrivs drops what in-memory state ino has of its privileges, after
-// a change that may have set them again (chmod, chown, xattrs). The caller
-// must not hold the inode's mu.
+// forgetPrivs drops what is known of ino's privileges, after a change
+// that may have set them again (chmod, chown, truncate, setxattr of
+// security.capability) has committed.
 func (f *FS) forgetPrivs(ino uint64) {
+	f.privEpoch.Add(1)
 	if in := f.lookupInode(ino); in != nil {
-		in.mu.Lock()
+		in.privMu.Lock()
 		in.privsKnown = false
-		in.mu.Unlock()
+		in.privMu.Unlock()
 	}
+}
+
+// knowPrivs records p as in's privileges, read from metadata in a read that
+// began at privEpoch epoch, unless something may have changed them since.
+func (f *FS) knowPrivs(in *inode, p meta.Privs, epoch uint64) {
+	in.privMu.Lock()
+	defer in.privMu.Unlock()
+	if f.privEpoch.Load() == epoch {
+		in.privs, in.privsKnown = p, true
+	}
+}
+
+// knownPrivs returns in's privileges if they are known.
+func (in *inode) knownPrivs() (meta.Privs, bool) {
+	in.privMu.Lock()
+	defer in.privMu.Unlock()
+	return in.privs, in.privsKnown
 }
 
 // lookupInode returns the in-memory state of ino if it has one.

@@ -257,3 +257,51 @@ func TestKillPrivCache(t *testing.T) {
 		write("write after "+tc.name, 0o777, false)
 	}
 }
+
+// TestKillPrivPrimed: creating a file, or opening one for writing, learns
+// its privileges in the read it makes anyway, so not even the first write
+// reads them: a change behind fs's back right after goes unnoticed.
+func TestKillPrivPrimed(t *testing.T) {
+	v := newVol(t, volConfig{})
+	for _, how := range []string{"create", "open"} {
+		ino, fh := v.create(meta.RootIno, how, syscall.O_RDWR)
+		if how == "open" {
+			v.release(fh)
+			if _, err := v.f.SetAttr(v.ctx, &meta.Root, ino, meta.SetAttrIn{Valid: meta.SetMode, Mode: 0o666}, 0); err != nil {
+				t.Fatal(err)
+			}
+			fh = v.openFile(ino, syscall.O_WRONLY)
+		}
+		if _, err := v.m.SetAttr(v.ctx, &meta.Root, ino, meta.SetAttrIn{Valid: meta.SetMode, Mode: 0o4777}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("x"), as(outsider)); err != nil {
+			t.Fatal(err)
+		}
+		if mode, _ := privsOf(v, ino); mode != 0o4777 {
+			t.Errorf("%s: the first write read the privileges again (mode %o)", how, mode)
+		}
+		v.release(fh)
+	}
+}
+
+// TestKillPrivEpoch: privileges read before a change that may set them
+// again committed are not kept, even when the change found no in-memory
+// inode to forget them on.
+func TestKillPrivEpoch(t *testing.T) {
+	v := newVol(t, volConfig{})
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	defer v.release(fh)
+	in := v.f.lookupInode(ino)
+	v.f.forgetPrivs(ino)
+	epoch := v.f.privEpoch.Load()
+	v.f.forgetPrivs(ino + 1) // a chmod of any file commits meanwhile
+	v.f.knowPrivs(in, meta.Privs{Mode: syscall.S_IFREG | 0o644}, epoch)
+	if _, known := in.knownPrivs(); known {
+		t.Error("privileges read before a chmod were kept")
+	}
+	v.f.knowPrivs(in, meta.Privs{Mode: syscall.S_IFREG | 0o644}, v.f.privEpoch.Load())
+	if _, known := in.knownPrivs(); !known {
+		t.Error("privileges read after the last chmod were not kept")
+	}
+}

@@ -68,10 +68,11 @@ func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttr
 		if err := f.flushLocked(ctx, st); err != nil {
 			return nil, err
 		}
-		if in.Valid&privChanges != 0 {
-			st.privsKnown = false
+		a, err := f.meta.SetAttr(ctx, c, ino, in)
+		if err == nil && in.Valid&privChanges != 0 {
+			f.forgetPrivs(ino)
 		}
-		return f.meta.SetAttr(ctx, c, ino, in)
+		return a, err
 	}
 	a, err := f.meta.SetAttr(ctx, c, ino, in)
 	if err != nil {

@@ -66,16 +66,24 @@ func (x *tx) privs(a *Attr) (Privs, error) {
 
 // Privs returns what a write to ino may have to drop.
 func (m *Meta) Privs(ctx context.Context, ino uint64) (Privs, error) {
+	_, p, err := m.GetAttrPrivs(ctx, ino)
+	return p, err
+}
+
+// GetAttrPrivs returns ino's attributes and what a write to it may have to
+// drop, from one snapshot.
+func (m *Meta) GetAttrPrivs(ctx context.Context, ino uint64) (*Attr, Privs, error) {
+	var a *Attr
 	var p Privs
 	err := m.view(ctx, func(x *tx) error {
-		a, err := x.inode(ino)
-		if err != nil {
+		var err error
+		if a, err = x.inode(ino); err != nil {
 			return err
 		}
 		p, err = x.privs(a)
 		return err
 	})
-	return p, err
+	return a, p, err
 }
 
 // DropPrivs drops, in one transaction, what a write to ino drops on Linux:
