@@ -889,6 +889,13 @@ func (f *FS) ReadInode(ctx context.Context, c *Caller, ino uint64, off uint64, d
 	defer func() { _ = f.releaseInode(ctx, in) }()
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if in.readEnd == 0 {
+		// A new in-memory inode: continue the stream an earlier READ of
+		// this file left, if any.
+		if p, ok := f.streams.Get(ino); ok {
+			in.readEnd, in.aheadTo = p.readEnd, p.aheadTo
+		}
+	}
 	return f.readLocked(ctx, in, off, dest)
 }
 

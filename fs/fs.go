@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/objfs/objfs/cache"
 	"github.com/objfs/objfs/fs/meta"
 	"github.com/objfs/objfs/objstore"
@@ -93,6 +95,12 @@ type FS struct {
 
 	dirty atomic.Int64 // bytes buffered in all inodes
 
+	// streams keeps the read-ahead state of recently read files whose
+	// in-memory inode is gone: an NFS client reads without opening, each
+	// READ acquiring and releasing the inode, so without it every READ
+	// would look like the start of a new reader and get no read-ahead.
+	streams *lru.Cache[uint64, streamPos]
+
 	// privEpoch counts the changes that may set privileges again
 	// (forgetPrivs). What was read of an inode's privileges is kept only
 	// if no such change happened since the read began (see knowPrivs).
@@ -143,6 +151,13 @@ type inode struct {
 	privsKnown bool
 }
 
+// streamPos is the read-ahead state of an inode (see inode.readEnd).
+type streamPos struct{ readEnd, aheadTo uint64 }
+
+// maxStreams bounds FS.streams: sequential readers remembered between
+// stateless reads.
+const maxStreams = 1024
+
 // handle is an open file or directory.
 type handle struct {
 	ino   *inode
@@ -165,6 +180,7 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 		handles: map[uint64]*handle{},
 		nextFh:  1,
 		reap:    make(chan uint64, 1024),
+		streams: newStreams(),
 	}
 	f.blocks.aheadToDisk = !opts.ReadAheadBypassesDiskCache
 	f.earlyBlocks = f.format.BlockSize > 0 && f.format.ChunkSize%f.format.BlockSize == 0
@@ -316,6 +332,7 @@ func (f *FS) releaseInode(ctx context.Context, in *inode) error {
 func (f *FS) retire(ctx context.Context, in *inode) error {
 	in.mu.Lock()
 	err := f.flushLocked(ctx, in)
+	pos := streamPos{in.readEnd, in.aheadTo}
 	in.mu.Unlock()
 	f.mu.Lock()
 	gone := err == nil && in.refs == 0 && f.inodes[in.ino] == in
@@ -324,6 +341,9 @@ func (f *FS) retire(ctx context.Context, in *inode) error {
 	}
 	f.mu.Unlock()
 	if gone {
+		if pos.readEnd != 0 {
+			f.streams.Add(in.ino, pos)
+		}
 		if a, aerr := f.meta.GetAttr(ctx, in.ino); aerr == nil && a.Nlink == 0 {
 			f.orphaned(a)
 		}
@@ -436,4 +456,9 @@ func (f *FS) DiskCacheStats() cache.DiskStats {
 func (f *FS) CacheStats() (hits, misses uint64, bytes int64) {
 	hits, misses = f.blocks.cache.Stats()
 	return hits, misses, f.blocks.cache.Bytes()
+}
+
+func newStreams() *lru.Cache[uint64, streamPos] {
+	c, _ := lru.New[uint64, streamPos](maxStreams) // fails only for a size below 1
+	return c
 }

@@ -203,3 +203,54 @@ func TestReadAheadAndTheDiskCache(t *testing.T) {
 		})
 	}
 }
+
+// An NFS client reads without opening: each READ acquires and releases the
+// inode. Read-ahead must still follow it from one READ to the next.
+func TestReadAheadForStatelessReads(t *testing.T) {
+	v, fst := readVol(t, Options{ReadAhead: 4 * 64 << 10})
+	v.f.blocks.cache = cache.NewMemory(64 << 20)
+	data := pattern(9, 16*64<<10)
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	v.write(fh, 0, data)
+	v.flush(fh)
+	v.release(fh)
+	v.f.DropCaches()
+
+	read := func(off, n int) {
+		t.Helper()
+		buf := make([]byte, n)
+		got, err := v.f.ReadInode(v.ctx, &meta.Root, ino, uint64(off), buf)
+		if err != nil || !bytes.Equal(buf[:got], data[off:off+n]) {
+			t.Fatalf("ReadInode [%d,+%d): %d bytes, %v", off, n, got, err)
+		}
+	}
+	// Each READ starts with a fresh in-memory inode; the first one's
+	// read-ahead covers blocks 1-4, later ones must continue the stream
+	// to bring in blocks 5-7.
+	cachedFrom := func(lo, hi uint64) func() bool {
+		return func() bool {
+			for i := lo; i <= hi; i++ {
+				if !v.f.blocks.cached(v.blockAt(ino, i*64<<10)) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	for off := 0; off < 4*64<<10; off += 64 << 10 {
+		read(off, 64<<10)
+	}
+	// Read-ahead skips a round while its fetches are all busy; let the
+	// first window land, then read on.
+	waitFor(t, "the first read-ahead window", cachedFrom(1, 4))
+	read(4*64<<10, 64<<10)
+	waitFor(t, "read-ahead of a stateless reader", cachedFrom(5, 7))
+	// A READ elsewhere is no stream: nothing is fetched ahead of it.
+	v.f.DropCaches()
+	gets := fst.Calls(faulty.OpGet)
+	read(11*64<<10, 10)
+	time.Sleep(100 * time.Millisecond)
+	if n := fst.Calls(faulty.OpGet) - gets; n != 1 {
+		t.Fatalf("a random stateless READ caused %d store reads, want 1", n)
+	}
+}
