@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -20,9 +21,17 @@ func TestMountRaisesReadAhead(t *testing.T) {
 	v := newVolume(t)
 	v.mount(t)
 	defer v.unmount(t)
-	kb, err := fuse.ReadAhead(v.mnt)
-	if err != nil {
-		t.Fatal(err)
+	// The harness sees the mount as soon as the kernel lists it; objfs
+	// sets the read-ahead just after the kernel's INIT: give it a moment.
+	var kb int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if kb, err = fuse.ReadAhead(v.mnt); err != nil {
+			t.Fatal(err)
+		}
+		if kb == fuse.ReadAheadKB || time.Now().After(deadline) {
+			break
+		}
 	}
 	if kb != fuse.ReadAheadKB {
 		t.Errorf("read-ahead of the mount is %d KiB, want %d", kb, fuse.ReadAheadKB)
