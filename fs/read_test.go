@@ -27,6 +27,18 @@ func readVol(t *testing.T, opts Options) (*testVol, *faulty.Store) {
 	return v, fst
 }
 
+// storedFile writes data to a new file, commits it and drops the memory
+// cache, so that reads of it start from the store.
+func (v *testVol) storedFile(data []byte) (uint64, []byte) {
+	v.t.Helper()
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	v.write(fh, 0, data)
+	v.flush(fh)
+	v.release(fh)
+	v.f.DropCaches()
+	return ino, data
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); !cond(); {
@@ -104,14 +116,9 @@ func TestReadsThroughDiskCache(t *testing.T) {
 func TestReadAhead(t *testing.T) {
 	v, fst := readVol(t, Options{ReadAhead: 4 * 64 << 10})
 	v.f.blocks.cache = cache.NewMemory(64 << 20)
-	data := pattern(3, 16*64<<10)
-	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
-	v.write(fh, 0, data)
-	v.flush(fh)
-	v.release(fh)
-	v.f.DropCaches()
+	ino, data := v.storedFile(pattern(3, 16*64<<10))
 
-	fh = v.openFile(ino, syscall.O_RDONLY)
+	fh := v.openFile(ino, syscall.O_RDONLY)
 	defer v.release(fh)
 	gets := fst.Calls(faulty.OpGet)
 	if got := v.read(fh, 0, 4096); !bytes.Equal(got, data[:4096]) {
@@ -171,14 +178,9 @@ func TestReadAheadAndTheDiskCache(t *testing.T) {
 			defer dc.Close()
 			v, fst := readVol(t, Options{DiskCache: dc, ReadAhead: 4 * 64 << 10, ReadAheadBypassesDiskCache: bypass})
 			v.f.blocks.cache = cache.NewMemory(64 << 20)
-			data := pattern(5, 16*64<<10)
-			ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
-			v.write(fh, 0, data)
-			v.flush(fh)
-			v.release(fh)
-			v.f.DropCaches()
+			ino, _ := v.storedFile(pattern(5, 16*64<<10))
 
-			fh = v.openFile(ino, syscall.O_RDONLY)
+			fh := v.openFile(ino, syscall.O_RDONLY)
 			defer v.release(fh)
 			gets := fst.Calls(faulty.OpGet)
 			v.read(fh, 0, 4096) // block 0 by the reader; 1-4 by read-ahead
@@ -209,12 +211,7 @@ func TestReadAheadAndTheDiskCache(t *testing.T) {
 func TestReadAheadForStatelessReads(t *testing.T) {
 	v, fst := readVol(t, Options{ReadAhead: 4 * 64 << 10})
 	v.f.blocks.cache = cache.NewMemory(64 << 20)
-	data := pattern(9, 16*64<<10)
-	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
-	v.write(fh, 0, data)
-	v.flush(fh)
-	v.release(fh)
-	v.f.DropCaches()
+	ino, data := v.storedFile(pattern(9, 16*64<<10))
 
 	read := func(off, n int) {
 		t.Helper()

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	nfsc "github.com/willscott/go-nfs-client/nfs"
-	"github.com/willscott/go-nfs-client/nfs/rpc"
 	"golang.org/x/sys/unix"
 )
 
@@ -286,39 +285,10 @@ func TestKillPrivNFS(t *testing.T) {
 			if mode, caps := privsOf(t, p, false); mode != tc.mode || !caps {
 				t.Fatalf("setup: mode %o caps %v", mode, caps)
 			}
-			w, err := tc.target.OpenFile(name, 0o644)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.Write([]byte("nfs")); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
+			nfsWrite(t, tc.target, name, []byte("nfs"))
 			if mode, caps := privsOf(t, p, false); mode != tc.wantMode || caps {
 				t.Errorf("mode %o caps %v, want %o and no capabilities", mode, caps, tc.wantMode)
 			}
 		})
-	}
-}
-
-// dialNFSAs mounts the export of v's server at addr as an NFS client with
-// AUTH_SYS credentials uid and gid.
-func dialNFSAs(t *testing.T, v *volume, addr string, uid, gid uint32) *nfsc.Target {
-	t.Helper()
-	for deadline := time.Now().Add(mountReadyTimeout); ; time.Sleep(20 * time.Millisecond) {
-		c, err := rpc.DialTCP("tcp", addr, false)
-		if err == nil {
-			target, err := (&nfsc.Mount{Client: c}).Mount("/", rpc.NewAuthUnix("t", uid, gid).Auth())
-			if err == nil {
-				t.Cleanup(c.Close)
-				return target
-			}
-			c.Close()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("NFS on %s not ready: %v\n%s", addr, err, v.proc.logTail())
-		}
 	}
 }

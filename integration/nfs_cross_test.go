@@ -45,16 +45,7 @@ func TestNFSCrossProtocol(t *testing.T) {
 
 	// NFS writes, FUSE reads.
 	data2 := bytes.Repeat([]byte("nfs->fuse "), 50000)
-	w, err := target.OpenFile("from-nfs", 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(data2); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	nfsWrite(t, target, "from-nfs", data2)
 	if got, err := os.ReadFile(filepath.Join(v.mnt, "from-nfs")); err != nil || !bytes.Equal(got, data2) {
 		t.Fatalf("FUSE read %d bytes (%v), want the %d NFS wrote", len(got), err, len(data2))
 	}
@@ -102,16 +93,7 @@ func TestNFSChangesReachFUSECaches(t *testing.T) {
 	}
 
 	// NFS rewrites the content in place and extends the file.
-	w, err := target.OpenFile("shared", 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write([]byte("VERSION-2 longer")); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	nfsWrite(t, target, "shared", []byte("VERSION-2 longer"))
 	if st, err := os.Stat(path); err != nil || st.Size() != 16 {
 		t.Errorf("FUSE stat right after the NFS write: size %v (%v), want 16", st.Size(), err)
 	}
@@ -125,16 +107,7 @@ func TestNFSChangesReachFUSECaches(t *testing.T) {
 	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("stat of a missing name: %v", err)
 	}
-	nw, err := target.OpenFile("fresh", 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nw.Write([]byte("new")); err != nil {
-		t.Fatal(err)
-	}
-	if err := nw.Close(); err != nil {
-		t.Fatal(err)
-	}
+	nfsWrite(t, target, "fresh", []byte("new"))
 	if got, err := os.ReadFile(fresh); err != nil || string(got) != "new" {
 		t.Errorf("FUSE read of a name NFS just created (after FUSE saw it missing): %q, %v", got, err)
 	}
@@ -186,10 +159,16 @@ func freeAddr(t *testing.T) string {
 // AUTH_SYS), retrying until the server is up.
 func dialNFS(t *testing.T, v *volume, addr string) *nfsc.Target {
 	t.Helper()
+	return dialNFSAs(t, v, addr, 0, 0)
+}
+
+// dialNFSAs is dialNFS with AUTH_SYS credentials uid and gid.
+func dialNFSAs(t *testing.T, v *volume, addr string, uid, gid uint32) *nfsc.Target {
+	t.Helper()
 	for deadline := time.Now().Add(mountReadyTimeout); ; time.Sleep(20 * time.Millisecond) {
 		c, err := rpc.DialTCP("tcp", addr, false)
 		if err == nil {
-			target, err := (&nfsc.Mount{Client: c}).Mount("/", rpc.NewAuthUnix("t", 0, 0).Auth())
+			target, err := (&nfsc.Mount{Client: c}).Mount("/", rpc.NewAuthUnix("t", uid, gid).Auth())
 			if err == nil {
 				t.Cleanup(c.Close)
 				return target
@@ -199,5 +178,20 @@ func dialNFS(t *testing.T, v *volume, addr string) *nfsc.Target {
 		if time.Now().After(deadline) {
 			t.Fatalf("NFS on %s not ready: %v\n%s", addr, err, v.proc.logTail())
 		}
+	}
+}
+
+// nfsWrite writes data to name (created if missing) through the NFS client.
+func nfsWrite(t *testing.T, target *nfsc.Target, name string, data []byte) {
+	t.Helper()
+	w, err := target.OpenFile(name, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -152,23 +150,7 @@ func loopback(src, mnt string) (err error) {
 	log.Info("mounted loopback", "source", src, "mountpoint", mnt, "pid", os.Getpid())
 	ready(nil)
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	done := make(chan struct{})
-	// Wait returns once the kernel has dropped the mount, however that
-	// happened; this function waits for the goroutine on every path out.
-	go func() { srv.Wait(); close(done) }()
-	for {
-		select {
-		case <-done:
-			log.Info("unmounted loopback", "mountpoint", mnt)
-			return nil
-		case s := <-sigs:
-			log.Info("unmounting loopback", "signal", s.String())
-			if err := srv.Unmount(); err != nil {
-				log.Error("unmount failed; still serving", "err", err)
-			}
-		}
-	}
+	serveUntilUnmounted(srv, log, nil)
+	log.Info("unmounted loopback", "mountpoint", mnt)
+	return nil
 }

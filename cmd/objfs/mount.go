@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/spf13/cobra"
 
 	"github.com/objfs/objfs/fs"
@@ -191,21 +192,35 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 	log.Info("mounted", "volume", v.dir, "mountpoint", mnt, "pid", os.Getpid())
 	ready(nil)
 
-	sigs := make(chan os.Signal, 2)
 	// SIGUSR1 drops the block cache (objfs bench, between phases).
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	serveUntilUnmounted(srv, log, func() {
+		f.DropCaches()
+		log.Info("dropped block cache", "signal", syscall.SIGUSR1.String())
+	})
+	log.Info("unmounted", "mountpoint", mnt)
+	return nil
+}
+
+// serveUntilUnmounted returns once the kernel has dropped srv's mount,
+// however that happened; SIGINT and SIGTERM unmount it, and SIGUSR1 calls
+// usr1 when that is not nil. It waits for its goroutine on every path out.
+func serveUntilUnmounted(srv *gofuse.Server, log *slog.Logger, usr1 func()) {
+	sigs := make(chan os.Signal, 2)
+	if usr1 != nil {
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	} else {
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	}
 	defer signal.Stop(sigs)
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
 	for {
 		select {
 		case <-done:
-			log.Info("unmounted", "mountpoint", mnt)
-			return nil
+			return
 		case s := <-sigs:
 			if s == syscall.SIGUSR1 {
-				f.DropCaches()
-				log.Info("dropped block cache", "signal", s.String())
+				usr1()
 				continue
 			}
 			log.Info("unmounting", "signal", s.String())
