@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"syscall"
@@ -52,11 +53,47 @@ func privsOf(v *testVol, ino uint64) (uint32, bool) {
 	if err != nil {
 		v.t.Fatal(err)
 	}
-	_, err = v.f.GetXattr(v.ctx, &meta.Root, ino, meta.XattrCaps)
+	// What is stored: some tests change it behind fs's back.
+	_, err = v.m.GetXattr(v.ctx, &meta.Root, ino, meta.XattrCaps)
 	if err != nil && !errors.Is(err, syscall.ENODATA) {
 		v.t.Fatal(err)
 	}
 	return a.Mode & 0o7777, err == nil
+}
+
+// TestCapsXattrOfOpenFiles: security.capability of an open file, whose
+// privileges fs caches for its writes, shows every change made through fs
+// at once: setxattr, a write (which drops it), removexattr.
+func TestCapsXattrOfOpenFiles(t *testing.T) {
+	v := newVol(t, volConfig{})
+	ino, fh := privFile(v, "f", 0o644, false)
+	defer v.release(fh)
+	get := func(what string, want []byte) {
+		t.Helper()
+		got, err := v.f.GetXattr(v.ctx, &meta.Root, ino, meta.XattrCaps)
+		switch {
+		case want == nil && !errors.Is(err, syscall.ENODATA):
+			t.Fatalf("%s: %q, %v; want ENODATA", what, got, err)
+		case want != nil && (err != nil || !bytes.Equal(got, want)):
+			t.Fatalf("%s: %q, %v; want %q", what, got, err, want)
+		}
+	}
+	get("new open file", nil)
+	if err := v.f.SetXattr(v.ctx, &meta.Root, ino, meta.XattrCaps, capsValue, 0); err != nil {
+		t.Fatal(err)
+	}
+	get("after setxattr", capsValue)
+	if _, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	get("after a write, which drops capabilities", nil)
+	if err := v.f.SetXattr(v.ctx, &meta.Root, ino, meta.XattrCaps, capsValue, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.f.RemoveXattr(v.ctx, &meta.Root, ino, meta.XattrCaps); err != nil {
+		t.Fatal(err)
+	}
+	get("after removexattr", nil)
 }
 
 // TestKillPrivWrite: writes, truncations and O_TRUNC opens drop setuid,
