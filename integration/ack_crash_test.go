@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,14 +73,7 @@ import (
 func TestCrashAcknowledgedWritesSurvive(t *testing.T) {
 	requirePrereqs(t)
 	rounds := envCount(t, "OBJFS_ACK_CRASH_ROUNDS", 4)
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("OBJFS_ACK_CRASH_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("OBJFS_ACK_CRASH_SEED=%q: %v", s, err)
-		}
-		seed = n
-	}
+	seed := envSeed(t, "OBJFS_ACK_CRASH_SEED")
 	rerun := fmt.Sprintf("OBJFS_ACK_CRASH_SEED=%d OBJFS_ACK_CRASH_ROUNDS=%d go test -count=1 -run TestCrashAcknowledgedWritesSurvive -v ./integration/", seed, rounds)
 	t.Logf("seed %d, %d rounds; rerun with: %s", seed, rounds, rerun)
 	rng := rand.New(rand.NewPCG(seed, 0xac4c7a54))

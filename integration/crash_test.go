@@ -29,14 +29,7 @@ import (
 func TestCrashFsyncedSurvive(t *testing.T) {
 	requirePrereqs(t)
 	rounds := envCount(t, "OBJFS_CRASH_ROUNDS", 6)
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("OBJFS_CRASH_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("OBJFS_CRASH_SEED=%q: %v", s, err)
-		}
-		seed = n
-	}
+	seed := envSeed(t, "OBJFS_CRASH_SEED")
 	t.Logf("seed %d, %d rounds (rerun with OBJFS_CRASH_SEED=%d)", seed, rounds, seed)
 	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
 

@@ -29,14 +29,7 @@ import (
 // sequence (each try on a fresh volume) and prints its last operations.
 func TestDifferential(t *testing.T) {
 	requirePrereqs(t)
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("OBJFS_DIFF_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("OBJFS_DIFF_SEED=%q: %v", s, err)
-		}
-		seed = v
-	}
+	seed := envSeed(t, "OBJFS_DIFF_SEED")
 	nops := 20000
 	if s := os.Getenv("OBJFS_DIFF_OPS"); s != "" {
 		v, err := strconv.Atoi(s)

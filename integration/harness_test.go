@@ -563,6 +563,21 @@ func (v *volume) stallWatchdog(t testing.TB, what string, d time.Duration) (stop
 
 // envCount reads a positive count from environment variable name, def if
 // it is unset.
+// envSeed returns the seed named by environment variable name, or a fresh
+// one from the clock; tests log it so that a failure can be rerun.
+func envSeed(t testing.TB, name string) uint64 {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return uint64(time.Now().UnixNano())
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: want an unsigned integer seed", name, s)
+	}
+	return n
+}
+
 func envCount(t testing.TB, name string, def int) int {
 	t.Helper()
 	s := os.Getenv(name)

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,14 +32,7 @@ func TestS3Differential(t *testing.T) {
 	srv := startMinIO(t)
 	bucket := "objfs-diff"
 	srv.MakeBucket(t, bucket)
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("OBJFS_DIFF_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("OBJFS_DIFF_SEED=%q: %v", s, err)
-		}
-		seed = v
-	}
+	seed := envSeed(t, "OBJFS_DIFF_SEED")
 	nops := envCount(t, "OBJFS_S3_DIFF_OPS", 3000)
 	t.Logf("seed %d, %d operations (rerun with OBJFS_DIFF_SEED=%d OBJFS_S3_DIFF_OPS=%d)", seed, nops, seed, nops)
 
