@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"io"
 	"os"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/objfs/objfs/fs/fuse"
 )
@@ -44,16 +41,7 @@ func TestMountRaisesReadAhead(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	// Drop the file's pages so the read goes through FUSE.
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(f)
+	got, err := readUncached(path) // through FUSE, not the page cache
 	if err != nil {
 		t.Fatal(err)
 	}
