@@ -28,6 +28,7 @@ type blocks struct {
 	// aheadToDisk says whether blocks fetched for read-ahead are copied to
 	// the disk cache; see Options.ReadAheadBypassesDiskCache.
 	aheadToDisk bool
+	ahead       *ahead // blocks fetched for sequential readers
 
 	fetchMu  sync.Mutex
 	fetching map[meta.BlockID]*fetchCall // store reads in flight, shared by their readers
@@ -101,10 +102,21 @@ func (b *blocks) put(ctx context.Context, data []byte, owned bool) (meta.BlockRe
 var errCorruptBlock = errors.New("block content does not match its hash")
 
 // readAt copies the block's bytes from off into dest (which must fit in
-// the block): from the memory cache, else the disk cache (only the range,
-// checked piece by piece), else the whole block from the store.
+// the block): from the blocks read ahead or the memory cache, else the
+// disk cache (only the range, checked piece by piece), else the whole
+// block from the store.
 func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest []byte) error {
 	key := ref.ID.String()
+	// Blocks read ahead first: a stream's reads are not memory cache
+	// misses.
+	if a := b.ahead.acquire(ref.ID); a != nil {
+		data, err := a.wait(ctx)
+		if err == nil && len(data) == int(ref.Size) {
+			b.ahead.release(a, copy(dest, data[off:]))
+			return nil
+		}
+		b.ahead.release(a, -1)
+	}
 	if data, ok := b.cache.Get(key); ok {
 		copy(dest, data[off:])
 		return nil
@@ -123,9 +135,10 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 	return nil
 }
 
-// cached reports whether a read of ref would be served without the store.
+// cached reports whether a read of ref would be served without waiting
+// for a new fetch: from the memory cache or from the blocks read ahead.
 func (b *blocks) cached(ref meta.BlockRef) bool {
-	return b.cache.Contains(ref.ID.String())
+	return b.cache.Contains(ref.ID.String()) || b.ahead.contains(ref.ID)
 }
 
 // fetchCall is one store read that concurrent readers of the same block
@@ -144,13 +157,41 @@ func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 	return b.load(ctx, ref, true, true)
 }
 
-// prefetch brings a block into the memory cache for a sequential reader
-// about to need it; it is copied to the disk cache only with aheadToDisk.
-func (b *blocks) prefetch(ctx context.Context, ref meta.BlockRef) {
-	if b.cache.Contains(ref.ID.String()) {
-		return
+// prefetch registers a fetch of a block for a sequential reader about to
+// need it and returns the fetch, to run in the background; nil when the
+// block is cached or coming already. The reader has read the first done
+// bytes of the block already (it is inside it). Registering before returning lets the
+// reader's next read find the block coming instead of fetching it too.
+// The block goes to the blocks read ahead (see ahead), not the memory
+// cache. With aheadToDisk it is also copied to the disk cache, which keeps
+// the slice for a while: such a block gets a fresh one, not a recycled
+// buffer.
+func (b *blocks) prefetch(ref meta.BlockRef, done int) func(context.Context) {
+	key := ref.ID.String()
+	if b.cache.Contains(key) {
+		return nil
 	}
-	_, _ = b.load(ctx, ref, true, b.aheadToDisk)
+	toDisk := b.disk != nil && b.aheadToDisk
+	a := b.ahead.start(ref.ID, done, !toDisk)
+	if a == nil {
+		return nil
+	}
+	return func(ctx context.Context) {
+		var data []byte
+		var err error
+		if b.disk != nil {
+			if d, ok := b.disk.Get(key); ok && len(d) == int(ref.Size) {
+				data = d
+			}
+		}
+		if data == nil {
+			data, err = b.fetchStore(ctx, ref, a.buf)
+			if err == nil && toDisk {
+				b.disk.Offer(key, data)
+			}
+		}
+		b.ahead.finish(a, data, err)
+	}
 }
 
 // load fetches a block the memory cache does not have, sharing the fetch
@@ -195,16 +236,27 @@ func (b *blocks) fetch(ctx context.Context, ref meta.BlockRef, tryDisk, toDisk b
 			return data, nil
 		}
 	}
+	data, err := b.fetchStore(ctx, ref, nil)
+	if err != nil {
+		return nil, err
+	}
+	b.cache.Add(key, data)
+	if b.disk != nil && toDisk {
+		b.disk.Offer(key, data)
+	}
+	return data, nil
+}
+
+// fetchStore reads a block from the store, into buf when the store can
+// (objstore.GetInto), and verifies it against its hash, retrying a failed
+// or damaged read twice.
+func (b *blocks) fetchStore(ctx context.Context, ref meta.BlockRef, buf []byte) ([]byte, error) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var data []byte
-		data, err = b.store.Get(ctx, ref.ID.ObjectKey())
+		data, err = objstore.GetInto(ctx, b.store, ref.ID.ObjectKey(), buf)
 		if err == nil {
 			if len(data) == int(ref.Size) && b.hash(data) == ref.ID {
-				b.cache.Add(key, data)
-				if b.disk != nil && toDisk {
-					b.disk.Offer(key, data)
-				}
 				return data, nil
 			}
 			err = errCorruptBlock

@@ -458,7 +458,8 @@ func (f *FS) readAhead(ctx context.Context, in *inode, off, end, size uint64) {
 			continue
 		}
 		for _, sg := range visible(ss, uint32(lo-base), uint32(hi-base)) {
-			for _, ref := range blocksOf(sg.s, sg.lo-sg.s.Pos, sg.hi-sg.s.Pos) {
+			for _, sp := range blocksOf(sg.s, sg.lo-sg.s.Pos, sg.hi-sg.s.Pos) {
+				ref := sp.ref
 				if f.blocks.cached(ref) {
 					continue
 				}
@@ -468,29 +469,43 @@ func (f *FS) readAhead(ctx context.Context, in *inode, off, end, size uint64) {
 					in.aheadTo = 0 // not all requested: try again at the next read
 					return
 				}
+				// The reader is at end: the part of the block before it
+				// has been read already and will not be read from here.
+				start := base + uint64(sg.s.Pos) + uint64(sp.off)
+				fetch := f.blocks.prefetch(ref, int(min(end-min(end, start), uint64(ref.Size))))
+				if fetch == nil {
+					<-f.aheadSem
+					continue
+				}
 				f.wg.Add(1) // Close waits for it after cancelling bgCtx
 				go func() {
 					defer f.wg.Done()
 					defer func() { <-f.aheadSem }()
-					f.blocks.prefetch(f.bgCtx, ref)
+					fetch(f.bgCtx)
 				}()
 			}
 		}
 	}
 }
 
+// blockSpan is a block of a slice and where it starts in the slice.
+type blockSpan struct {
+	ref meta.BlockRef
+	off uint32
+}
+
 // blocksOf returns the blocks of slice s that hold slice offsets [lo, hi).
-func blocksOf(s *meta.Slice, lo, hi uint32) []meta.BlockRef {
-	var refs []meta.BlockRef
+func blocksOf(s *meta.Slice, lo, hi uint32) []blockSpan {
+	var spans []blockSpan
 	var bstart uint32
 	for _, b := range s.Blocks {
 		bend := bstart + b.Size
 		if bend > lo && bstart < hi {
-			refs = append(refs, b)
+			spans = append(spans, blockSpan{ref: b, off: bstart})
 		}
 		bstart = bend
 	}
-	return refs
+	return spans
 }
 
 // segment is a visible run of a chunk served by one slice.

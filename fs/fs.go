@@ -183,6 +183,11 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 		streams: newStreams(),
 	}
 	f.blocks.aheadToDisk = !opts.ReadAheadBypassesDiskCache
+	// Room for four streams' windows of blocks read ahead: more streams
+	// than that push each other's blocks out (they are then read as
+	// random reads are) rather than growing memory.
+	bs := max(int(format.BlockSize), 1)
+	f.blocks.ahead = newAhead(max(4*opts.ReadAhead/bs, 8), bs)
 	f.earlyBlocks = f.format.BlockSize > 0 && f.format.ChunkSize%f.format.BlockSize == 0
 	f.earlySem = make(chan struct{}, opts.Uploaders)
 	f.pieces = newPiecePool(f.format.BlockSize)
@@ -451,6 +456,9 @@ func (f *FS) DiskCacheStats() cache.DiskStats {
 	}
 	return f.blocks.disk.Stats()
 }
+
+// ReadAheadStats counts the blocks fetched ahead of sequential readers.
+func (f *FS) ReadAheadStats() ReadAheadStats { return f.blocks.ahead.Stats() }
 
 // CacheStats reports the in-memory block cache: hits, misses, bytes held.
 func (f *FS) CacheStats() (hits, misses uint64, bytes int64) {

@@ -156,8 +156,8 @@ func (v *testVol) blockAt(ino, off uint64) meta.BlockRef {
 	}
 	pos := uint32(off % cs)
 	for _, sg := range visible(d.Chunks[off/cs], pos, pos+1) {
-		if refs := blocksOf(sg.s, sg.lo-sg.s.Pos, sg.hi-sg.s.Pos); len(refs) == 1 {
-			return refs[0]
+		if spans := blocksOf(sg.s, sg.lo-sg.s.Pos, sg.hi-sg.s.Pos); len(spans) == 1 {
+			return spans[0].ref
 		}
 	}
 	v.t.Fatalf("no block at offset %d", off)
@@ -238,8 +238,9 @@ func TestReadAheadForStatelessReads(t *testing.T) {
 		read(off, 64<<10)
 	}
 	// Read-ahead skips a round while its fetches are all busy; let the
-	// first window land, then read on.
-	waitFor(t, "the first read-ahead window", cachedFrom(1, 4))
+	// first window land (blocks 1-3 have been read, and so left it), then
+	// read on.
+	waitFor(t, "the first read-ahead window", cachedFrom(4, 4))
 	read(4*64<<10, 64<<10)
 	waitFor(t, "read-ahead of a stateless reader", cachedFrom(5, 7))
 	// A READ elsewhere is no stream: nothing is fetched ahead of it.
@@ -249,5 +250,38 @@ func TestReadAheadForStatelessReads(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := fst.Calls(faulty.OpGet) - gets; n != 1 {
 		t.Fatalf("a random stateless READ caused %d store reads, want 1", n)
+	}
+}
+
+// A sequential reader's blocks come from read-ahead in recycled buffers:
+// each block is fetched once, none lands in the memory cache (a stream
+// read once must not push out the hot blocks), and a handful of buffers
+// serve the whole file.
+func TestSequentialReadRecyclesBuffers(t *testing.T) {
+	v, fst := readVol(t, Options{ReadAhead: 4 * 64 << 10})
+	v.f.blocks.cache = cache.NewMemory(64 << 20)
+	const nblocks = 48
+	ino, data := v.storedFile(pattern(11, nblocks*64<<10))
+
+	fh := v.openFile(ino, syscall.O_RDONLY)
+	defer v.release(fh)
+	gets := fst.Calls(faulty.OpGet)
+	for off := 0; off < len(data); off += 16 << 10 {
+		if got := v.read(fh, uint64(off), 16<<10); !bytes.Equal(got, data[off:off+16<<10]) {
+			t.Fatalf("read at %d: %s", off, firstDiff(got, data[off:off+16<<10]))
+		}
+	}
+	if n := fst.Calls(faulty.OpGet) - gets; n != nblocks {
+		t.Errorf("%d store reads for %d blocks, want one each", n, nblocks)
+	}
+	if n := v.f.blocks.cache.Len(); n > 1 {
+		t.Errorf("the memory cache holds %d blocks after a stream, want at most the reader's first", n)
+	}
+	st := v.f.ReadAheadStats()
+	if st.Hits < (nblocks-1)*4 || st.Unread != 0 || st.Bytes != 0 {
+		t.Errorf("read-ahead: %+v; want >= %d hits, nothing unread or held", st, (nblocks-1)*4)
+	}
+	if st.Buffers > 8 {
+		t.Errorf("read-ahead allocated %d buffers for %d blocks, want at most 8 (recycled)", st.Buffers, nblocks)
 	}
 }

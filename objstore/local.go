@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -183,6 +184,12 @@ func writeFileAtomic(dir, p string, data []byte) (err error) {
 
 // Get reads the whole object.
 func (d *Dir) Get(ctx context.Context, key string) ([]byte, error) {
+	return d.GetInto(ctx, key, nil)
+}
+
+// GetInto reads the whole object into buf when it fits (see IntoGetter),
+// else into a fresh slice.
+func (d *Dir) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("objstore: get %q: %w", key, err)
 	}
@@ -190,12 +197,29 @@ func (d *Dir) Get(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("objstore: get: %w", err)
 	}
-	data, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if err != nil {
 		if isMissing(err) {
 			return nil, fmt.Errorf("objstore: get %q from %s: %w", key, d, ErrNotFound)
 		}
 		return nil, fmt.Errorf("objstore: get %q: %w", key, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("objstore: get %q: %w", key, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("objstore: get %q from %s: %w", key, d, ErrNotFound)
+	}
+	if buf == nil || st.Size() > int64(cap(buf)) {
+		buf = make([]byte, st.Size())
+	}
+	// Objects are immutable once renamed into place: the size read
+	// above is the size to read, and anything else is damage.
+	data := buf[:st.Size()]
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("objstore: get %q: read %d bytes: %w", key, st.Size(), err)
 	}
 	return data, nil
 }

@@ -396,3 +396,82 @@ func TestPutAfterDirectoriesRemoved(t *testing.T) {
 		t.Fatalf("get: %q, %v", got, err)
 	}
 }
+
+// GetInto reads into the caller's buffer when the object fits, and into a
+// fresh slice otherwise, never touching a buffer it does not use.
+func TestDirGetInto(t *testing.T) {
+	ctx := context.Background()
+	d, _ := newTestDir(t)
+	obj := bytes.Repeat([]byte("objfs"), 200) // 1000 bytes
+	if err := d.Put(ctx, "blocks/ab/obj", obj); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Put(ctx, "blocks/ab/empty", nil); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		key     string
+		buf     []byte
+		want    []byte
+		intoBuf bool
+		err     error
+	}{
+		{"larger buffer", "blocks/ab/obj", make([]byte, 4096), obj, true, nil},
+		{"exact buffer", "blocks/ab/obj", make([]byte, 1000), obj, true, nil},
+		{"spare capacity", "blocks/ab/obj", make([]byte, 0, 1000), obj, true, nil},
+		{"buffer too small", "blocks/ab/obj", make([]byte, 999), obj, false, nil},
+		{"no buffer", "blocks/ab/obj", nil, obj, false, nil},
+		{"empty object", "blocks/ab/empty", make([]byte, 10), []byte{}, false, nil},
+		{"missing", "blocks/ab/none", make([]byte, 4096), nil, false, ErrNotFound},
+		{"directory, not object", "blocks/ab", make([]byte, 4096), nil, false, ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := bytes.Clone(tt.buf)
+			got, err := d.GetInto(ctx, tt.key, tt.buf)
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("GetInto(%q) err = %v, want %v", tt.key, err, tt.err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, tt.want) || got == nil {
+				t.Fatalf("GetInto(%q) = %d bytes, %v; want %d bytes", tt.key, len(got), err, len(tt.want))
+			}
+			inBuf := len(got) > 0 && cap(tt.buf) > 0 && &got[0] == &tt.buf[:1][0]
+			if inBuf != tt.intoBuf {
+				t.Fatalf("read into the caller's buffer: %v, want %v", inBuf, tt.intoBuf)
+			}
+			if !tt.intoBuf && !bytes.Equal(tt.buf, before) {
+				t.Fatal("a buffer too small was written to")
+			}
+		})
+	}
+}
+
+// The GetInto helper uses a store's GetInto, and Get for a store without.
+func TestGetIntoHelper(t *testing.T) {
+	ctx := context.Background()
+	d, _ := newTestDir(t)
+	if err := d.Put(ctx, "k", []byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	for _, tc := range []struct {
+		name    string
+		s       Store
+		intoBuf bool
+	}{
+		{"IntoGetter", d, true},
+		{"Get only", struct{ Store }{d}, false},
+	} {
+		got, err := GetInto(ctx, tc.s, "k", buf)
+		if err != nil || string(got) != "data" {
+			t.Fatalf("%s: %q, %v", tc.name, got, err)
+		}
+		if inBuf := &got[0] == &buf[0]; inBuf != tc.intoBuf {
+			t.Errorf("%s: read into the buffer: %v, want %v", tc.name, inBuf, tc.intoBuf)
+		}
+	}
+}

@@ -41,6 +41,27 @@ type Store interface {
 	Close() error
 }
 
+// IntoGetter is implemented by stores that can read an object into a
+// buffer their caller recycles, sparing a fresh allocation per read (for a
+// cold stream of 4 MiB blocks, faulting in fresh memory cost as much as
+// reading it). Wrappers forward it; see GetInto.
+type IntoGetter interface {
+	// GetInto returns the whole object, or an error wrapping ErrNotFound,
+	// like Get. The result is buf[:size] when the object fits in buf and
+	// the store reads it there; otherwise (too large, held in memory) it
+	// is a slice of the store's own, which the caller must not modify.
+	// Either way buf stays the caller's once GetInto returns.
+	GetInto(ctx context.Context, key string, buf []byte) ([]byte, error)
+}
+
+// GetInto reads key into buf when s is an IntoGetter, else with s.Get.
+func GetInto(ctx context.Context, s Store, key string, buf []byte) ([]byte, error) {
+	if g, ok := s.(IntoGetter); ok && buf != nil {
+		return g.GetInto(ctx, key, buf)
+	}
+	return s.Get(ctx, key)
+}
+
 // MaxKeyLen is the longest key ValidKey accepts, in bytes.
 const MaxKeyLen = 512
 

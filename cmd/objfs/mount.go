@@ -238,6 +238,8 @@ func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
 		mi := mountInfo{Pid: os.Getpid(), Mountpoint: mnt, Stats: f.Meta().Stats(), Updated: time.Now().UTC().Format(time.RFC3339),
 			BufferedBytes: f.DirtyBytes()}
 		mi.CacheHits, mi.CacheMisses, mi.CacheBytes = f.CacheStats()
+		ra := f.ReadAheadStats()
+		mi.ReadAheadHits, mi.ReadAheadUnread, mi.ReadAheadBytes = ra.Hits, ra.Unread, ra.Bytes
 		ds := f.DiskCacheStats()
 		mi.DiskCacheBytes, mi.DiskCacheHits, mi.DiskCacheMisses = ds.Bytes, ds.Hits, ds.Misses
 		if v.staging != nil {

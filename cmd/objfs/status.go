@@ -43,6 +43,7 @@ func status(ctx context.Context, dir string) error {
 		printStats(mi.Stats)
 		fmt.Printf("buffered:    %s not yet committed\ncache:       %s in memory, %d hits, %d misses\n",
 			humanize.IBytes(uint64(max(mi.BufferedBytes, 0))), humanize.IBytes(uint64(max(mi.CacheBytes, 0))), mi.CacheHits, mi.CacheMisses)
+		fmt.Printf("read-ahead:  %s held, %d hits, %d blocks left unread\n", humanize.IBytes(uint64(max(mi.ReadAheadBytes, 0))), mi.ReadAheadHits, mi.ReadAheadUnread)
 		fmt.Printf("disk cache:  %s, %d hits, %d misses\n", humanize.IBytes(uint64(max(mi.DiskCacheBytes, 0))), mi.DiskCacheHits, mi.DiskCacheMisses)
 		fmt.Printf("staged:      %d blocks, %s not yet uploaded (%d queued); %d uploaded, %d failed attempts\n",
 			mi.StagedBlocks, humanize.IBytes(uint64(max(mi.StagedBytes, 0))), mi.UploadQueue, mi.Uploaded, mi.UploadErrors)

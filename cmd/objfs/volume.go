@@ -384,12 +384,15 @@ type mountInfo struct {
 	Mountpoint string     `json:"mountpoint"`
 	Stats      meta.Stats `json:"stats"`
 	Updated    string     `json:"updated"`
-	// What the running process holds: buffered writes and the memory
-	// block cache with its hit counts.
+	// What the running process holds: buffered writes, the memory block
+	// cache and the blocks read ahead, with their hit counts.
 	BufferedBytes   int64  `json:"buffered_bytes"`
 	CacheBytes      int64  `json:"cache_bytes"`
 	CacheHits       uint64 `json:"cache_hits"`
 	CacheMisses     uint64 `json:"cache_misses"`
+	ReadAheadHits   uint64 `json:"readahead_hits"`
+	ReadAheadUnread uint64 `json:"readahead_unread"`
+	ReadAheadBytes  int64  `json:"readahead_bytes"`
 	DiskCacheBytes  int64  `json:"disk_cache_bytes"`
 	DiskCacheHits   uint64 `json:"disk_cache_hits"`
 	DiskCacheMisses uint64 `json:"disk_cache_misses"`

@@ -4,6 +4,7 @@
 package faulty
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -184,10 +185,17 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 // Get forwards to the inner store unless a fault is injected, and may
 // corrupt the returned copy.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	return s.GetInto(ctx, key, nil)
+}
+
+// GetInto is Get for callers that pass a buffer (objstore.IntoGetter),
+// with the same faults: a corrupted read flips a byte of the caller's
+// buffer, or of a copy when the inner store returned a slice of its own.
+func (s *Store) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
 	if err := s.before(ctx, OpGet); err != nil {
 		return nil, err
 	}
-	data, err := s.inner.Get(ctx, key)
+	data, err := objstore.GetInto(ctx, s.inner, key, buf)
 	if err != nil || len(data) == 0 {
 		return data, err
 	}
@@ -201,12 +209,11 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if !corrupt {
 		return data, nil
 	}
-	// Copy first: the inner store may hand out a slice it still owns (a
-	// memory store, a cache), and the stored object must stay intact.
-	bad := make([]byte, len(data))
-	copy(bad, data)
-	bad[pos] ^= 0xff
-	return bad, nil
+	if len(buf) == 0 || &data[0] != &buf[:1][0] {
+		data = bytes.Clone(data)
+	}
+	data[pos] ^= 0xff
+	return data, nil
 }
 
 // Delete forwards to the inner store unless a fault is injected.

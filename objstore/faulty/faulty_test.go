@@ -263,19 +263,35 @@ func TestCorruptRate(t *testing.T) {
 		name        string
 		rate        float64
 		wantCorrupt bool
+		into        bool // GetInto a buffer, over a store that reads into it
 	}{
-		{"never", 0, false},
-		{"always", 1, true},
+		{"never", 0, false, false},
+		{"always", 1, true, false},
+		{"never, into a buffer", 0, false, true},
+		{"always, into a buffer", 1, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := New(newMem(), 3)
+			var inner objstore.Store = newMem()
+			if tt.into {
+				d, err := objstore.NewDir(t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				inner = d
+			}
+			s := New(inner, 3)
+			buf := make([]byte, 100)
+			get := s.Get
+			if tt.into {
+				get = func(ctx context.Context, key string) ([]byte, error) { return s.GetInto(ctx, key, buf) }
+			}
 			if err := s.Put(ctx, "k", orig); err != nil {
 				t.Fatal(err)
 			}
 			s.SetCorruptRate(tt.rate)
 			for range 20 {
-				got, err := s.Get(ctx, "k")
+				got, err := get(ctx, "k")
 				if err != nil {
 					t.Fatal(err)
 				}

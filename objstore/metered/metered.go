@@ -65,6 +65,16 @@ func (m *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	return data, err
 }
 
+// GetInto implements objstore.IntoGetter (when the wrapped store does not,
+// it reads with Get).
+func (m *Store) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
+	start := time.Now()
+	data, err := objstore.GetInto(ctx, m.Store, key, buf)
+	m.done("get", start, err)
+	m.read.Add(float64(len(data)))
+	return data, err
+}
+
 // Delete implements objstore.Store.
 func (m *Store) Delete(ctx context.Context, key string) error {
 	start := time.Now()

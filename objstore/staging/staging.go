@@ -437,6 +437,13 @@ func (s *Store) fail(err error) error {
 
 // Get returns a staged object from the log, or asks the backend.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	return s.GetInto(ctx, key, nil)
+}
+
+// GetInto implements objstore.IntoGetter: an object that is not staged (any
+// more) is read into buf when the backend can; a staged one comes from the
+// log as Get would.
+func (s *Store) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
 	s.mu.Lock()
 	e := s.pending[key]
 	var seg *segment
@@ -459,7 +466,7 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 		// backend has it, or says why not.
 		s.log.Debug("staging: read staged object", "key", key, "err", err)
 	}
-	return s.backend.Get(ctx, key)
+	return objstore.GetInto(ctx, s.backend, key, buf)
 }
 
 // readRecordData reads and checks the record whose data starts at off.

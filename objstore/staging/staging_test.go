@@ -580,3 +580,35 @@ func BenchmarkPut4MiB(b *testing.B) {
 		}
 	}
 }
+
+// GetInto serves a staged object from the log and one that is not staged
+// from the backend, into the caller's buffer when the backend can.
+func TestGetInto(t *testing.T) {
+	ctx := context.Background()
+	be, err := objstore.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, t.TempDir(), be, Options{Paused: true, DirectFrom: 64 << 10})
+	bigKey, big := obj(1, 64<<10)
+	smallKey, small := obj(2, 100)
+	for k, d := range map[string][]byte{bigKey: big, smallKey: small} {
+		if err := s.Put(ctx, k, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 128<<10)
+	got, err := s.GetInto(ctx, bigKey, buf)
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("GetInto of a direct object: %d bytes, %v", len(got), err)
+	}
+	if &got[0] != &buf[0] {
+		t.Error("an object read from the backend did not go into the buffer")
+	}
+	if got, err := s.GetInto(ctx, smallKey, buf); err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("GetInto of a staged object: %d bytes, %v", len(got), err)
+	}
+	if _, err := s.GetInto(ctx, "blocks/none", buf); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("GetInto of a missing object: %v, want ErrNotFound", err)
+	}
+}
