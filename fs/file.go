@@ -406,14 +406,22 @@ func (f *FS) readLocked(ctx context.Context, in *inode, off uint64, dest []byte)
 	}
 	end = min(end, size)
 	dest = dest[:end-off]
-	clear(dest)
-	if len(d.Inline) > 0 && off < uint64(len(d.Inline)) {
-		copy(dest, d.Inline[off:])
+	if len(d.Inline) > 0 {
+		clear(dest)
+		if off < uint64(len(d.Inline)) {
+			copy(dest, d.Inline[off:])
+		}
 	}
-	for idx, ss := range d.Chunks {
-		base := uint64(idx) * cs
+	// Chunk by chunk; what no slice covers (holes, a tail not yet
+	// written) reads as zeros.
+	for idx := off / cs; idx*cs < end; idx++ {
+		base := idx * cs
 		lo, hi := max(off, base), min(end, base+cs)
-		if lo >= hi {
+		ss, ok := d.Chunks[idx]
+		if !ok {
+			if len(d.Inline) == 0 {
+				clear(dest[lo-off : hi-off])
+			}
 			continue
 		}
 		if err := f.readChunk(ctx, ss, uint32(lo-base), dest[lo-off:hi-off]); err != nil {
@@ -543,9 +551,17 @@ func visible(ss []meta.Slice, lo, hi uint32) []segment {
 	return out
 }
 
-// readChunk fills dest with the chunk's bytes starting at chunk offset pos.
+// readChunk fills dest with the chunk's bytes starting at chunk offset pos;
+// what no slice covers reads as zeros.
 func (f *FS) readChunk(ctx context.Context, ss []meta.Slice, pos uint32, dest []byte) error {
 	segs := visible(ss, pos, pos+uint32(len(dest)))
+	covered := 0
+	for _, sg := range segs {
+		covered += int(sg.hi - sg.lo)
+	}
+	if covered < len(dest) {
+		clear(dest)
+	}
 	for _, sg := range segs {
 		if err := f.readSlice(ctx, sg.s, sg.lo-sg.s.Pos, dest[sg.lo-pos:sg.hi-pos]); err != nil {
 			return err

@@ -285,3 +285,46 @@ func TestSequentialReadRecyclesBuffers(t *testing.T) {
 		t.Errorf("read-ahead allocated %d buffers for %d blocks, want at most 8 (recycled)", st.Buffers, nblocks)
 	}
 }
+
+// Holes read as zeros whatever the reader's buffer held before (the FUSE
+// front end reuses its buffers): a chunk never written, a gap inside a
+// chunk, and a tail past the data that a truncate extended. Checked both
+// committed and still buffered.
+func TestHolesReadAsZeros(t *testing.T) {
+	for _, commit := range []bool{true, false} {
+		t.Run(fmt.Sprint("committed=", commit), func(t *testing.T) {
+			v := newVol(t, volConfig{blockSize: 64 << 10, chunkSize: 1 << 20, inlineMax: 100})
+			const size = 5<<20 + 12345
+			want := make([]byte, size)
+			ino, fh := v.create(meta.RootIno, "sparse", syscall.O_RDWR)
+			defer v.release(fh)
+			for _, w := range []struct{ off, n int }{
+				{0, 70000},              // chunk 0, partly
+				{2<<20 + 5000, 1000},    // chunk 2: a gap before and after
+				{3<<20 - 10, 20},        // across the chunk 2/3 boundary
+				{4<<20 + 777, 64 << 10}, // chunk 4
+			} {
+				p := pattern(uint64(w.off), w.n)
+				v.write(fh, uint64(w.off), p)
+				copy(want[w.off:], p)
+			}
+			v.truncate(ino, fh, size)
+			if commit {
+				v.flush(fh)
+				v.f.DropCaches()
+			}
+			for _, r := range []struct{ off, n int }{
+				{0, size}, {70000 - 10, 1 << 20}, {1 << 20, 1 << 20}, {2<<20 + 4000, 1 << 20}, {5 << 20, 12345},
+			} {
+				buf := bytes.Repeat([]byte{0xaa}, r.n)
+				n, err := v.f.Read(v.ctx, fh, uint64(r.off), buf)
+				if err != nil || n != r.n {
+					t.Fatalf("read [%d,+%d): %d bytes, %v", r.off, r.n, n, err)
+				}
+				if !bytes.Equal(buf, want[r.off:r.off+r.n]) {
+					t.Fatalf("read [%d,+%d): %s", r.off, r.n, firstDiff(buf, want[r.off:r.off+r.n]))
+				}
+			}
+		})
+	}
+}
