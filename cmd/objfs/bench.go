@@ -50,8 +50,9 @@ objfs or not) and removes it afterwards:
     10 s each, seeded; O_DIRECT where the file system allows it, otherwise
     buffered with a note under the table
 
---scale scales every size, count and duration. Between phases, --drop-caches
-runs a shell command (default, as root: "` + defaultDropCaches + `").
+--scale scales every size, count and duration. At the start of each run and
+between phases, --drop-caches runs a shell command (default, as root:
+"` + defaultDropCaches + `").
 --compare RAW_DIR runs the workload on RAW_DIR first, then on DIR, and adds
 a DIR/RAW_DIR ratio per row; every row is a rate, so higher is better.
 --loopback LOOP_DIR (with --compare) also runs it on LOOP_DIR, a mount of
