@@ -293,3 +293,51 @@ func TestDeletionKeepsUp(t *testing.T) {
 	v.waitStoreMatchesReferences(5 * time.Second)
 	t.Logf("%d blocks freed in %v", nblocks, time.Since(start))
 }
+
+// A chunk left fragmented on disk (its compaction cut short by an unmount
+// or a crash) is compacted once a reader finds it, without any write.
+func TestReadCompactsFragmentedChunk(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 1 << 20})
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	v.release(fh)
+	// 40 slices, as 40 commits of adjacent writes leave them (backwards:
+	// appends merge), written straight to metadata so that no compaction
+	// is queued.
+	piece := pattern(3, 4096)
+	ref, err := v.f.blocks.put(v.ctx, piece, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 40*4096)
+	for i := 39; i >= 0; i-- {
+		s := meta.Slice{Pos: uint32(i * 4096), Len: 4096, Blocks: []meta.BlockRef{ref}}
+		if _, err := v.m.Write(v.ctx, ino, meta.WriteIn{Chunks: []meta.ChunkWrite{{Index: 0, Slices: []meta.Slice{s}}}, End: uint64(len(want)), Mtime: 1}); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[i*4096:], piece)
+	}
+	v.f.blocks.release(ref.ID)
+	slices := func() int {
+		d, err := v.m.ReadData(v.ctx, ino, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(d.Chunks[0])
+	}
+	v.waitCompactions()
+	if n := slices(); n != 40 {
+		t.Fatalf("before any read: %d slices, want the 40 written", n)
+	}
+	fh = v.openFile(ino, syscall.O_RDONLY)
+	defer v.release(fh)
+	if got := v.read(fh, 0, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("read: %s", firstDiff(got, want))
+	}
+	v.waitCompactions()
+	if n := slices(); n >= compactAt {
+		t.Fatalf("after a read: %d slices, want the chunk compacted", n)
+	}
+	if got := v.read(fh, 0, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("read after compaction: %s", firstDiff(got, want))
+	}
+}

@@ -424,6 +424,11 @@ func (f *FS) readLocked(ctx context.Context, in *inode, off uint64, dest []byte)
 			}
 			continue
 		}
+		if len(ss) >= compactAt {
+			// Left fragmented (compaction cut short by an unmount or a
+			// crash): every read of it decodes every slice.
+			f.offerCompaction(in.ino, idx)
+		}
 		if err := f.readChunk(ctx, ss, uint32(lo-base), dest[lo-off:hi-off]); err != nil {
 			return 0, err
 		}
@@ -766,21 +771,37 @@ type compactJob struct{ ino, idx uint64 }
 func (f *FS) queueCompaction(ctx context.Context, ino, idx uint64) {
 	j := compactJob{ino, idx}
 	f.compactMu.Lock()
-	if f.compactSet[j] {
-		f.compactMu.Unlock()
+	queued := f.compactSet[j] || f.tryQueueLocked(j)
+	f.compactMu.Unlock()
+	if queued {
 		return
 	}
+	if err := f.maybeCompact(ctx, ino, idx); err != nil {
+		f.log.Warn("compact chunk", "ino", ino, "chunk", idx, "err", err)
+	}
+}
+
+// offerCompaction queues chunk idx of ino for background compaction if the
+// queue has room; a reader must not wait for it, and will offer it again.
+func (f *FS) offerCompaction(ino, idx uint64) {
+	j := compactJob{ino, idx}
+	f.compactMu.Lock()
+	defer f.compactMu.Unlock()
+	if !f.compactSet[j] {
+		f.tryQueueLocked(j)
+	}
+}
+
+// tryQueueLocked queues j unless the queue is full; the caller holds
+// compactMu and has checked that j is not queued already.
+func (f *FS) tryQueueLocked(j compactJob) bool {
 	select {
 	case f.compactQ <- j:
 		f.compactSet[j] = true
 		f.compactPending.Add(1)
-		f.compactMu.Unlock()
-		return
+		return true
 	default:
-	}
-	f.compactMu.Unlock()
-	if err := f.maybeCompact(ctx, ino, idx); err != nil {
-		f.log.Warn("compact chunk", "ino", ino, "chunk", idx, "err", err)
+		return false
 	}
 }
 
