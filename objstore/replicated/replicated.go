@@ -327,6 +327,12 @@ func (s *Store) reserveBackground(n int64) bool {
 // rotating start. Missing or corrupt copies met on the way are rewritten
 // in the background.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	return s.GetInto(ctx, key, nil)
+}
+
+// GetInto is Get reading each copy into buf where its store can (see
+// objstore.IntoGetter).
+func (s *Store) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
 	targets := s.Placement(key)
 	first := int(s.next.Add(1) % uint64(len(targets)))
 	var (
@@ -341,7 +347,7 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 		}
 		idx := targets[(first+i)%len(targets)]
 		st := s.stores[idx]
-		data, err := st.Get(ctx, key)
+		data, err := objstore.GetInto(ctx, st, key, buf)
 		switch {
 		case errors.Is(err, objstore.ErrNotFound):
 			missing++
@@ -358,7 +364,8 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 			continue
 		}
 		if len(bad) > 0 {
-			s.readRepair(key, data, bad)
+			// The rewrite outlives this call, the caller's buffer not.
+			s.readRepair(key, bytes.Clone(data), bad)
 		}
 		return data, nil
 	}

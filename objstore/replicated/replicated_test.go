@@ -277,9 +277,17 @@ func TestGetFallbackAndRepair(t *testing.T) {
 					r.fault[idx].SetVanished(true)
 				}
 			}
-			// Several reads, so that each copy is tried first once.
-			for i := 0; i < 3; i++ {
-				got, err := r.s.Get(r.ctx, key)
+			// Several reads, so that each copy is tried first once;
+			// GetInto too, whose buffer the caller reuses at once: a
+			// repair must write its own copy of the data, not the
+			// buffer.
+			buf := make([]byte, 4096)
+			for i := 0; i < 6; i++ {
+				get := r.s.Get
+				if i%2 == 1 {
+					get = func(ctx context.Context, key string) ([]byte, error) { return r.s.GetInto(ctx, key, buf) }
+				}
+				got, err := get(r.ctx, key)
 				switch {
 				case tc.anyErr:
 					if err == nil || errors.Is(err, objstore.ErrNotFound) || errors.Is(err, ErrCorrupt) {
@@ -300,6 +308,7 @@ func TestGetFallbackAndRepair(t *testing.T) {
 				if err != nil && got != nil {
 					t.Errorf("Get returned bytes with an error")
 				}
+				copy(buf, strings.Repeat("scribbled ", 400))
 			}
 			if tc.repairsOK {
 				r.waitCopies(key, data, 3)
