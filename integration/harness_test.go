@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -403,7 +404,7 @@ func (v *volume) mount(t testing.TB, extra ...string) {
 	// SIGTERM and unmounts.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	p := &mountProc{cmd: cmd, mnt: v.mnt, logPath: logPath, logFile: logFile, done: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
+	if err := startFromSpawner(cmd); err != nil {
 		logFile.Close()
 		t.Fatalf("starting objfs mount: %v", err)
 	}
@@ -429,6 +430,35 @@ func (v *volume) mount(t testing.TB, extra ...string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// spawnRequests is served by one goroutine locked to its OS thread for the
+// life of the test binary. The kernel sends a Pdeathsig when the *thread*
+// that forked a child exits, not the process, and tests that change their
+// thread's credentials (withoutFsetid) let that thread exit afterwards: a
+// mount forked from such a thread was sent SIGTERM and unmounted itself in
+// the middle of its test.
+var spawnRequests = make(chan spawnRequest)
+
+type spawnRequest struct {
+	cmd  *exec.Cmd
+	errc chan error
+}
+
+func init() {
+	go func() {
+		runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+		for r := range spawnRequests {
+			r.errc <- r.cmd.Start()
+		}
+	}()
+}
+
+// startFromSpawner starts cmd from the spawner's thread (see spawnRequests).
+func startFromSpawner(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	spawnRequests <- spawnRequest{cmd, errc}
+	return <-errc
 }
 
 // cleanupProc is the t.Cleanup of one mount: SIGTERM, wait, SIGKILL by PID,
