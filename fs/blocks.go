@@ -160,12 +160,12 @@ func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 // prefetch registers a fetch of a block for a sequential reader about to
 // need it and returns the fetch, to run in the background; nil when the
 // block is cached or coming already. The reader has read the first done
-// bytes of the block already (it is inside it). Registering before returning lets the
-// reader's next read find the block coming instead of fetching it too.
-// The block goes to the blocks read ahead (see ahead), not the memory
-// cache. With aheadToDisk it is also copied to the disk cache, which keeps
-// the slice for a while: such a block gets a fresh one, not a recycled
-// buffer.
+// bytes of the block already (it is inside it). Registering before
+// returning lets the reader's next read find the block coming instead of
+// fetching it too. The block goes to the blocks read ahead (see ahead),
+// not the memory cache. With aheadToDisk it is also copied to the disk
+// cache, which keeps the slice for a while: such a block gets a fresh
+// one, not a recycled buffer.
 func (b *blocks) prefetch(ref meta.BlockRef, done int) func(context.Context) {
 	key := ref.ID.String()
 	if b.cache.Contains(key) {
