@@ -160,7 +160,7 @@ func writeFileAtomic(dir, p string, data []byte) (err error) {
 			slog.Warn("objstore: cannot remove temporary file", "path", tmp, "err", rerr)
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
+	if err := writeAll(f, data); err != nil {
 		_ = f.Close() // the write error is the one worth reporting
 		return fmt.Errorf("write temporary file: %w", err)
 	}
@@ -180,6 +180,23 @@ func writeFileAtomic(dir, p string, data []byte) (err error) {
 		return err
 	}
 	return nil
+}
+
+// writeAll writes data to the empty file f, bypassing the page cache where
+// it can (setDirect); if the device refuses the direct write (an
+// alignment it does not take), it writes again through the page cache.
+func writeAll(f *os.File, data []byte) error {
+	if setDirect(f, data) {
+		_, err := f.WriteAt(data, 0)
+		if !errors.Is(err, syscall.EINVAL) {
+			return err
+		}
+		if err := clearDirect(f); err != nil {
+			return err
+		}
+	}
+	_, err := f.WriteAt(data, 0)
+	return err
 }
 
 // Get reads the whole object.
