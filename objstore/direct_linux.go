@@ -7,7 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// directMin is the smallest object written with O_DIRECT. Whole data
+// directMin is the smallest object written (and read) with O_DIRECT. Whole data
 // blocks (4 MiB by default) are written once and read back rarely soon
 // after, so copying them into the page cache is CPU spent for nothing; on
 // a VM that returns freed memory to its host, every page-cache page
@@ -19,6 +19,10 @@ const directMin = 1 << 20
 // directAlign is the alignment O_DIRECT asks of buffers, offsets and
 // lengths on the file systems objfs runs on.
 const directAlign = 4096
+
+// roundDirect rounds n up to the O_DIRECT alignment: the length of a
+// direct read of n bytes, and so the capacity a buffer for it needs.
+func roundDirect(n int64) int64 { return (n + directAlign - 1) &^ (directAlign - 1) }
 
 // setDirect switches f to O_DIRECT when data can be written that way: large,
 // with an aligned address and length. It reports whether it did; a file

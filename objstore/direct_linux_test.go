@@ -22,8 +22,9 @@ func alignedBuf(n, skew int) []byte {
 	return b
 }
 
-// Large aligned objects are written with O_DIRECT, everything else
-// through the page cache, and every one reads back intact.
+// Large aligned objects are written (and read back) with O_DIRECT,
+// everything else through the page cache, and every one reads back intact
+// whatever buffer it is read into.
 func TestDirectWrites(t *testing.T) {
 	dirs := map[string]string{"temp dir": t.TempDir()}
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
@@ -85,6 +86,17 @@ func TestDirectWrites(t *testing.T) {
 				got, err := d.Get(context.Background(), key)
 				if err != nil || !bytes.Equal(got, tc.data) {
 					t.Fatalf("read back %d bytes (%v), wrote %d", len(got), err, len(tc.data))
+				}
+				// Reads into buffers direct I/O can and cannot use: an
+				// aligned one with room for the rounded-up length, one
+				// without that room, one at an odd address.
+				n := int(roundDirect(int64(len(tc.data))))
+				for _, buf := range [][]byte{alignedBuf(n, 0), alignedBuf(len(tc.data), 0)[:len(tc.data):len(tc.data)], alignedBuf(n, 3)} {
+					clear(buf)
+					got, err := d.GetInto(context.Background(), key, buf)
+					if err != nil || !bytes.Equal(got, tc.data) {
+						t.Fatalf("GetInto a buffer of cap %d: %d bytes (%v), wrote %d", cap(buf), len(got), err, len(tc.data))
+					}
 				}
 			})
 		}

@@ -185,6 +185,8 @@ func writeFileAtomic(dir, p string, data []byte) (err error) {
 // writeAll writes data to the empty file f, bypassing the page cache where
 // it can (setDirect); if the device refuses the direct write (an
 // alignment it does not take), it writes again through the page cache.
+// The written blocks are not read back soon: reads of a stream go
+// through read-ahead buffers, repeated reads through the caches.
 func writeAll(f *os.File, data []byte) error {
 	if setDirect(f, data) {
 		_, err := f.WriteAt(data, 0)
@@ -229,14 +231,39 @@ func (d *Dir) GetInto(ctx context.Context, key string, buf []byte) ([]byte, erro
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("objstore: get %q from %s: %w", key, d, ErrNotFound)
 	}
-	if buf == nil || st.Size() > int64(cap(buf)) {
-		buf = make([]byte, st.Size())
+	size := st.Size()
+	if buf == nil || size > int64(cap(buf)) {
+		buf = make([]byte, size, roundDirect(size))
 	}
-	// Objects are immutable once renamed into place: the size read
-	// above is the size to read, and anything else is damage.
-	data := buf[:st.Size()]
-	if _, err := io.ReadFull(f, data); err != nil {
-		return nil, fmt.Errorf("objstore: get %q: read %d bytes: %w", key, st.Size(), err)
+	data, err := readAll(f, buf, size)
+	if err != nil {
+		return nil, fmt.Errorf("objstore: get %q: read %d bytes: %w", key, size, err)
+	}
+	return data, nil
+}
+
+// readAll reads the size bytes of f into buf, bypassing the page cache
+// where it can (setDirect): a block read back is verified and kept by the
+// caller, and a copy in the page cache would only cost a copy (and the
+// faults of fresh page-cache pages). Objects are immutable once renamed
+// into place, so the size read before is the size to read; anything else
+// is damage.
+func readAll(f *os.File, buf []byte, size int64) ([]byte, error) {
+	if n := roundDirect(size); n <= int64(cap(buf)) && setDirect(f, buf[:n]) {
+		// One read of the whole aligned length: it stops short at the
+		// end of the file, and a second read there would be unaligned.
+		m, err := f.ReadAt(buf[:n], 0)
+		if int64(m) == size && (err == nil || errors.Is(err, io.EOF)) {
+			return buf[:size], nil
+		}
+		if err := clearDirect(f); err != nil {
+			return nil, err
+		}
+		// Refused or short: read again through the page cache.
+	}
+	data := buf[:size]
+	if _, err := f.ReadAt(data, 0); err != nil {
+		return nil, err
 	}
 	return data, nil
 }
