@@ -153,13 +153,15 @@ func (a *ahead) release(b *aheadBlock, n int) {
 	a.recycleLocked(b)
 }
 
-// drop lets every block leave (fetches in flight finish unseen).
+// drop lets every block leave (fetches in flight finish unseen) and frees
+// the recycled buffers.
 func (a *ahead) drop() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for len(a.order) > 0 {
 		a.removeLocked(a.order[0])
 	}
+	a.free = nil
 }
 
 // Stats returns the counters.

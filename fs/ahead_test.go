@@ -84,9 +84,17 @@ func TestAheadRecyclesOnlyAfterTheLastReader(t *testing.T) {
 	bufs := map[*byte]bool{&r.buf[0]: true, &c.buf[0]: true}
 	a.release(r, 16)
 	fillAhead(a, c, 2)
-	a.drop()
+	a.release(a.acquire(aheadID(2)), 16)
+	if len(a.free) != 2 {
+		t.Fatalf("%d buffers free, want both", len(a.free))
+	}
 	if d := a.start(aheadID(3), 0, true); d == nil || !bufs[&d.buf[0]] {
 		t.Fatal("released buffers were not recycled")
+	}
+	// Dropping caches gives the memory back.
+	a.drop()
+	if len(a.free) != 0 {
+		t.Fatalf("%d buffers kept after drop", len(a.free))
 	}
 }
 
