@@ -167,8 +167,7 @@ func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 // cache, which keeps the slice for a while: such a block gets a fresh
 // one, not a recycled buffer.
 func (b *blocks) prefetch(ref meta.BlockRef, done int) func(context.Context) {
-	key := ref.ID.String()
-	if b.cache.Contains(key) {
+	if b.cache.Contains(ref.ID.String()) {
 		return nil
 	}
 	toDisk := b.disk != nil && b.aheadToDisk
@@ -177,19 +176,7 @@ func (b *blocks) prefetch(ref meta.BlockRef, done int) func(context.Context) {
 		return nil
 	}
 	return func(ctx context.Context) {
-		var data []byte
-		var err error
-		if b.disk != nil {
-			if d, ok := b.disk.Get(key); ok && len(d) == int(ref.Size) {
-				data = d
-			}
-		}
-		if data == nil {
-			data, err = b.fetchStore(ctx, ref, a.buf)
-			if err == nil && toDisk {
-				b.disk.Offer(key, data)
-			}
-		}
+		data, err := b.fetchInto(ctx, ref, a.buf, true, toDisk)
 		b.ahead.finish(a, data, err)
 	}
 }
@@ -225,26 +212,33 @@ func (b *blocks) load(ctx context.Context, ref meta.BlockRef, tryDisk, toDisk bo
 	}
 }
 
-// fetch reads a block from the disk cache (checked piece by piece, cheaper
-// than rehashing) or else from the store (verified against its hash), and
-// caches it in memory and (in the background) on disk.
+// fetch is fetchInto a fresh slice, cached in memory.
 func (b *blocks) fetch(ctx context.Context, ref meta.BlockRef, tryDisk, toDisk bool) ([]byte, error) {
-	key := ref.ID.String()
-	if tryDisk && b.disk != nil {
-		if data, ok := b.disk.Get(key); ok && len(data) == int(ref.Size) {
-			b.cache.Add(key, data)
-			return data, nil
-		}
-	}
-	data, err := b.fetchStore(ctx, ref, nil)
+	data, err := b.fetchInto(ctx, ref, nil, tryDisk, toDisk)
 	if err != nil {
 		return nil, err
 	}
-	b.cache.Add(key, data)
-	if b.disk != nil && toDisk {
+	b.cache.Add(ref.ID.String(), data)
+	return data, nil
+}
+
+// fetchInto reads a block from the disk cache (checked piece by piece,
+// cheaper than rehashing) when tryDisk, or else from the store, into buf
+// where the store can (see fetchStore); with toDisk a block read from the
+// store is offered to the disk cache (written in the background: the
+// slice must not be reused).
+func (b *blocks) fetchInto(ctx context.Context, ref meta.BlockRef, buf []byte, tryDisk, toDisk bool) ([]byte, error) {
+	key := ref.ID.String()
+	if tryDisk && b.disk != nil {
+		if data, ok := b.disk.Get(key); ok && len(data) == int(ref.Size) {
+			return data, nil
+		}
+	}
+	data, err := b.fetchStore(ctx, ref, buf)
+	if err == nil && toDisk && b.disk != nil {
 		b.disk.Offer(key, data)
 	}
-	return data, nil
+	return data, err
 }
 
 // fetchStore reads a block from the store, into buf when the store can

@@ -58,11 +58,7 @@ func (m *Store) Put(ctx context.Context, key string, data []byte) error {
 
 // Get implements objstore.Store.
 func (m *Store) Get(ctx context.Context, key string) ([]byte, error) {
-	start := time.Now()
-	data, err := m.Store.Get(ctx, key)
-	m.done("get", start, err)
-	m.read.Add(float64(len(data)))
-	return data, err
+	return m.GetInto(ctx, key, nil)
 }
 
 // GetInto implements objstore.IntoGetter (when the wrapped store does not,
