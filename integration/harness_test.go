@@ -175,11 +175,17 @@ func unescapeMountinfo(s string) string {
 // mountFSType returns the fstype of the topmost mount at path, or "" if
 // nothing is mounted there.
 func mountFSType(path string) string {
+	fstype, _ := topMount(path)
+	return fstype
+}
+
+// topMount returns the fstype and device (major:minor) of the topmost
+// mount at path; "" if nothing is mounted there.
+func topMount(path string) (fstype, dev string) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return ""
+		return "", ""
 	}
-	fstype := ""
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -189,12 +195,34 @@ func mountFSType(path string) string {
 		}
 		for i := 6; i < len(fields)-1; i++ {
 			if fields[i] == "-" {
-				fstype = fields[i+1] // later lines are mounted on top
+				fstype, dev = fields[i+1], fields[2] // later lines are mounted on top
 				break
 			}
 		}
 	}
-	return fstype
+	return fstype, dev
+}
+
+// abortFuse aborts the FUSE connection of the mount at mnt through fusectl
+// (/sys/fs/fuse/connections/MINOR/abort, mounting fusectl if needed): every
+// request waiting on it fails at once. It is the way out when a killed
+// server cannot finish dying (see forceStop).
+func abortFuse(mnt string) error {
+	fstype, dev := topMount(mnt)
+	if !strings.HasPrefix(fstype, "fuse") {
+		return fmt.Errorf("abort FUSE connection: %s is not a FUSE mount (%q)", mnt, fstype)
+	}
+	_, minor, ok := strings.Cut(dev, ":")
+	if !ok {
+		return fmt.Errorf("abort FUSE connection of %s: device %q", mnt, dev)
+	}
+	const ctl = "/sys/fs/fuse/connections"
+	if _, err := os.Stat(filepath.Join(ctl, minor)); err != nil {
+		if err := syscall.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil && !errors.Is(err, syscall.EBUSY) {
+			return fmt.Errorf("mount fusectl on %s: %w", ctl, err)
+		}
+	}
+	return os.WriteFile(filepath.Join(ctl, minor, "abort"), []byte("1"), 0)
 }
 
 func isFuseMounted(path string) bool {
@@ -264,11 +292,23 @@ func (p *mountProc) signal(sig syscall.Signal) {
 
 // forceStop kills the process by PID if needed, reaps it and detaches the
 // mount. It is safe to call any number of times.
+//
+// A SIGKILL can leave the server unable to die: a thread of it that was
+// sending the kernel an entry invalidation (for a change made over NFS)
+// waits, unkillably, for a directory lock that a FUSE request holds while
+// it waits for the dead server's answer, and the connection only closes
+// once every thread is gone. Aborting the connection (as an administrator
+// would through fusectl) fails that request and lets the process finish.
 func (p *mountProc) forceStop() error {
 	if !p.exited() {
 		p.signal(syscall.SIGKILL)
 		if !p.waitFor(termTimeout) {
-			return fmt.Errorf("pid %d did not die after SIGKILL", p.cmd.Process.Pid)
+			if err := abortFuse(p.mnt); err != nil {
+				return fmt.Errorf("pid %d did not die after SIGKILL: %w", p.cmd.Process.Pid, err)
+			}
+			if !p.waitFor(termTimeout) {
+				return fmt.Errorf("pid %d did not die after SIGKILL and an aborted FUSE connection", p.cmd.Process.Pid)
+			}
 		}
 	}
 	err := lazyUnmount(p.mnt)

@@ -2,7 +2,9 @@ package integration
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
@@ -55,5 +57,32 @@ func TestSpawnerThreadOutlivesLockedGoroutines(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// abortFuse, the harness's way out of a server that cannot finish dying,
+// ends the mount's FUSE connection: requests fail at once instead of
+// waiting for the server, and the harness can then reap and unmount.
+func TestAbortFuseEndsTheConnection(t *testing.T) {
+	v := newVolume(t)
+	v.mount(t)
+	if err := os.WriteFile(filepath.Join(v.mnt, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := abortFuse(v.mnt); err != nil {
+		t.Fatal(err)
+	}
+	_, err := os.Stat(filepath.Join(v.mnt, "f"))
+	if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+		t.Fatalf("stat after the abort: %v, want ENOTCONN", err)
+	}
+	// The server may be exiting on its own by now: reap it either way.
+	p := v.proc
+	v.proc = nil
+	if err := p.forceStop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := abortFuse(v.mnt); err == nil {
+		t.Fatal("abortFuse of a directory with nothing mounted succeeded")
 	}
 }
