@@ -144,6 +144,12 @@ func TestKillPrivWrite(t *testing.T) {
 			return err
 		}
 	}
+	chownNoIDs := func(c *meta.Caller) op {
+		return func(v *testVol, name string, ino, fh uint64) error {
+			_, err := v.f.SetAttr(v.ctx, c, ino, meta.SetAttrIn{Chown: true}, 0)
+			return err
+		}
+	}
 	tests := []struct {
 		name     string
 		mode     uint32
@@ -169,6 +175,10 @@ func TestKillPrivWrite(t *testing.T) {
 		{"create O_TRUNC of an existing file without CAP_FSETID clears suid", 0o4755, true, createTrunc(OpenKillSuidgid), 0o755, false},
 		{"create O_TRUNC of an existing file with CAP_FSETID keeps suid", 0o4755, false, createTrunc(0), 0o4755, false},
 		{"plain file: nothing to drop", 0o666, false, writeAs(outsider), 0o666, false},
+		{"chown naming no ids clears suid and caps", 0o4755, true, chownNoIDs(&meta.Root), 0o755, false},
+		{"chown naming no ids clears sgid with group exec", 0o2755, false, chownNoIDs(&meta.Root), 0o755, false},
+		{"chown naming no ids by root keeps sgid without group exec", 0o2745, false, chownNoIDs(&meta.Root), 0o2745, false},
+		{"chown naming no ids by a non-owner drops caps of a plain file", 0o755, true, chownNoIDs(outsider), 0o755, false},
 	}
 	v := newVol(t, volConfig{})
 	for i, tc := range tests {
@@ -188,6 +198,39 @@ func TestKillPrivWrite(t *testing.T) {
 				t.Errorf("mode %o caps %v, want %o caps %v", mode, caps, tc.wantMode, tc.wantCaps)
 			}
 		})
+	}
+}
+
+// TestChownNoIDsNeedsOwner: a chown naming no ids that would clear setuid
+// is a mode change, so (as on Linux) only the owner or root may make it:
+// anyone else gets EPERM and nothing changes, capabilities included.
+func TestChownNoIDsNeedsOwner(t *testing.T) {
+	v := newVol(t, volConfig{})
+	ino, fh := privFile(v, "f", 0o4755, true)
+	defer v.release(fh)
+	before, err := v.f.GetAttr(v.ctx, ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.f.SetAttr(v.ctx, outsider, ino, meta.SetAttrIn{Chown: true}, 0); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("chown naming no ids by a non-owner of a setuid file: %v, want EPERM", err)
+	}
+	if mode, caps := privsOf(v, ino); mode != 0o4755 || !caps {
+		t.Errorf("after the refused chown: mode %o caps %v, want 4755 and caps", mode, caps)
+	}
+	owner := &meta.Caller{Uid: 1002, Gid: 1002}
+	if _, err := v.f.SetAttr(v.ctx, &meta.Root, ino, meta.SetAttrIn{Valid: meta.SetUid | meta.SetMode, Uid: owner.Uid, Mode: 0o4755}, 0); err != nil {
+		t.Fatal(err)
+	}
+	a, err := v.f.SetAttr(v.ctx, owner, ino, meta.SetAttrIn{Chown: true}, 0)
+	if err != nil {
+		t.Fatalf("chown naming no ids by the owner: %v", err)
+	}
+	if a.Mode&0o7777 != 0o755 || a.Uid != owner.Uid || a.Gid != before.Gid {
+		t.Errorf("after the owner's chown: mode %o uid %d gid %d, want 755 %d %d", a.Mode&0o7777, a.Uid, a.Gid, owner.Uid, before.Gid)
+	}
+	if a.Ctime <= before.Ctime {
+		t.Errorf("ctime %d not after %d", a.Ctime, before.Ctime)
 	}
 }
 

@@ -69,7 +69,7 @@ func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttr
 			return nil, err
 		}
 		a, err := f.meta.SetAttr(ctx, c, ino, in)
-		if err == nil && in.Valid&privChanges != 0 {
+		if err == nil && changesPrivs(in) {
 			f.forgetPrivs(ino)
 		}
 		return a, err
@@ -78,15 +78,17 @@ func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttr
 	if err != nil {
 		return nil, err
 	}
-	if in.Valid&privChanges != 0 {
+	if changesPrivs(in) {
 		f.forgetPrivs(ino)
 	}
 	return f.withBuffered(a), nil
 }
 
-// privChanges are the attribute changes that may set or drop setuid,
-// setgid or file capabilities: an inode's cached privileges are forgotten.
-const privChanges = meta.SetMode | meta.SetUid | meta.SetGid | meta.SetSize
+// changesPrivs reports whether the change may set or drop setuid, setgid
+// or file capabilities, so that an inode's cached privileges are forgotten.
+func changesPrivs(in meta.SetAttrIn) bool {
+	return in.Chown || in.Valid&(meta.SetMode|meta.SetUid|meta.SetGid|meta.SetSize) != 0
+}
 
 // Mknod creates a node of any type but regular files opened at once (see Create).
 func (f *FS) Mknod(ctx context.Context, c *Caller, parent uint64, name string, n meta.NewNode) (*Attr, error) {

@@ -117,6 +117,8 @@ func TestKillPrivFUSE(t *testing.T) {
 		return func(p string) error { return withoutFsetid(func() error { return op(p) }) }
 	}
 	chownSame := func(p string) error { return unix.Chown(p, 0, 0) }
+	// chown(path, -1, -1) reaches objfs as a SETATTR naming nothing.
+	chownNoIDs := func(p string) error { return unix.Chown(p, -1, -1) }
 	tests := []struct {
 		name     string
 		mode     uint32
@@ -138,6 +140,9 @@ func TestKillPrivFUSE(t *testing.T) {
 		{"O_TRUNC without CAP_FSETID clears suid", 0o4777, 0, false, unpriv(openTrunc), 0o777, false},
 		{"O_TRUNC as root keeps suid", 0o4777, 0, false, openTrunc, 0o4777, false},
 		{"chown to the same owner as root clears suid and capabilities", 0o4755, 0, true, chownSame, 0o755, false},
+		{"chown naming no ids clears suid and capabilities", 0o4760, 0, true, chownNoIDs, 0o760, false},
+		{"chown naming no ids clears sgid with group exec", 0o2750, 0, false, chownNoIDs, 0o750, false},
+		{"chown naming no ids as root keeps sgid without group exec", 0o2740, 5, false, chownNoIDs, 0o2740, false},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

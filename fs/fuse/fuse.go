@@ -291,6 +291,12 @@ func (a *FS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.A
 		s.Valid |= meta.SetCtime
 		s.Ctime = int64(in.Ctime)*1e9 + int64(in.Ctimensec)
 	}
+	// chown(path, -1, -1): with FUSE_HANDLE_KILLPRIV_V2 the kernel leaves
+	// dropping privileges to objfs, but flags a chown only when it names
+	// an id, so one naming none comes as a SETATTR naming nothing.
+	const named = gofuse.FATTR_MODE | gofuse.FATTR_UID | gofuse.FATTR_GID | gofuse.FATTR_SIZE |
+		gofuse.FATTR_ATIME | gofuse.FATTR_MTIME | gofuse.FATTR_ATIME_NOW | gofuse.FATTR_MTIME_NOW | gofuse.FATTR_CTIME
+	s.Chown = v&named == 0
 	fh, _ := in.GetFh()
 	var who *meta.Caller
 	if s.KillSuidgid {

@@ -187,6 +187,11 @@ type SetAttrIn struct {
 	// FATTR_KILL_SUIDGID), so the truncation clears setuid and setgid as
 	// a write would. (A chown needs no flag: it always clears them.)
 	KillSuidgid bool
+	// Chown: the change is a chown(2) even if it names no ids. Linux's
+	// chown(path, -1, -1) of a non-directory still clears setuid, setgid
+	// (as a write would) and file capabilities; through FUSE it arrives as
+	// a SETATTR naming no attribute at all.
+	Chown bool
 }
 
 // SetAttr changes an inode's attributes in one transaction. The caller must
@@ -226,7 +231,8 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 				a.Mode = killSuidgid(a.Mode, c.inGroup(a.Gid))
 			}
 		}
-		if in.Valid&(SetUid|SetGid) != 0 {
+		ids := in.Valid&(SetUid|SetGid) != 0
+		if ids || in.Chown {
 			newUid, newGid := a.Uid, a.Gid
 			if in.Valid&SetUid != 0 {
 				newUid = in.Uid
@@ -234,7 +240,7 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 			if in.Valid&SetGid != 0 {
 				newGid = in.Gid
 			}
-			if c.Uid != 0 {
+			if c.Uid != 0 && ids {
 				if newUid != a.Uid || c.Uid != a.Uid {
 					return syscall.EPERM
 				}
@@ -246,8 +252,14 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 				// As chown(2) on Linux, whatever the ids and whoever
 				// asks: setuid goes, setgid as after a write (root
 				// standing for CAP_FSETID), and the file capabilities.
-				// (Linux's knfsd does the same.)
-				a.Mode = killSuidgid(a.Mode, c.Uid == 0 || c.inGroup(a.Gid))
+				// (Linux's knfsd does the same.) A chown naming no ids
+				// may be made by anyone, but a mode it changes needs
+				// the owner, as chmod.
+				mode := killSuidgid(a.Mode, c.Uid == 0 || c.inGroup(a.Gid))
+				if mode != a.Mode && !owner {
+					return syscall.EPERM
+				}
+				a.Mode = mode
 				if _, err := x.dropCaps(ino); err != nil {
 					return err
 				}
