@@ -315,6 +315,9 @@ type Data struct {
 	Chunks map[uint64][]Slice
 }
 
+// pointReads: ReadData reads ranges of fewer chunks than this key by key.
+const pointReads = 4
+
 // ReadData reads the attributes, inline data and the slice lists of chunks
 // first..last of ino from one snapshot.
 func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint64) (*Data, error) {
@@ -335,6 +338,28 @@ func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint64) (*D
 			d.Inline = v
 		} else if !errors.Is(err, ErrKeyNotFound) {
 			return err
+		}
+		if last-first < pointReads {
+			// A few chunks (every small file, most reads): point reads
+			// cost a fraction of an iterator, which Badger builds over
+			// every memtable and level.
+			for idx := first; ; idx++ {
+				k := keyChunk(ino, idx)
+				v, err := x.t.Get(k)
+				switch {
+				case err == nil:
+					ss, err := decodeSlices(k, v)
+					if err != nil {
+						return err
+					}
+					d.Chunks[idx] = ss
+				case !errors.Is(err, ErrKeyNotFound):
+					return err
+				}
+				if idx == last {
+					return nil
+				}
+			}
 		}
 		return x.t.Scan(keyIno(pSlices, ino), keyChunk(ino, first), func(k, v []byte) (bool, error) {
 			idx := binary.BigEndian.Uint64(k[9:])

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -312,6 +313,56 @@ func TestReplaceChunk(t *testing.T) {
 	for i, want := range []int64{0, 0, 1} {
 		if n := v.refcount(fakeBlock(40+i, 0).ID); n != want {
 			t.Errorf("block %d: %d references, want %d", 40+i, n, want)
+		}
+	}
+}
+
+// TestReadDataRanges: ReadData returns exactly the chunks of the range
+// that hold slices, whether it reads them key by key (short ranges) or
+// with an iterator (long ones), and nothing of another inode.
+func TestReadDataRanges(t *testing.T) {
+	v := newVolume(t, nil)
+	f := v.mkfile(RootIno, "f")
+	other := v.mkfile(RootIno, "other")
+	cs := uint64(v.m.Format().ChunkSize)
+	stored := []uint64{0, 1, 3, 7}
+	for i, idx := range stored {
+		if _, err := v.m.Write(v.ctx, f.Ino, WriteIn{End: (idx + 1) * cs, Mtime: time.Now().UnixNano(),
+			Chunks: []ChunkWrite{{Index: idx, Slices: []Slice{{Pos: 0, Len: 10, Blocks: []BlockRef{fakeBlock(40+i, 10)}}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A neighbour's chunk right after f's range must not leak in.
+	if _, err := v.m.Write(v.ctx, other.Ino, WriteIn{End: cs, Mtime: time.Now().UnixNano(),
+		Chunks: []ChunkWrite{{Index: 0, Slices: []Slice{{Pos: 0, Len: 10, Blocks: []BlockRef{fakeBlock(50, 10)}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		first, last uint64
+		want        []uint64
+	}{
+		{0, 0, []uint64{0}},
+		{2, 2, nil},
+		{0, 3, []uint64{0, 1, 3}},
+		{1, 2, []uint64{1}},
+		{4, 6, nil},
+		{2, 9, []uint64{3, 7}},
+		{0, ^uint64(0), []uint64{0, 1, 3, 7}},
+		{7, ^uint64(0), []uint64{7}},
+		{^uint64(0) - 2, ^uint64(0), nil},
+	} {
+		d, err := v.m.ReadData(v.ctx, f.Ino, tc.first, tc.last)
+		if err != nil {
+			t.Fatalf("[%d, %d]: %v", tc.first, tc.last, err)
+		}
+		if len(d.Chunks) != len(tc.want) {
+			t.Errorf("[%d, %d]: %d chunks, want %v", tc.first, tc.last, len(d.Chunks), tc.want)
+		}
+		for _, idx := range tc.want {
+			ss := d.Chunks[idx]
+			if len(ss) != 1 || ss[0].Len != 10 || ss[0].Blocks[0] != fakeBlock(40+slices.Index(stored, idx), 10) {
+				t.Errorf("[%d, %d]: chunk %d = %+v", tc.first, tc.last, idx, ss)
+			}
 		}
 	}
 }

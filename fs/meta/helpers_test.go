@@ -10,7 +10,7 @@ import (
 
 // testVolume is a freshly formatted volume in a temporary Badger database.
 type testVolume struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
 	kv  *Badger
 	m   *Meta
@@ -18,7 +18,7 @@ type testVolume struct {
 
 // newVolume formats and opens a volume with 64 KiB blocks; tweak, when not
 // nil, may change the format record before it is written.
-func newVolume(t *testing.T, tweak func(*Format)) *testVolume {
+func newVolume(t testing.TB, tweak func(*Format)) *testVolume {
 	t.Helper()
 	ctx := context.Background()
 	kv, err := OpenBadger(t.TempDir(), false)
