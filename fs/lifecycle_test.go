@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"syscall"
@@ -401,4 +402,87 @@ func TestRemovedOpenDirectory(t *testing.T) {
 	if st := v.m.Stats(); st.Dirs != 1 {
 		t.Errorf("stats count %d directories, want 1", st.Dirs)
 	}
+}
+
+// TestUnlinkClosedFileFreesAtOnce: unlinking a file nothing has open frees
+// it in the unlink itself (nothing waits in the reap queue), and leaves no
+// inode marked unopenable.
+func TestUnlinkClosedFileFreesAtOnce(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 1000, onDisk: true})
+	for _, size := range []int{100, 100000} {
+		name := fmt.Sprint("f", size)
+		ino, fh := v.create(meta.RootIno, name, syscall.O_RDWR)
+		v.write(fh, 0, pattern(1, size))
+		v.release(fh)
+		if err := v.f.Unlink(v.ctx, &meta.Root, meta.RootIno, name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.m.GetAttr(v.ctx, ino); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("size %d: inode right after the unlink: %v, want ENOENT", size, err)
+		}
+		if o, _ := v.m.Orphans(v.ctx); len(o) != 0 {
+			t.Errorf("size %d: orphan records %v", size, o)
+		}
+		v.f.mu.Lock()
+		if len(v.f.reaping) != 0 {
+			t.Errorf("size %d: inodes still marked as being reaped: %v", size, v.f.reaping)
+		}
+		v.f.mu.Unlock()
+	}
+	v.waitStoreMatchesReferences(6 * time.Second)
+}
+
+// TestUnlinkRacesOpen: an open by inode number (as NFS and FUSE do) racing
+// the unlink of the file's last name either fails with ENOENT or gets a
+// file it can read in full until it closes it; nothing is left behind.
+func TestUnlinkRacesOpen(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 1000, onDisk: true})
+	model := pattern(3, 10000)
+	opened := 0
+	for i := range 200 {
+		name := fmt.Sprint("f", i)
+		ino, fh := v.create(meta.RootIno, name, syscall.O_RDWR)
+		v.write(fh, 0, model)
+		v.release(fh)
+		type result struct {
+			fh  uint64
+			err error
+		}
+		done := make(chan result)
+		go func() {
+			h, err := v.f.Open(v.ctx, &meta.Root, ino, syscall.O_RDONLY)
+			done <- result{h, err}
+		}()
+		if err := v.f.Unlink(v.ctx, &meta.Root, meta.RootIno, name); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.err != nil {
+			if !errors.Is(r.err, syscall.ENOENT) {
+				t.Fatalf("open racing unlink: %v", r.err)
+			}
+			continue
+		}
+		opened++
+		if got := v.read(r.fh, 0, len(model)+10); !bytes.Equal(got, model) {
+			t.Fatalf("read of a file opened while it was unlinked: %s", firstDiff(got, model))
+		}
+		v.release(r.fh)
+	}
+	t.Logf("%d of 200 opens won the race", opened)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o, err := v.m.Orphans(v.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(o) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orphans left: %v", o)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	v.waitStoreMatchesReferences(6 * time.Second)
 }

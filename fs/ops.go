@@ -119,10 +119,38 @@ func (f *FS) Link(ctx context.Context, c *Caller, ino, parent uint64, name strin
 	return f.withBuffered(a), nil
 }
 
-// Unlink removes a name; an inode left without links is freed after its last close.
+// Unlink removes a name; an inode left without links is freed after its
+// last close. A file nothing has open is freed in the unlink's own
+// transaction (one commit instead of two); one still open, by its last
+// release.
 func (f *FS) Unlink(ctx context.Context, c *Caller, parent uint64, name string) error {
-	a, err := f.meta.Unlink(ctx, c, parent, name)
-	if err == nil {
+	var marked uint64 // the inode this call keeps from being acquired
+	defer func() {
+		if marked != 0 {
+			f.mu.Lock()
+			delete(f.reaping, marked)
+			f.mu.Unlock()
+		}
+	}()
+	closed := func(ino uint64) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if ino == marked {
+			return true // a retried transaction
+		}
+		if _, open := f.inodes[ino]; open || f.reaping[ino] {
+			return false
+		}
+		if marked != 0 {
+			delete(f.reaping, marked) // the name now names another file
+		}
+		// As reapIfClosed: an inode being freed cannot be acquired.
+		f.reaping[ino] = true
+		marked = ino
+		return true
+	}
+	a, freed, err := f.meta.UnlinkFreeing(ctx, c, parent, name, closed)
+	if err == nil && !freed {
 		f.orphaned(a)
 	}
 	return err

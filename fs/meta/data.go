@@ -552,55 +552,8 @@ func (m *Meta) Reap(ctx context.Context, ino uint64) error {
 				finished = true
 				return x.del(keyIno(pOrphan, ino))
 			}
-			var idxs []uint64
-			err = x.t.Scan(keyIno(pSlices, ino), nil, func(k, v []byte) (bool, error) {
-				idxs = append(idxs, binary.BigEndian.Uint64(k[9:]))
-				return len(idxs) < reapBatch, nil
-			})
-			if err != nil {
-				return err
-			}
-			for _, idx := range idxs {
-				ss, err := x.chunk(ino, idx)
-				if err != nil {
-					return err
-				}
-				for _, s := range ss {
-					if err := x.refSlice(s, -1); err != nil {
-						return err
-					}
-				}
-				if err := x.del(keyChunk(ino, idx)); err != nil {
-					return err
-				}
-			}
-			if len(idxs) == reapBatch {
-				return nil
-			}
-			var xattrs [][]byte
-			err = x.t.Scan(keyIno(pXattr, ino), nil, func(k, v []byte) (bool, error) {
-				xattrs = append(xattrs, append([]byte(nil), k...))
-				return true, nil
-			})
-			if err != nil {
-				return err
-			}
-			for _, k := range append(xattrs, keyIno(pInline, ino), keyIno(pOrphan, ino)) {
-				if err := x.del(k); err != nil {
-					return err
-				}
-			}
-			d := Stats{Inodes: -1}
-			switch {
-			case a.IsDir():
-				d.Dirs = -1
-			case a.IsRegular():
-				d.Files, d.Bytes = -1, -int64(a.Size)
-			}
-			x.addDelta(d)
-			x.forget(ino)
-			finished = true
-			return nil
+			finished, err = x.reapStep(a)
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("reap inode %d: %w", ino, err)
@@ -609,6 +562,61 @@ func (m *Meta) Reap(ctx context.Context, ino uint64) error {
 			return nil
 		}
 	}
+}
+
+// reapStep frees part of orphan a in x: up to reapBatch chunks and, once
+// none are left, its extended attributes, inline data, orphan record and
+// the inode itself. It reports whether the inode is gone.
+func (x *tx) reapStep(a *Attr) (bool, error) {
+	ino := a.Ino
+	var idxs []uint64
+	err := x.t.Scan(keyIno(pSlices, ino), nil, func(k, v []byte) (bool, error) {
+		idxs = append(idxs, binary.BigEndian.Uint64(k[9:]))
+		return len(idxs) < reapBatch, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	for _, idx := range idxs {
+		ss, err := x.chunk(ino, idx)
+		if err != nil {
+			return false, err
+		}
+		for _, s := range ss {
+			if err := x.refSlice(s, -1); err != nil {
+				return false, err
+			}
+		}
+		if err := x.del(keyChunk(ino, idx)); err != nil {
+			return false, err
+		}
+	}
+	if len(idxs) == reapBatch {
+		return false, nil
+	}
+	var xattrs [][]byte
+	err = x.t.Scan(keyIno(pXattr, ino), nil, func(k, v []byte) (bool, error) {
+		xattrs = append(xattrs, append([]byte(nil), k...))
+		return true, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	for _, k := range append(xattrs, keyIno(pInline, ino), keyIno(pOrphan, ino)) {
+		if err := x.del(k); err != nil {
+			return false, err
+		}
+	}
+	d := Stats{Inodes: -1}
+	switch {
+	case a.IsDir():
+		d.Dirs = -1
+	case a.IsRegular():
+		d.Files, d.Bytes = -1, -int64(a.Size)
+	}
+	x.addDelta(d)
+	x.forget(ino)
+	return true, nil
 }
 
 // PendingBlocks returns up to limit blocks whose reference count reached

@@ -366,3 +366,94 @@ func TestReadDataRanges(t *testing.T) {
 		}
 	}
 }
+
+// TestUnlinkFreeing: unlinking the last name of a closed file frees it in
+// the same transaction (inode, data references, inline data, extended
+// attributes, no orphan left, statistics updated, the volume consistent);
+// an open file, a file with another name, or one too big for one
+// transaction becomes an orphan for Reap, as with Unlink.
+func TestUnlinkFreeing(t *testing.T) {
+	const cs = 4096
+	for _, tc := range []struct {
+		name      string
+		chunks    int
+		inline    bool
+		link      bool // a second name survives the unlink
+		open      bool // closed reports the file open
+		wantFreed bool
+	}{
+		{"closed file with blocks", 3, false, false, false, true},
+		{"closed small file with inline data", 0, true, false, false, true},
+		{"closed empty file", 0, false, false, false, true},
+		{"open file", 3, false, false, true, false},
+		{"file with another name", 3, false, true, false, false},
+		{"closed file of more chunks than one transaction frees", reapBatch + 5, false, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVolume(t, func(f *Format) { f.BlockSize = cs; f.ChunkSize = cs })
+			f := v.mkfile(RootIno, "f")
+			for i := range tc.chunks {
+				v.writeSlice(f.Ino, uint64(i)*cs, fakeBlock(200+i, cs))
+			}
+			if tc.inline {
+				if _, err := v.m.Write(v.ctx, f.Ino, WriteIn{Inline: []byte("small"), End: 5, Mtime: time.Now().UnixNano()}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := v.m.SetXattr(v.ctx, &Root, f.Ino, "user.x", []byte("v"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if tc.link {
+				if _, err := v.m.Link(v.ctx, &Root, f.Ino, RootIno, "g"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			asked := 0
+			closed := func(ino uint64) bool {
+				asked++
+				if ino != f.Ino {
+					t.Errorf("closed asked about inode %d, want %d", ino, f.Ino)
+				}
+				return !tc.open
+			}
+			a, freed, err := v.m.UnlinkFreeing(v.ctx, &Root, RootIno, "f", closed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if freed != tc.wantFreed {
+				t.Fatalf("freed %v, want %v", freed, tc.wantFreed)
+			}
+			if tc.link && asked != 0 {
+				t.Errorf("closed asked %d times for a file that keeps a name", asked)
+			}
+			wantOrphans := 0
+			if !freed && !tc.link {
+				wantOrphans = 1
+			}
+			if o := v.orphans(); len(o) != wantOrphans {
+				t.Errorf("orphans %v, want %d", o, wantOrphans)
+			}
+			_, err = v.m.GetAttr(v.ctx, f.Ino)
+			if gone := errors.Is(err, syscall.ENOENT); gone != freed {
+				t.Errorf("GetAttr after unlink: %v (freed %v)", err, freed)
+			}
+			if a.Nlink != 0 && !tc.link {
+				t.Errorf("returned nlink %d", a.Nlink)
+			}
+			if tc.link {
+				return
+			}
+			// Whatever was left to Reap, the end state is the same.
+			v.reapAll()
+			if st := v.m.Stats(); st != (Stats{Inodes: 1, Dirs: 1}) {
+				t.Errorf("stats after freeing: %+v", st)
+			}
+			if p := v.pending(); len(p) != tc.chunks {
+				t.Errorf("%d blocks queued for deletion, want %d", len(p), tc.chunks)
+			}
+			if r := v.runCheck(false); r.Errors() != 0 {
+				t.Errorf("check after freeing:\n%s", problems(r))
+			}
+		})
+	}
+}

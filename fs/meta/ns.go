@@ -370,12 +370,25 @@ func (x *tx) removable(c *Caller, parent uint64, name string) (dir *Attr, e entr
 // Unlink removes the entry name of a non-directory from parent and returns
 // the inode as it is afterwards (Nlink 0: it is now an orphan).
 func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
+	a, _, err := m.UnlinkFreeing(ctx, c, parent, name, nil)
+	return a, err
+}
+
+// UnlinkFreeing is Unlink that also frees the file in the same transaction
+// when that was its last link and closed, called inside the transaction
+// (perhaps more than once, if it is retried), reports that nothing has the
+// file open; freed says it did. A freed file needs no Reap: one
+// transaction instead of two for the common delete of a closed file. A
+// file with more than reapBatch chunks keeps its orphan record and is left
+// to Reap (freed is false).
+func (m *Meta) UnlinkFreeing(ctx context.Context, c *Caller, parent uint64, name string, closed func(ino uint64) bool) (a *Attr, freed bool, err error) {
 	if len(name) > MaxNameLen {
-		return nil, syscall.ENAMETOOLONG
+		return nil, false, syscall.ENAMETOOLONG
 	}
 	var out *Attr
 	defer m.dirs.lock(parent)()
-	err := m.update(ctx, func(x *tx) error {
+	err = m.update(ctx, func(x *tx) error {
+		freed = false
 		dir, e, a, err := x.removable(c, parent, name)
 		if err != nil {
 			return err
@@ -394,9 +407,12 @@ func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string
 		}
 		cp := *a
 		out = &cp
-		return nil
+		if a.Nlink == 0 && closed != nil && closed(a.Ino) {
+			freed, err = x.reapStep(a)
+		}
+		return err
 	})
-	return out, err
+	return out, freed, err
 }
 
 // isEmptyDir reports whether directory ino has no entries.
