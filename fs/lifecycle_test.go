@@ -404,8 +404,8 @@ func TestRemovedOpenDirectory(t *testing.T) {
 	}
 }
 
-// TestUnlinkClosedFileFreesAtOnce: unlinking a file nothing has open frees
-// it in the unlink itself (nothing waits in the reap queue), and leaves no
+// TestUnlinkClosedFileFreesAtOnce: unlinking (or renaming over) a file
+// nothing has open frees it in that transaction itself (nothing waits in the reap queue), and leaves no
 // inode marked unopenable.
 func TestUnlinkClosedFileFreesAtOnce(t *testing.T) {
 	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 1000, onDisk: true})
@@ -428,6 +428,36 @@ func TestUnlinkClosedFileFreesAtOnce(t *testing.T) {
 			t.Errorf("size %d: inodes still marked as being reaped: %v", size, v.f.reaping)
 		}
 		v.f.mu.Unlock()
+	}
+	// A rename over a closed file frees it too; over an open one it
+	// stays readable through the open handle.
+	for _, open := range []bool{false, true} {
+		ino, fh := v.create(meta.RootIno, "victim", syscall.O_RDWR)
+		model := pattern(2, 5000)
+		v.write(fh, 0, model)
+		v.flush(fh)
+		if !open {
+			v.release(fh)
+		}
+		_, nfh := v.create(meta.RootIno, "new", syscall.O_RDWR)
+		v.release(nfh)
+		if err := v.f.Rename(v.ctx, &meta.Root, meta.RootIno, "new", meta.RootIno, "victim", 0); err != nil {
+			t.Fatal(err)
+		}
+		_, err := v.m.GetAttr(v.ctx, ino)
+		if gone := errors.Is(err, syscall.ENOENT); gone == open {
+			t.Errorf("open %v: replaced inode right after the rename: %v", open, err)
+		}
+		if open {
+			if got := v.read(fh, 0, len(model)+10); !bytes.Equal(got, model) {
+				t.Errorf("read of the open replaced file: %s", firstDiff(got, model))
+			}
+			v.release(fh)
+			v.waitGone(ino, 3*time.Second)
+		}
+		if err := v.f.Unlink(v.ctx, &meta.Root, meta.RootIno, "victim"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	v.waitStoreMatchesReferences(6 * time.Second)
 }

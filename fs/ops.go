@@ -124,36 +124,52 @@ func (f *FS) Link(ctx context.Context, c *Caller, ino, parent uint64, name strin
 // transaction (one commit instead of two); one still open, by its last
 // release.
 func (f *FS) Unlink(ctx context.Context, c *Caller, parent uint64, name string) error {
-	var marked uint64 // the inode this call keeps from being acquired
-	defer func() {
-		if marked != 0 {
-			f.mu.Lock()
-			delete(f.reaping, marked)
-			f.mu.Unlock()
-		}
-	}()
-	closed := func(ino uint64) bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if ino == marked {
-			return true // a retried transaction
-		}
-		if _, open := f.inodes[ino]; open || f.reaping[ino] {
-			return false
-		}
-		if marked != 0 {
-			delete(f.reaping, marked) // the name now names another file
-		}
-		// As reapIfClosed: an inode being freed cannot be acquired.
-		f.reaping[ino] = true
-		marked = ino
-		return true
-	}
-	a, freed, err := f.meta.UnlinkFreeing(ctx, c, parent, name, closed)
+	g := f.freeGuard()
+	defer g.done()
+	a, freed, err := f.meta.UnlinkFreeing(ctx, c, parent, name, g.closed)
 	if err == nil && !freed {
 		f.orphaned(a)
 	}
 	return err
+}
+
+// freeGuard keeps the inode a transaction frees (see meta.UnlinkFreeing)
+// from being acquired while the transaction runs, as reapIfClosed does
+// for the background reaper.
+type freeGuard struct {
+	f      *FS
+	marked uint64 // the inode closed marked as being reaped
+}
+
+func (f *FS) freeGuard() *freeGuard { return &freeGuard{f: f} }
+
+// closed reports whether nothing has ino open and, if so, marks it as being
+// reaped until done. A retried transaction may ask again, perhaps about
+// another inode (the name now names another file).
+func (g *freeGuard) closed(ino uint64) bool {
+	g.f.mu.Lock()
+	defer g.f.mu.Unlock()
+	if ino == g.marked {
+		return true
+	}
+	if _, open := g.f.inodes[ino]; open || g.f.reaping[ino] {
+		return false
+	}
+	if g.marked != 0 {
+		delete(g.f.reaping, g.marked)
+	}
+	g.f.reaping[ino] = true
+	g.marked = ino
+	return true
+}
+
+// done lifts the mark once the transaction has committed or failed.
+func (g *freeGuard) done() {
+	if g.marked != 0 {
+		g.f.mu.Lock()
+		delete(g.f.reaping, g.marked)
+		g.f.mu.Unlock()
+	}
 }
 
 // Rmdir removes an empty directory.
@@ -165,10 +181,13 @@ func (f *FS) Rmdir(ctx context.Context, c *Caller, parent uint64, name string) e
 	return err
 }
 
-// Rename moves a name atomically (flags as in renameat2).
+// Rename moves a name atomically (flags as in renameat2). A replaced file
+// nothing has open is freed in the same transaction, as by Unlink.
 func (f *FS) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
-	replaced, err := f.meta.Rename(ctx, c, oldParent, oldName, newParent, newName, flags)
-	if err == nil {
+	g := f.freeGuard()
+	defer g.done()
+	replaced, freed, err := f.meta.RenameFreeing(ctx, c, oldParent, oldName, newParent, newName, flags, g.closed)
+	if err == nil && !freed {
 		f.orphaned(replaced)
 	}
 	return err

@@ -457,3 +457,71 @@ func TestUnlinkFreeing(t *testing.T) {
 		})
 	}
 }
+
+// TestRenameFreeing: a rename that takes the last name of a closed file
+// or an empty directory frees it in the same transaction; a replaced file
+// still open or still linked elsewhere is left as Rename leaves it, and an
+// exchange frees nothing.
+func TestRenameFreeing(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		dir       bool
+		link      bool
+		open      bool
+		flags     uint32
+		wantFreed bool
+	}{
+		{"closed file", false, false, false, 0, true},
+		{"empty directory", true, false, false, 0, true},
+		{"open file", false, false, true, 0, false},
+		{"file with another name", false, true, false, 0, false},
+		{"exchange", false, false, false, RenameExchange, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVolume(t, func(f *Format) { f.BlockSize = 4096; f.ChunkSize = 4096 })
+			var src, dst *Attr
+			if tc.dir {
+				src, dst = v.mkdir(RootIno, "src"), v.mkdir(RootIno, "dst")
+			} else {
+				src, dst = v.mkfile(RootIno, "src"), v.mkfile(RootIno, "dst")
+				v.writeSlice(dst.Ino, 0, fakeBlock(300, 4096))
+			}
+			if tc.link {
+				if _, err := v.m.Link(v.ctx, &Root, dst.Ino, RootIno, "other"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			closed := func(ino uint64) bool {
+				if ino != dst.Ino {
+					t.Errorf("closed asked about inode %d, want %d", ino, dst.Ino)
+				}
+				return !tc.open
+			}
+			_, freed, err := v.m.RenameFreeing(v.ctx, &Root, RootIno, "src", RootIno, "dst", tc.flags, closed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if freed != tc.wantFreed {
+				t.Fatalf("freed %v, want %v", freed, tc.wantFreed)
+			}
+			_, err = v.m.GetAttr(v.ctx, dst.Ino)
+			if gone := errors.Is(err, syscall.ENOENT); gone != freed {
+				t.Errorf("GetAttr of the replaced inode: %v (freed %v)", err, freed)
+			}
+			wantOrphans := 0
+			if tc.open {
+				wantOrphans = 1
+			}
+			if o := v.orphans(); len(o) != wantOrphans {
+				t.Errorf("orphans %v, want %d", o, wantOrphans)
+			}
+			if e, err := v.m.Lookup(v.ctx, &Root, RootIno, "dst"); err != nil || (tc.flags == 0 && e.Ino != src.Ino) {
+				t.Errorf("dst after the rename: %+v, %v", e, err)
+			}
+			v.reapAll()
+			if r := v.runCheck(false); r.Errors() != 0 {
+				t.Errorf("check after the rename:\n%s", problems(r))
+			}
+		})
+	}
+}

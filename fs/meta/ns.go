@@ -498,20 +498,28 @@ func (x *tx) isAncestor(anc, ino uint64) (bool, error) {
 // returns the inode it replaced, if any, as it is afterwards (its Nlink
 // tells whether it lost its last link).
 func (m *Meta) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) (replaced *Attr, err error) {
+	replaced, _, err = m.RenameFreeing(ctx, c, oldParent, oldName, newParent, newName, flags, nil)
+	return replaced, err
+}
+
+// RenameFreeing is Rename that frees the replaced inode in the same
+// transaction when it lost its last link and closed reports that nothing
+// has it open, as UnlinkFreeing does; freed says it did.
+func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32, closed func(ino uint64) bool) (replaced *Attr, freed bool, err error) {
 	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
-		return nil, syscall.EINVAL
+		return nil, false, syscall.EINVAL
 	}
 	for _, n := range []string{oldName, newName} {
 		if n == "." || n == ".." {
-			return nil, syscall.EBUSY
+			return nil, false, syscall.EBUSY
 		}
 		if err := CheckName(n); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	defer m.dirs.lock(oldParent, newParent)()
 	err = m.update(ctx, func(x *tx) error {
-		replaced = nil
+		replaced, freed = nil, false
 		od, err := x.dir(oldParent)
 		if err != nil {
 			return err
@@ -618,9 +626,12 @@ func (m *Meta) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName 
 		x.moved(src, od, nd)
 		cp := *dst
 		replaced = &cp
-		return nil
+		if dst.Nlink == 0 && closed != nil && closed(dst.Ino) {
+			freed, err = x.reapStep(dst)
+		}
+		return err
 	})
-	return replaced, err
+	return replaced, freed, err
 }
 
 // moved records that src now lives in nd instead of od.
