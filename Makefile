@@ -34,12 +34,14 @@ vet:
 # Formats a fresh volume in a temporary directory, mounts it in the
 # background and runs `objfs bench` on the mount, on a raw directory next to
 # the volume (same disk) and on `objfs loopback` (go-fuse's passthrough file
-# system, same mount settings) of another directory there, in one run:
-# loopback/raw (the most any go-fuse file system gets here) and objfs/raw per
-# row plus the mount's peak RSS. Caches are dropped between phases: the
+# system, same mount settings) of another directory there, in one run that
+# takes turns group by group (see objfs bench --help): loopback/raw (the
+# most any go-fuse file system gets here) and objfs/raw per row plus the
+# mount's peak RSS. Caches are dropped between phases: the
 # kernel's, and the mount's block cache through SIGUSR1. The trap unmounts
 # both mounts, waits for their servers and removes everything, also on
-# failure or Ctrl-C. Quick run: make bench BENCH_FLAGS='--scale 0.1'.
+# failure or Ctrl-C. Quick run: make bench BENCH_FLAGS='--scale 0.1'; medians
+# of three rounds: make bench BENCH_FLAGS='--rounds 3'.
 BENCH_TMP   ?= /var/tmp
 BENCH_FLAGS ?=
 bench: setup build

@@ -28,6 +28,7 @@ type benchOptions struct {
 	compare    string
 	loopback   string // a loopback mount (objfs loopback) run between raw and objfs
 	rssPid     int
+	rounds     int // workload repetitions; rows report medians
 }
 
 func init() { register(benchCmd) }
@@ -50,11 +51,15 @@ objfs or not) and removes it afterwards:
     10 s each, seeded; O_DIRECT where the file system allows it, otherwise
     buffered with a note under the table
 
---scale scales every size, count and duration. At the start of each run and
+--scale scales every size, count and duration. At the start of each group and
 between phases, --drop-caches runs a shell command (default, as root:
 "` + defaultDropCaches + `").
---compare RAW_DIR runs the workload on RAW_DIR first, then on DIR, and adds
-a DIR/RAW_DIR ratio per row; every row is a rate, so higher is better.
+--compare RAW_DIR runs the workload on RAW_DIR too and adds a DIR/RAW_DIR
+ratio per row; every row is a rate, so higher is better. The directories
+take turns group by group (sequential I/O, small files, renames, random
+I/O; RAW_DIR first), so that each ratio compares measurements taken
+seconds apart. --rounds N repeats the whole workload and reports each
+row's median.
 --loopback LOOP_DIR (with --compare) also runs it on LOOP_DIR, a mount of
 "objfs loopback" (go-fuse's passthrough file system) of a directory on the
 same disk, between the two, and adds a loopback/raw column: the best any
@@ -75,6 +80,9 @@ go-fuse file system does on this machine, measured in the same run.`,
 					o.dropCaches = defaultDropCaches
 				}
 			}
+			if o.rounds < 1 {
+				return fmt.Errorf("--rounds must be at least 1, not %d", o.rounds)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runBench(ctx, args[0], o)
@@ -82,6 +90,7 @@ go-fuse file system does on this machine, measured in the same run.`,
 	}
 	cmd.Flags().Float64Var(&o.scale, "scale", 1.0, "scale sizes, counts and durations (e.g. 0.01 for a quick run)")
 	cmd.Flags().Uint64Var(&o.seed, "seed", 1, "seed of the data and of the random offsets")
+	cmd.Flags().IntVar(&o.rounds, "rounds", 1, "repeat the workload `N` times; each row reports the median")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	cmd.Flags().StringVar(&o.dropCaches, "drop-caches", defaultDropCaches, "shell command run to drop caches between phases (default as root; empty: keep caches)")
 	cmd.Flags().StringVar(&o.compare, "compare", "", "also run on `RAW_DIR` first and print DIR/RAW_DIR per row")
@@ -94,6 +103,10 @@ func runBench(ctx context.Context, dir string, o benchOptions) error {
 	if o.scale <= 0 {
 		return fmt.Errorf("--scale must be positive, not %g", o.scale)
 	}
+	if o.rounds < 0 {
+		return fmt.Errorf("--rounds must be at least 1, not %d", o.rounds)
+	}
+	o.rounds = max(o.rounds, 1)
 	if o.rssPid < 0 {
 		return fmt.Errorf("--rss-pid must be a process id, not %d", o.rssPid)
 	}
@@ -136,8 +149,8 @@ func runBench(ctx context.Context, dir string, o benchOptions) error {
 		}
 	}
 
-	rep := &bench.Report{Scale: o.scale, Seed: o.seed, Sizes: bench.SizesFor(o.scale), Dropped: o.dropCaches != ""}
-	cfg := bench.Config{Sizes: rep.Sizes, Seed: o.seed, Log: slog.Default()}
+	rep := &bench.Report{Scale: o.scale, Seed: o.seed, Rounds: o.rounds, Sizes: bench.SizesFor(o.scale), Dropped: o.dropCaches != ""}
+	cfg := bench.Config{Sizes: rep.Sizes, Seed: o.seed, Log: slog.Default(), Rounds: o.rounds}
 	if o.dropCaches != "" {
 		cfg.DropCaches = func(ctx context.Context) error { return runShell(ctx, o.dropCaches) }
 	} else {
@@ -145,12 +158,14 @@ func runBench(ctx context.Context, dir string, o benchOptions) error {
 		rep.Notes = append(rep.Notes, "caches were NOT dropped between phases: cold-read rows may be served from memory")
 	}
 	for i, d := range dirs {
-		slog.Info("bench run", "label", labels[i], "dir", d)
-		res, err := bench.Run(ctx, d, cfg)
-		if err != nil {
-			return fmt.Errorf("bench %s: %w", d, err)
-		}
-		rep.Runs = append(rep.Runs, bench.RunResult{Label: labels[i], Dir: d, Results: res})
+		slog.Info("bench directory", "label", labels[i], "dir", d)
+	}
+	res, err := bench.RunAll(ctx, dirs, cfg)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	for i, d := range dirs {
+		rep.Runs = append(rep.Runs, bench.RunResult{Label: labels[i], Dir: d, Results: res[i]})
 	}
 	if n := len(rep.Runs); n > 1 {
 		rep.Ratios = bench.Ratios(rep.Runs[0].Results, rep.Runs[n-1].Results)

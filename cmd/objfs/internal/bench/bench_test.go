@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -280,8 +285,8 @@ func TestRunTiny(t *testing.T) {
 	if strings.Join(keys, ",") != strings.Join(want, ",") {
 		t.Errorf("rows %v, want %v", keys, want)
 	}
-	if drops != 4 {
-		t.Errorf("caches dropped %d times, want 4 (at the start, before seq read, ls -l, random I/O)", drops)
+	if drops != 7 {
+		t.Errorf("caches dropped %d times, want 7 (before each of the 4 groups, before seq read, ls -l, random I/O)", drops)
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("left behind: %v", left)
@@ -301,5 +306,119 @@ func TestRunCancelled(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("left behind: %v", left)
+	}
+}
+
+// phaseLog records the "bench phase" log lines: phase and directory.
+type phaseLog struct {
+	mu    *sync.Mutex
+	attrs []slog.Attr
+	lines *[]string
+}
+
+func (h *phaseLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *phaseLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return &phaseLog{mu: h.mu, attrs: append(slices.Clone(h.attrs), as...), lines: h.lines}
+}
+func (h *phaseLog) WithGroup(string) slog.Handler { return h }
+func (h *phaseLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "bench phase" {
+		return nil
+	}
+	var phase, dir string
+	for _, a := range h.attrs {
+		if a.Key == "dir" {
+			dir = filepath.Base(a.Value.String())
+		}
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "phase" {
+			phase = a.Value.String()
+		}
+		return true
+	})
+	h.mu.Lock()
+	*h.lines = append(*h.lines, phase+"@"+dir)
+	h.mu.Unlock()
+	return nil
+}
+
+// TestRunAllInterleaves: the directories take turns group by group, the
+// first directory first, so their rows are measured close together.
+func TestRunAllInterleaves(t *testing.T) {
+	root := t.TempDir()
+	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
+	for _, d := range []string{a, b} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lines []string
+	cfg := Config{Sizes: SizesFor(0.001), Seed: 3, Log: slog.New(&phaseLog{mu: new(sync.Mutex), lines: &lines})}
+	res, err := RunAll(context.Background(), []string{a, b}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || len(res[0]) != 10 || len(res[1]) != 10 {
+		t.Fatalf("results: %d directories", len(res))
+	}
+	want := []string{
+		"seq_write@a", "seq_read@a", "seq_write@b", "seq_read@b",
+		"create@a", "stat@a", "ls_l@a", "small_read@a", "delete@a",
+		"create@b", "stat@b", "ls_l@b", "small_read@b", "delete@b",
+		"rename@a", "rename@b",
+		"rand_read@a", "rand_write@a", "rand_read@b", "rand_write@b",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("phase order\n%v\nwant\n%v", lines, want)
+	}
+	for _, d := range []string{a, b} {
+		if left, _ := os.ReadDir(d); len(left) != 0 {
+			t.Errorf("left behind in %s: %v", d, left)
+		}
+	}
+}
+
+// TestRunAllRounds: with several rounds each row is the median of its
+// rounds, with every round's value and the operations of all.
+func TestRunAllRounds(t *testing.T) {
+	dir := t.TempDir()
+	res, err := RunAll(context.Background(), []string{dir}, Config{Sizes: SizesFor(0.001), Seed: 5, Rounds: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res[0] {
+		if len(r.Values) != 3 {
+			t.Errorf("%s: %d values, want 3", r.Key, len(r.Values))
+			continue
+		}
+		if s := slices.Sorted(slices.Values(r.Values)); r.Value != s[1] {
+			t.Errorf("%s: value %g, want the median of %v", r.Key, r.Value, r.Values)
+		}
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+func TestMedians(t *testing.T) {
+	row := func(v float64, ops int64, note string) []Result {
+		return []Result{{Key: Create, Value: v, Ops: ops, Seconds: 1, Note: note}}
+	}
+	for _, tc := range []struct {
+		name   string
+		rounds [][]Result
+		want   Result
+	}{
+		{"one round is kept as is", [][]Result{row(5, 10, "")}, Result{Key: Create, Value: 5, Ops: 10, Seconds: 1}},
+		{"two rounds: the mean of both", [][]Result{row(4, 10, ""), row(8, 20, "")},
+			Result{Key: Create, Value: 6, Ops: 30, Seconds: 2, Values: []float64{4, 8}}},
+		{"three rounds: the middle one", [][]Result{row(9, 1, ""), row(1, 1, "buffered"), row(5, 1, "")},
+			Result{Key: Create, Value: 5, Ops: 3, Seconds: 3, Values: []float64{9, 1, 5}, Note: "buffered"}},
+	} {
+		got := medians(tc.rounds)
+		if len(got) != 1 || !reflect.DeepEqual(got[0], tc.want) {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -36,6 +36,7 @@ type RunResult struct {
 type Report struct {
 	Scale  float64     `json:"scale"`
 	Seed   uint64      `json:"seed"`
+	Rounds int         `json:"rounds,omitempty"` // workload repetitions; values are medians
 	Sizes  Sizes       `json:"sizes"`
 	Runs   []RunResult `json:"runs"`
 	Ratios []Ratio     `json:"ratios,omitempty"` // last run (objfs) / first run (raw)
@@ -119,8 +120,12 @@ func (rep *Report) ratioColumns() []ratioColumn {
 // and, for two or three runs, the ratios to the first (see ratioColumns).
 func (rep *Report) WriteTable(w io.Writer) error {
 	s := rep.Sizes
-	fmt.Fprintf(w, "objfs bench: scale %g, seed %d: %d MiB sequential, %d files, %d renames, %d MiB random file, %s per random phase\n",
-		rep.Scale, rep.Seed, s.SeqBytes/mib, s.Files, s.Renames, s.RandBytes/mib, s.RandPeriod)
+	rounds := ""
+	if rep.Rounds > 1 {
+		rounds = fmt.Sprintf(", medians of %d rounds", rep.Rounds)
+	}
+	fmt.Fprintf(w, "objfs bench: scale %g, seed %d%s: %d MiB sequential, %d files, %d renames, %d MiB random file, %s per random phase\n",
+		rep.Scale, rep.Seed, rounds, s.SeqBytes/mib, s.Files, s.Renames, s.RandBytes/mib, s.RandPeriod)
 	for _, run := range rep.Runs {
 		fmt.Fprintf(w, "  %s: %s\n", run.Label, run.Dir)
 	}

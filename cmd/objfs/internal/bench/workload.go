@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 	"unsafe"
@@ -74,6 +75,8 @@ type Config struct {
 	// wrote, so reads are not answered from memory. Nil: caches are kept.
 	DropCaches func(ctx context.Context) error
 	Log        *slog.Logger
+	// Rounds repeats the workload; rows report the median (0 or 1: once).
+	Rounds int
 }
 
 // Result is one row of one run. Value is a rate, so higher is better for
@@ -85,40 +88,116 @@ type Result struct {
 	Ops     int64   `json:"ops"`
 	Seconds float64 `json:"seconds"`
 	Note    string  `json:"note,omitempty"`
+	// Values are the values of every round, when there were several;
+	// Value is their median, Ops and Seconds their totals.
+	Values []float64 `json:"values,omitempty"`
 }
 
 // Run runs the whole workload in a fresh directory inside dir and removes
 // it afterwards, also on failure.
-func Run(ctx context.Context, dir string, cfg Config) (res []Result, err error) {
+func Run(ctx context.Context, dir string, cfg Config) ([]Result, error) {
+	res, err := RunAll(ctx, []string{dir}, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// RunAll runs the workload on every directory of dirs (in a fresh
+// subdirectory of each, removed afterwards, also on failure) and returns
+// one list of rows per directory. It goes group by group (sequential I/O,
+// small files, renames, random I/O), running each group on every
+// directory in turn before the next: rows of different directories are
+// then measured seconds apart instead of a whole run apart, which keeps
+// their ratios honest on a shared machine whose speed drifts. With
+// cfg.Rounds > 1 the whole sequence is repeated and each row reports the
+// median of its rounds (Values lists them all).
+func RunAll(ctx context.Context, dirs []string, cfg Config) (res [][]Result, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	work, err := os.MkdirTemp(dir, ".objfs-bench-")
-	if err != nil {
-		return nil, fmt.Errorf("create work directory: %w", err)
-	}
+	rounds := max(cfg.Rounds, 1)
+	runners := make([]*runner, 0, len(dirs))
 	defer func() {
-		if rerr := os.RemoveAll(work); rerr != nil && err == nil {
-			err = fmt.Errorf("clean up %s: %w", work, rerr)
+		for _, r := range runners {
+			if rerr := os.RemoveAll(r.work); rerr != nil && err == nil {
+				err = fmt.Errorf("clean up %s: %w", r.work, rerr)
+			}
 		}
 	}()
-	r := &runner{ctx: ctx, cfg: cfg, work: work, pool: newPool(cfg.Seed)}
-	// Start from a synced disk and empty caches: the run before this one
-	// (another directory on the same disk) leaves writeback and freed
-	// blocks behind, which would otherwise land in this run's first rows
-	// (measured: objfs's seq write 397 MiB/s after the raw and loopback
-	// runs, 582 alone).
-	if err := r.drop(); err != nil {
-		return nil, err
-	}
-	for _, phase := range []func() ([]Result, error){r.sequential, r.smallFiles, r.renames, r.random} {
-		rs, err := phase()
+	for _, d := range dirs {
+		work, err := os.MkdirTemp(d, ".objfs-bench-")
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("create work directory: %w", err)
 		}
-		res = append(res, rs...)
+		rcfg := cfg
+		rcfg.Log = cfg.Log.With("dir", d)
+		runners = append(runners, &runner{ctx: ctx, cfg: rcfg, work: work, pool: newPool(cfg.Seed)})
+	}
+	groups := []func(*runner) ([]Result, error){(*runner).sequential, (*runner).smallFiles, (*runner).renames, (*runner).random}
+	all := make([][][]Result, len(dirs)) // directory, round, row
+	for round := range rounds {
+		for i := range runners {
+			all[i] = append(all[i], nil)
+		}
+		for _, group := range groups {
+			for i, r := range runners {
+				// Start from a synced disk and empty caches: the group
+				// before (on this directory or another on the same
+				// disk) leaves writeback and freed blocks behind, which
+				// would otherwise land in this group's first rows
+				// (measured: objfs's seq write 397 MiB/s right after the
+				// raw and loopback runs, 582 alone).
+				if err := r.drop(); err != nil {
+					return nil, err
+				}
+				if rounds > 1 {
+					r.cfg.Log.Info("bench round", "round", round+1, "of", rounds)
+				}
+				rs, err := group(r)
+				if err != nil {
+					return nil, err
+				}
+				all[i][round] = append(all[i][round], rs...)
+			}
+		}
+	}
+	for _, byRound := range all {
+		res = append(res, medians(byRound))
 	}
 	return res, nil
+}
+
+// medians folds the rows of several rounds into one row each: the median
+// value, every round's value (when there are several), the operations and
+// seconds of all rounds, and the first note.
+func medians(rounds [][]Result) []Result {
+	if len(rounds) == 1 {
+		return rounds[0]
+	}
+	out := make([]Result, len(rounds[0]))
+	for row := range out {
+		r := rounds[0][row]
+		r.Values = nil
+		r.Ops, r.Seconds = 0, 0
+		for _, rr := range rounds {
+			x := rr[row]
+			r.Values = append(r.Values, x.Value)
+			r.Ops += x.Ops
+			r.Seconds += x.Seconds
+			if r.Note == "" {
+				r.Note = x.Note
+			}
+		}
+		sorted := slices.Sorted(slices.Values(r.Values))
+		mid := len(sorted) / 2
+		r.Value = sorted[mid]
+		if len(sorted)%2 == 0 {
+			r.Value = (sorted[mid-1] + sorted[mid]) / 2
+		}
+		out[row] = r
+	}
+	return out
 }
 
 type runner struct {
@@ -342,7 +421,7 @@ func (r *runner) renames() ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Result{ren}, os.RemoveAll(a)
+	return []Result{ren}, errors.Join(os.RemoveAll(a), os.RemoveAll(b))
 }
 
 // random measures 4 KiB random read, then random write IOPS on one file for
