@@ -58,8 +58,8 @@ between phases, --drop-caches runs a shell command (default, as root:
 ratio per row; every row is a rate, so higher is better. The directories
 take turns group by group (sequential I/O, small files, renames, random
 I/O; RAW_DIR first), so that each ratio compares measurements taken
-seconds apart. --rounds N repeats the whole workload and reports each
-row's median.
+seconds apart. --rounds N repeats the whole workload, each round starting
+with the next directory, and reports each row's median.
 --loopback LOOP_DIR (with --compare) also runs it on LOOP_DIR, a mount of
 "objfs loopback" (go-fuse's passthrough file system) of a directory on the
 same disk, between the two, and adds a loopback/raw column: the best any

@@ -380,14 +380,32 @@ func TestRunAllInterleaves(t *testing.T) {
 }
 
 // TestRunAllRounds: with several rounds each row is the median of its
-// rounds, with every round's value and the operations of all.
+// rounds, with every round's value and the operations of all, and each
+// round starts with the next directory.
 func TestRunAllRounds(t *testing.T) {
-	dir := t.TempDir()
-	res, err := RunAll(context.Background(), []string{dir}, Config{Sizes: SizesFor(0.001), Seed: 5, Rounds: 3})
+	root := t.TempDir()
+	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
+	for _, d := range []string{a, b} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lines []string
+	cfg := Config{Sizes: SizesFor(0.001), Seed: 5, Rounds: 3, Log: slog.New(&phaseLog{mu: new(sync.Mutex), lines: &lines})}
+	res, err := RunAll(context.Background(), []string{a, b}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range res[0] {
+	var firsts []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "seq_write@") {
+			firsts = append(firsts, l)
+		}
+	}
+	if want := []string{"seq_write@a", "seq_write@b", "seq_write@b", "seq_write@a", "seq_write@a", "seq_write@b"}; !slices.Equal(firsts, want) {
+		t.Errorf("seq write order over the rounds %v, want %v", firsts, want)
+	}
+	for _, r := range append(res[0], res[1]...) {
 		if len(r.Values) != 3 {
 			t.Errorf("%s: %d values, want 3", r.Key, len(r.Values))
 			continue
@@ -396,8 +414,10 @@ func TestRunAllRounds(t *testing.T) {
 			t.Errorf("%s: value %g, want the median of %v", r.Key, r.Value, r.Values)
 		}
 	}
-	if left, _ := os.ReadDir(dir); len(left) != 0 {
-		t.Errorf("left behind: %v", left)
+	for _, d := range []string{a, b} {
+		if left, _ := os.ReadDir(d); len(left) != 0 {
+			t.Errorf("left behind in %s: %v", d, left)
+		}
 	}
 }
 

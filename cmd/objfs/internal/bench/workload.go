@@ -110,8 +110,9 @@ func Run(ctx context.Context, dir string, cfg Config) ([]Result, error) {
 // directory in turn before the next: rows of different directories are
 // then measured seconds apart instead of a whole run apart, which keeps
 // their ratios honest on a shared machine whose speed drifts. With
-// cfg.Rounds > 1 the whole sequence is repeated and each row reports the
-// median of its rounds (Values lists them all).
+// cfg.Rounds > 1 the whole sequence is repeated, each round starting with
+// the next directory, and each row reports the median of its rounds
+// (Values lists them all).
 func RunAll(ctx context.Context, dirs []string, cfg Config) (res [][]Result, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -141,7 +142,13 @@ func RunAll(ctx context.Context, dirs []string, cfg Config) (res [][]Result, err
 			all[i] = append(all[i], nil)
 		}
 		for _, group := range groups {
-			for i, r := range runners {
+			for k := range runners {
+				// Each round starts with the next directory: what the
+				// one before leaves behind (freed memory the VM's host
+				// reclaims, dirty pages) then favours no directory in
+				// the medians.
+				i := (k + round) % len(runners)
+				r := runners[i]
 				// Start from a synced disk and empty caches: the group
 				// before (on this directory or another on the same
 				// disk) leaves writeback and freed blocks behind, which
