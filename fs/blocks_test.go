@@ -341,3 +341,77 @@ func TestReadCompactsFragmentedChunk(t *testing.T) {
 		t.Fatalf("read after compaction: %s", firstDiff(got, want))
 	}
 }
+
+// TestCompactionWindows: compaction rewrites a chunk a few blocks at a
+// time, yet leaves one slice per run of data (holes stay holes), blocks
+// full but for the last of each run, and the same content.
+func TestCompactionWindows(t *testing.T) {
+	const bs = 4096
+	v := newVol(t, volConfig{blockSize: bs, chunkSize: 256 << 10})
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	v.release(fh)
+	model := make([]byte, 150<<10)
+	written := make([]bool, len(model))
+	rng := rand.New(rand.NewPCG(9, 9))
+	hole := [2]int{60 << 10, 64 << 10}
+	for i := range 40 {
+		off := rng.IntN(140 << 10)
+		n := 1 + rng.IntN(12<<10)
+		if off < hole[1] && off+n > hole[0] {
+			continue // keep the hole
+		}
+		data := pattern(uint64(100+i), n)
+		ref, err := v.f.blocks.put(v.ctx, data, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := meta.Slice{Pos: uint32(off), Len: uint32(n), Blocks: []meta.BlockRef{ref}}
+		if _, err := v.m.Write(v.ctx, ino, meta.WriteIn{Chunks: []meta.ChunkWrite{{Index: 0, Slices: []meta.Slice{s}}}, End: uint64(len(model)), Mtime: 1}); err != nil {
+			t.Fatal(err)
+		}
+		v.f.blocks.release(ref.ID)
+		copy(model[off:], data)
+		for j := off; j < off+n; j++ {
+			written[j] = true
+		}
+	}
+	runs := 0
+	for j := range written {
+		if written[j] && (j == 0 || !written[j-1]) {
+			runs++
+		}
+	}
+	if err := v.f.maybeCompact(v.ctx, ino, 0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := v.m.ReadData(v.ctx, ino, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := d.Chunks[0]
+	if len(ss) != runs {
+		t.Errorf("%d slices after compaction, want one per run of data: %d", len(ss), runs)
+	}
+	for _, s := range ss {
+		var sum uint32
+		for k, b := range s.Blocks {
+			sum += b.Size
+			if k < len(s.Blocks)-1 && b.Size != bs {
+				t.Errorf("slice at %d: block %d of %d has %d bytes, want %d", s.Pos, k, len(s.Blocks), b.Size, bs)
+			}
+		}
+		if sum != s.Len {
+			t.Errorf("slice at %d: blocks hold %d bytes, slice %d", s.Pos, sum, s.Len)
+		}
+		for j := s.Pos; j < s.Pos+s.Len; j++ {
+			if !written[j] {
+				t.Fatalf("slice at %d covers the unwritten byte %d", s.Pos, j)
+			}
+		}
+	}
+	fh = v.openFile(ino, syscall.O_RDONLY)
+	defer v.release(fh)
+	if got := v.read(fh, 0, len(model)); !bytes.Equal(got, model) {
+		t.Fatalf("read after compaction: %s", firstDiff(got, model))
+	}
+}

@@ -839,8 +839,7 @@ func (f *FS) maybeCompact(ctx context.Context, ino, idx uint64) error {
 	}
 	cs := uint32(f.format.ChunkSize)
 	segs := visible(old, 0, cs)
-	// Merge adjacent segments into runs of data; holes stay holes. Sizes
-	// first, so each run's buffer is allocated once.
+	// Merge adjacent segments into runs of data; holes stay holes.
 	type span struct{ lo, hi uint32 }
 	var spans []span
 	for _, sg := range sortSegments(segs) {
@@ -850,31 +849,55 @@ func (f *FS) maybeCompact(ctx context.Context, ino, idx uint64) error {
 			spans = append(spans, span{sg.lo, sg.hi})
 		}
 	}
-	runs := make([]extent, len(spans))
-	for i, sp := range spans {
-		runs[i] = extent{off: uint64(sp.lo), data: make([]byte, sp.hi-sp.lo)}
-	}
-	for i := range runs {
-		if err := f.readChunk(ctx, old, uint32(runs[i].off), runs[i].data); err != nil {
-			return err
-		}
-		runs[i].off += uint64(idx) * uint64(cs)
-	}
-	chunks, held, err := f.upload(ctx, runs)
-	defer f.blocks.release(held...)
-	if err != nil {
-		f.abandon(held)
-		return err
-	}
+	// Each run is read and stored a window of a few blocks at a time, in
+	// one reused buffer, and the windows' slices are joined back into one
+	// slice per run: compacting a 64 MiB chunk then holds 16 MiB, not the
+	// whole chunk (a whole-chunk buffer set the mount's peak memory during
+	// random writes).
+	window := uint32(compactWindow * f.format.BlockSize)
+	buf := make([]byte, min(window, cs))
 	var repl []meta.Slice
-	if len(chunks) == 1 {
-		repl = chunks[0].Slices
+	var held []meta.BlockID
+	defer func() { f.blocks.release(held...) }()
+	for _, sp := range spans {
+		for lo := sp.lo; lo < sp.hi; lo += window {
+			data := buf[:min(window, sp.hi-lo)]
+			if err := f.readChunk(ctx, old, lo, data); err != nil {
+				f.abandon(held)
+				return err
+			}
+			chunks, h, err := f.upload(ctx, []extent{{off: idx*uint64(cs) + uint64(lo), data: data}})
+			held = append(held, h...)
+			if err != nil {
+				f.abandon(held)
+				return err
+			}
+			for _, s := range chunks[0].Slices {
+				repl = joinSlice(repl, s)
+			}
+		}
 	}
 	done, err := f.meta.ReplaceChunk(ctx, ino, idx, old, repl)
 	if err != nil || !done {
 		f.abandon(held)
 	}
 	return err
+}
+
+// compactWindow is how many blocks of a chunk compaction reads and stores
+// at a time.
+const compactWindow = 4
+
+// joinSlice appends s to ss, extending the last slice when s starts where
+// it ends (a slice's blocks may have any sizes, as upload makes them for
+// touching extents).
+func joinSlice(ss []meta.Slice, s meta.Slice) []meta.Slice {
+	if n := len(ss); n > 0 && ss[n-1].Pos+ss[n-1].Len == s.Pos {
+		ss[n-1].Len += s.Len
+		ss[n-1].Blocks = append(ss[n-1].Blocks, s.Blocks...)
+		return ss
+	}
+	return append(ss, s)
 }
 
 // abandon queues blocks uploaded for a commit that did not happen, so their
