@@ -343,9 +343,9 @@ func (h *phaseLog) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-// TestRunAllInterleaves: the directories take turns group by group, the
-// first directory first, so their rows are measured close together.
-func TestRunAllInterleaves(t *testing.T) {
+// twoDirs returns two empty directories named a and b.
+func twoDirs(t *testing.T) (string, string) {
+	t.Helper()
 	root := t.TempDir()
 	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
 	for _, d := range []string{a, b} {
@@ -353,6 +353,13 @@ func TestRunAllInterleaves(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return a, b
+}
+
+// TestRunAllInterleaves: the directories take turns group by group, the
+// first directory first, so their rows are measured close together.
+func TestRunAllInterleaves(t *testing.T) {
+	a, b := twoDirs(t)
 	var lines []string
 	cfg := Config{Sizes: SizesFor(0.001), Seed: 3, Log: slog.New(&phaseLog{mu: new(sync.Mutex), lines: &lines})}
 	res, err := RunAll(context.Background(), []string{a, b}, cfg)
@@ -383,13 +390,7 @@ func TestRunAllInterleaves(t *testing.T) {
 // rounds, with every round's value and the operations of all, and each
 // round starts with the next directory.
 func TestRunAllRounds(t *testing.T) {
-	root := t.TempDir()
-	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
-	for _, d := range []string{a, b} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b := twoDirs(t)
 	var lines []string
 	cfg := Config{Sizes: SizesFor(0.001), Seed: 5, Rounds: 3, Log: slog.New(&phaseLog{mu: new(sync.Mutex), lines: &lines})}
 	res, err := RunAll(context.Background(), []string{a, b}, cfg)
