@@ -39,6 +39,7 @@ type Options struct {
 	Uploaders   int           // parallel block uploads per commit
 	ReadAhead   int           // bytes fetched ahead of a sequential reader (default 16 MiB); negative: none
 	DeleteGrace time.Duration // how long an unreferenced block waits before its object is deleted
+	MetaGCEvery time.Duration // how often the metadata database's dead space is reclaimed (default 5 minutes)
 	// Capacity reports the space of the backing store for statfs.
 	Capacity func() (total, free uint64, err error)
 	Logger   *slog.Logger
@@ -73,6 +74,9 @@ func (o *Options) defaults() {
 	}
 	if o.DeleteGrace == 0 {
 		o.DeleteGrace = 10 * time.Second
+	}
+	if o.MetaGCEvery <= 0 {
+		o.MetaGCEvery = 5 * time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -237,12 +241,13 @@ func (f *FS) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// background reaps orphans, frees unreferenced blocks and folds statistics.
+// background reaps orphans, frees unreferenced blocks, folds statistics and
+// reclaims the metadata database's dead space.
 func (f *FS) background(ctx context.Context) {
 	defer f.wg.Done()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	lastDelete := time.Now()
+	lastDelete, lastMetaGC := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -257,6 +262,16 @@ func (f *FS) background(ctx context.Context) {
 				lastDelete = time.Now()
 				if err := f.blocks.deletePending(ctx, f.meta, f.opts.DeleteGrace); err != nil && ctx.Err() == nil {
 					f.log.Warn("free unreferenced blocks", "err", err)
+				}
+			}
+			if time.Since(lastMetaGC) >= f.opts.MetaGCEvery {
+				lastMetaGC = time.Now()
+				// Deleted and overwritten values leave dead bytes in
+				// the database's value log; without this it only grows.
+				if n, err := f.meta.CollectGarbage(ctx); err != nil && ctx.Err() == nil {
+					f.log.Warn("reclaim metadata space", "err", err)
+				} else if n > 0 {
+					f.log.Info("reclaimed metadata space", "files rewritten", n)
 				}
 			}
 			if f.meta.PendingDeltas() > 1000 {

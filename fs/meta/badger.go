@@ -20,6 +20,12 @@ type Badger struct {
 // takes an exclusive lock on the directory, so a second process opening the
 // same volume fails here instead of corrupting it.
 func OpenBadger(dir string, readOnly bool) (*Badger, error) {
+	return openBadger(dir, readOnly, nil)
+}
+
+// openBadger is OpenBadger with the options changed by tweak, when not nil
+// (tests use tiny value log files to see them fill up and be collected).
+func openBadger(dir string, readOnly bool, tweak func(badger.Options) badger.Options) (*Badger, error) {
 	opts := badger.DefaultOptions(dir).
 		// Commits reach Badger's write-ahead log (mmapped, so they survive
 		// a crash of the process); fsync() and friends call Sync to make
@@ -35,6 +41,9 @@ func OpenBadger(dir string, readOnly bool) (*Badger, error) {
 		WithIndexCacheSize(32 << 20).
 		WithNumCompactors(2).
 		WithLogger(badgerLogger{})
+	if tweak != nil {
+		opts = tweak(opts)
+	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open metadata database %s: %w", dir, err)
@@ -77,6 +86,33 @@ func (b *Badger) View(ctx context.Context, fn func(Txn) error) error {
 		return err
 	}
 	return b.db.View(func(t *badger.Txn) error { return fn(badgerTxn{t}) })
+}
+
+// gcDiscardRatio: a value log file is rewritten once at least this share
+// of it is dead.
+const gcDiscardRatio = 0.5
+
+// CollectGarbage reclaims value log files that are mostly dead: values
+// above the value threshold (a small file's inline data, a long slice
+// list) go to the value log, and deleting or overwriting them leaves dead
+// bytes there that only this rewrite frees. It rewrites one file at a
+// time until none qualifies or ctx ends, and returns how many it rewrote.
+// The file being written is never collected.
+func (b *Badger) CollectGarbage(ctx context.Context) (int, error) {
+	n := 0
+	for ctx.Err() == nil {
+		err := b.db.RunValueLogGC(gcDiscardRatio)
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+			// Nothing (more) to collect, or another collection runs.
+			return n, nil
+		default:
+			return n, fmt.Errorf("collect value log garbage: %w", err)
+		}
+	}
+	return n, ctx.Err()
 }
 
 // Sync implements KV.

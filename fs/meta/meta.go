@@ -208,6 +208,21 @@ func (m *Meta) KV() KV { return m.kv }
 // Sync makes every committed change durable against power loss.
 func (m *Meta) Sync() error { return m.kv.Sync() }
 
+// garbageCollector is a KV that reclaims dead space itself (Badger's value
+// log); see Badger.CollectGarbage.
+type garbageCollector interface {
+	CollectGarbage(ctx context.Context) (int, error)
+}
+
+// CollectGarbage reclaims the dead space of the metadata database, where
+// its KV needs that done; it returns how many files it rewrote.
+func (m *Meta) CollectGarbage(ctx context.Context) (int, error) {
+	if g, ok := m.kv.(garbageCollector); ok {
+		return g.CollectGarbage(ctx)
+	}
+	return 0, nil
+}
+
 func counterKey(name string) []byte { return append(key1(pCounter), name...) }
 
 // inoBatch inode numbers are reserved per counter update, so that creates do
