@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -413,5 +414,71 @@ func TestCompactionWindows(t *testing.T) {
 	defer v.release(fh)
 	if got := v.read(fh, 0, len(model)); !bytes.Equal(got, model) {
 		t.Fatalf("read after compaction: %s", firstDiff(got, model))
+	}
+}
+
+// TestVisible: for random stacks of slices and random ranges, visible
+// returns disjoint segments inside the range in which every byte is served
+// by the newest slice covering it, and nothing where no slice covers it.
+func TestVisible(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	for round := range 500 {
+		ss := make([]meta.Slice, rng.IntN(30))
+		for i := range ss {
+			pos := uint32(rng.IntN(1000))
+			ss[i] = meta.Slice{Pos: pos, Len: 1 + uint32(rng.IntN(300))}
+		}
+		lo := uint32(rng.IntN(1100))
+		hi := lo + uint32(rng.IntN(400))
+		// The model: the newest slice covering each byte, or none (-1).
+		want := make([]int, hi-lo)
+		for b := range want {
+			want[b] = -1
+			for i := len(ss) - 1; i >= 0; i-- {
+				if p := lo + uint32(b); p >= ss[i].Pos && p < ss[i].Pos+ss[i].Len {
+					want[b] = i
+					break
+				}
+			}
+		}
+		got := make([]int, hi-lo)
+		for b := range got {
+			got[b] = -1
+		}
+		for _, sg := range visible(ss, lo, hi) {
+			if sg.lo < lo || sg.hi > hi || sg.lo >= sg.hi {
+				t.Fatalf("round %d: segment [%d, %d) outside [%d, %d) or empty", round, sg.lo, sg.hi, lo, hi)
+			}
+			i := -2 // not one of ss: fails the comparison below
+			for k := range ss {
+				if &ss[k] == sg.s {
+					i = k
+				}
+			}
+			for p := sg.lo; p < sg.hi; p++ {
+				if got[p-lo] != -1 {
+					t.Fatalf("round %d: byte %d in two segments", round, p)
+				}
+				got[p-lo] = i
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("round %d: served by %v, want %v", round, got, want)
+		}
+	}
+}
+
+// BenchmarkVisible: a 4 KiB read of a chunk of 24 slices (random writes).
+func BenchmarkVisible(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	ss := make([]meta.Slice, 24)
+	for i := range ss {
+		ss[i] = meta.Slice{Pos: uint32(rng.IntN(64<<20 - 4096)), Len: 4096}
+	}
+	ss[0] = meta.Slice{Pos: 0, Len: 64 << 20}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		lo := uint32(i*4096) % (64<<20 - 4096)
+		visible(ss, lo, lo+4096)
 	}
 }
