@@ -126,6 +126,7 @@ func RunAll(ctx context.Context, dirs []string, cfg Config) (res [][]Result, err
 			}
 		}
 	}()
+	pool := newPool(cfg.Seed) // read only: the directories share it
 	for _, d := range dirs {
 		work, err := os.MkdirTemp(d, ".objfs-bench-")
 		if err != nil {
@@ -133,7 +134,7 @@ func RunAll(ctx context.Context, dirs []string, cfg Config) (res [][]Result, err
 		}
 		rcfg := cfg
 		rcfg.Log = cfg.Log.With("dir", d)
-		runners = append(runners, &runner{ctx: ctx, cfg: rcfg, work: work, pool: newPool(cfg.Seed)})
+		runners = append(runners, &runner{ctx: ctx, cfg: rcfg, work: work, pool: pool})
 	}
 	groups := []func(*runner) ([]Result, error){(*runner).sequential, (*runner).smallFiles, (*runner).renames, (*runner).random}
 	all := make([][][]Result, len(dirs)) // directory, round, row
