@@ -344,17 +344,12 @@ func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint64) (*D
 			// cost a fraction of an iterator, which Badger builds over
 			// every memtable and level.
 			for idx := first; ; idx++ {
-				k := keyChunk(ino, idx)
-				v, err := x.t.Get(k)
-				switch {
-				case err == nil:
-					ss, err := decodeSlices(k, v)
-					if err != nil {
-						return err
-					}
-					d.Chunks[idx] = ss
-				case !errors.Is(err, ErrKeyNotFound):
+				ss, err := x.chunk(ino, idx)
+				if err != nil {
 					return err
+				}
+				if ss != nil {
+					d.Chunks[idx] = ss
 				}
 				if idx == last {
 					return nil
@@ -569,29 +564,32 @@ func (m *Meta) Reap(ctx context.Context, ino uint64) error {
 // the inode itself. It reports whether the inode is gone.
 func (x *tx) reapStep(a *Attr) (bool, error) {
 	ino := a.Ino
-	var idxs []uint64
+	// The scan hands over each chunk's slices; the deletions come after
+	// it, not under its iterator.
+	type chunk struct {
+		idx uint64
+		ss  []Slice
+	}
+	var chunks []chunk
 	err := x.t.Scan(keyIno(pSlices, ino), nil, func(k, v []byte) (bool, error) {
-		idxs = append(idxs, binary.BigEndian.Uint64(k[9:]))
-		return len(idxs) < reapBatch, nil
+		ss, err := decodeSlices(k, v)
+		chunks = append(chunks, chunk{binary.BigEndian.Uint64(k[9:]), ss})
+		return len(chunks) < reapBatch, err
 	})
 	if err != nil {
 		return false, err
 	}
-	for _, idx := range idxs {
-		ss, err := x.chunk(ino, idx)
-		if err != nil {
-			return false, err
-		}
-		for _, s := range ss {
+	for _, c := range chunks {
+		for _, s := range c.ss {
 			if err := x.refSlice(s, -1); err != nil {
 				return false, err
 			}
 		}
-		if err := x.del(keyChunk(ino, idx)); err != nil {
+		if err := x.del(keyChunk(ino, c.idx)); err != nil {
 			return false, err
 		}
 	}
-	if len(idxs) == reapBatch {
+	if len(chunks) == reapBatch {
 		return false, nil
 	}
 	var xattrs [][]byte
