@@ -103,10 +103,6 @@ func runBench(ctx context.Context, dir string, o benchOptions) error {
 	if o.scale <= 0 {
 		return fmt.Errorf("--scale must be positive, not %g", o.scale)
 	}
-	if o.rounds < 0 {
-		return fmt.Errorf("--rounds must be at least 1, not %d", o.rounds)
-	}
-	o.rounds = max(o.rounds, 1)
 	if o.rssPid < 0 {
 		return fmt.Errorf("--rss-pid must be a process id, not %d", o.rssPid)
 	}
