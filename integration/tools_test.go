@@ -308,6 +308,9 @@ func TestToolsGC(t *testing.T) {
 	}
 	out = v.run(t, "gc", "--grace", "0", v.dir)
 	t.Logf("gc --grace 0: %s", strings.TrimSpace(out))
+	if !regexp.MustCompile(`metadata value log: [0-9]+ files rewritten`).MatchString(out) {
+		t.Errorf("gc did not report reclaiming the metadata value log: %s", out)
+	}
 	if _, err := os.Stat(strayPath); err == nil {
 		t.Errorf("gc --grace 0 kept the unreferenced stray object")
 	}

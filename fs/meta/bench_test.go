@@ -67,3 +67,28 @@ func BenchmarkRenameAcrossDirs(b *testing.B) {
 		from, to = to, from
 	}
 }
+
+// BenchmarkUnlinkSmallFile deletes closed 4 KiB files (inline data), the
+// delete row of objfs bench: the unlink frees the inode in its own
+// transaction.
+func BenchmarkUnlinkSmallFile(b *testing.B) {
+	m := benchVolume(b)
+	ctx := context.Background()
+	data := make([]byte, 4096)
+	closed := func(uint64) bool { return true }
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		name := fmt.Sprintf("f%d", i)
+		a, err := m.Mknod(ctx, &Root, RootIno, name, NewNode{Mode: syscall.S_IFREG | 0o644})
+		if err == nil {
+			_, err = m.Write(ctx, a.Ino, WriteIn{End: uint64(len(data)), Inline: data})
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, freed, err := m.UnlinkFreeing(ctx, &Root, RootIno, name, closed); err != nil || !freed {
+			b.Fatal(freed, err)
+		}
+	}
+}
