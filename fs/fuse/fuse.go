@@ -124,13 +124,26 @@ func ctx(<-chan struct{}) (context.Context, func()) {
 }
 
 // caller builds the permission identity of a request. FUSE sends no
-// supplementary groups, so they are read from /proc for non-root callers.
+// supplementary groups, so they are read from /proc, for non-root callers,
+// when a check first depends on them (reading them costs about as much CPU
+// as serving a whole GETATTR).
 func caller(h *gofuse.InHeader) *meta.Caller {
-	c := &meta.Caller{Uid: h.Uid, Gid: h.Gid}
-	if h.Uid != 0 && h.Pid != 0 {
-		c.Groups = procGroups(h.Pid)
+	if h.Uid == 0 {
+		return &meta.Caller{Uid: h.Uid, Gid: h.Gid}
 	}
-	return c
+	return lazyCaller(h)
+}
+
+// lazyCaller is the identity of a request whose supplementary groups are
+// read from /proc when a check first needs them.
+func lazyCaller(h *gofuse.InHeader) *meta.Caller {
+	pid := h.Pid
+	return meta.LazyCaller(h.Uid, h.Gid, func() []uint32 {
+		if pid == 0 {
+			return nil
+		}
+		return procGroups(pid)
+	})
 }
 
 // unprivileged returns the identity of a caller that the kernel says lacks
@@ -138,13 +151,7 @@ func caller(h *gofuse.InHeader) *meta.Caller {
 // are read even for uid 0: the setgid rule asks whether the caller is in
 // the file's group, and such a root has no capability to stand in for it.
 func unprivileged(h *gofuse.InHeader) func() *meta.Caller {
-	return func() *meta.Caller {
-		c := &meta.Caller{Uid: h.Uid, Gid: h.Gid}
-		if h.Pid != 0 {
-			c.Groups = procGroups(h.Pid)
-		}
-		return c
-	}
+	return func() *meta.Caller { return lazyCaller(h) }
 }
 
 // privsDropped tells the kernel that ino's attributes changed behind its

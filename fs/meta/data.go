@@ -228,7 +228,7 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 				return err
 			}
 			if in.KillSuidgid {
-				a.Mode = killSuidgid(a.Mode, c.inGroup(a.Gid))
+				a.Mode = killSuidgid(a.Mode, func() bool { return c.inGroup(a.Gid) })
 			}
 		}
 		ids := in.Valid&(SetUid|SetGid) != 0
@@ -255,7 +255,7 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 				// (Linux's knfsd does the same.) A chown naming no ids
 				// may be made by anyone, but a mode it changes needs
 				// the owner, as chmod.
-				mode := killSuidgid(a.Mode, c.Uid == 0 || c.inGroup(a.Gid))
+				mode := killSuidgid(a.Mode, func() bool { return c.Uid == 0 || c.inGroup(a.Gid) })
 				if mode != a.Mode && !owner {
 					return syscall.EPERM
 				}
@@ -271,7 +271,7 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 				return syscall.EPERM
 			}
 			mode := in.Mode & 0o7777
-			if c.Uid != 0 && !a.IsDir() && !c.inGroup(a.Gid) {
+			if mode&syscall.S_ISGID != 0 && c.Uid != 0 && !a.IsDir() && !c.inGroup(a.Gid) {
 				mode &^= syscall.S_ISGID
 			}
 			a.Mode = a.Type() | mode

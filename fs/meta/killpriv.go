@@ -23,7 +23,7 @@ type Privs struct {
 // writer lacks CAP_FSETID.
 func (p Privs) Drops(c *Caller) bool {
 	return p.Caps || c != nil && p.Mode&syscall.S_IFMT == syscall.S_IFREG &&
-		killSuidgid(p.Mode, c.inGroup(p.Gid)) != p.Mode
+		killSuidgid(p.Mode, func() bool { return c.inGroup(p.Gid) }) != p.Mode
 }
 
 // killSuidgid returns mode without the bits that a write, truncation or
@@ -31,10 +31,10 @@ func (p Privs) Drops(c *Caller) bool {
 // (setattr_should_drop_suidgid, setattr_should_drop_sgid): setuid always;
 // setgid when group execute is set (without it, setgid marks mandatory
 // locking, not a privilege) or when the caller is not in the file's group
-// (inGroup false).
-func killSuidgid(mode uint32, inGroup bool) uint32 {
+// (inGroup false; asked only when that decides).
+func killSuidgid(mode uint32, inGroup func() bool) uint32 {
 	mode &^= syscall.S_ISUID
-	if mode&syscall.S_ISGID != 0 && (mode&0o010 != 0 || !inGroup) {
+	if mode&syscall.S_ISGID != 0 && (mode&0o010 != 0 || !inGroup()) {
 		mode &^= syscall.S_ISGID
 	}
 	return mode
@@ -102,7 +102,7 @@ func (m *Meta) DropPrivs(ctx context.Context, ino uint64, c *Caller) (Privs, err
 			return err
 		}
 		if c != nil && a.IsRegular() {
-			if mode := killSuidgid(a.Mode, c.inGroup(a.Gid)); mode != a.Mode {
+			if mode := killSuidgid(a.Mode, func() bool { return c.inGroup(a.Gid) }); mode != a.Mode {
 				a.Mode, changed = mode, true
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -101,7 +102,23 @@ func NewFormat(stores []string, blockSize int) *Format {
 // Caller is who asks for an operation, for permission checks.
 type Caller struct {
 	Uid, Gid uint32
-	Groups   []uint32
+	Groups   []uint32    // supplementary groups (unused when lazy is set)
+	lazy     *lazyGroups // see LazyCaller
+}
+
+// lazyGroups reads a caller's supplementary groups once, when first needed.
+type lazyGroups struct {
+	once   sync.Once
+	load   func() []uint32
+	groups []uint32
+}
+
+// LazyCaller returns a caller whose supplementary groups load returns, called
+// only if and when a decision depends on them (at most once). The FUSE front
+// end reads them from /proc, which costs more than most requests, and most
+// checks are settled by the owner or by group and other bits that agree.
+func LazyCaller(uid, gid uint32, load func() []uint32) *Caller {
+	return &Caller{Uid: uid, Gid: gid, lazy: &lazyGroups{load: load}}
 }
 
 // Root is the superuser.
@@ -111,12 +128,12 @@ func (c *Caller) inGroup(gid uint32) bool {
 	if c.Gid == gid {
 		return true
 	}
-	for _, g := range c.Groups {
-		if g == gid {
-			return true
-		}
+	groups := c.Groups
+	if l := c.lazy; l != nil {
+		l.once.Do(func() { l.groups = l.load() })
+		groups = l.groups
 	}
-	return false
+	return slices.Contains(groups, gid)
 }
 
 // Meta is a volume's metadata.
