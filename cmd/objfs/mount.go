@@ -30,6 +30,7 @@ const readyFdEnv = "OBJFS_READY_FD"
 type mountOptions struct {
 	background bool
 	debug      bool
+	allowOther bool // every user may use the mount (FUSE allow_other)
 	data       dataFlags
 	nfs        nfsFlags // nfs.listen empty: no NFS server
 	pprof      string   // loopback address for Go's profiling endpoints
@@ -62,6 +63,7 @@ VOLUME_DIR/objfs.log.`,
 	}
 	cmd.Flags().BoolVar(&o.background, "background", false, "return once mounted; keep serving in the background")
 	cmd.Flags().BoolVar(&o.debug, "debug", false, "log every FUSE request")
+	cmd.Flags().BoolVar(&o.allowOther, "allow-other", false, "let every user use the mount, not only the one who mounted it (permissions are checked per caller; a mount by a user other than root needs user_allow_other in /etc/fuse.conf)")
 	o.data.addFlags(cmd.Flags())
 	cmd.Flags().StringVar(&o.nfs.listen, "nfs", "", "also serve the volume over NFSv3 on this TCP address (e.g. "+defaultNFSListen+"), from the same process and POSIX layer")
 	o.nfs.addFlags(cmd.Flags(), "nfs-")
@@ -157,7 +159,7 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 			err = cerr
 		}
 	}()
-	srv, err := fuse.Mount(f, mnt, o.debug, log, opsFor(reg, "fuse", "FUSE requests"))
+	srv, err := fuse.Mount(f, mnt, fuse.MountOptions{Debug: o.debug, AllowOther: o.allowOther}, log, opsFor(reg, "fuse", "FUSE requests"))
 	if err != nil {
 		return err
 	}

@@ -48,16 +48,29 @@ func New(f *fs.FS, log *slog.Logger, ops *metrics.Ops) *FS {
 	return &FS{RawFileSystem: gofuse.NewDefaultRawFileSystem(), fs: f, log: log, ops: ops}
 }
 
+// MountOptions are the choices a mount leaves to its user.
+type MountOptions struct {
+	// Debug logs every request and reply.
+	Debug bool
+	// AllowOther lets every user's processes use the mount, not only
+	// those of the user who mounted it (the kernel refuses all others
+	// with EACCES otherwise). Permissions are still checked for each
+	// caller: by the kernel (default_permissions) and by objfs. A mount
+	// by anyone but root needs user_allow_other in /etc/fuse.conf.
+	AllowOther bool
+}
+
 // Mount mounts f at mountpoint and starts serving; the caller waits on the
 // returned server and unmounts it.
-func Mount(f *fs.FS, mountpoint string, debug bool, log *slog.Logger, ops *metrics.Ops) (*gofuse.Server, error) {
+func Mount(f *fs.FS, mountpoint string, mo MountOptions, log *slog.Logger, ops *metrics.Ops) (*gofuse.Server, error) {
 	opts := &gofuse.MountOptions{
 		FsName:        "objfs",
 		Name:          "objfs",
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,
 		MaxBackground: 64,
-		Debug:         debug,
+		Debug:         mo.Debug,
+		AllowOther:    mo.AllowOther,
 		// The kernel keeps flock and POSIX locks for the mount itself.
 		EnableLocks: false,
 		Options:     []string{"default_permissions"},
