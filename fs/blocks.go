@@ -117,7 +117,13 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 		}
 		b.ahead.release(a, -1)
 	}
+	if uint64(off)+uint64(len(dest)) > uint64(ref.Size) {
+		return b.badRef(ref, fmt.Sprintf("read of [%d,+%d) past its %d referenced bytes", off, len(dest), ref.Size))
+	}
 	if data, ok := b.cache.Get(key); ok {
+		if len(data) != int(ref.Size) {
+			return b.badRef(ref, fmt.Sprintf("%d bytes, referenced as %d", len(data), ref.Size))
+		}
 		copy(dest, data[off:])
 		return nil
 	}
@@ -133,6 +139,15 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 	}
 	copy(dest, data[off:])
 	return nil
+}
+
+// badRef is the error of a read whose block reference does not fit the
+// block (a damaged slice list: the content named by the hash has another
+// size than the reference says). The block itself may be fine, and other
+// references to it read it.
+func (b *blocks) badRef(ref meta.BlockRef, what string) error {
+	b.log.Error("block reference does not fit the block", "block", ref.ID.ObjectKey(), "problem", what)
+	return fmt.Errorf("read block %s: %w: %s", ref.ID, syscall.EIO, what)
 }
 
 // cached reports whether a read of ref would be served without waiting
@@ -152,6 +167,9 @@ type fetchCall struct {
 // get returns a block's verified content. The slice must not be modified.
 func (b *blocks) get(ctx context.Context, ref meta.BlockRef) ([]byte, error) {
 	if data, ok := b.cache.Get(ref.ID.String()); ok {
+		if len(data) != int(ref.Size) {
+			return nil, b.badRef(ref, fmt.Sprintf("%d bytes, referenced as %d", len(data), ref.Size))
+		}
 		return data, nil
 	}
 	return b.load(ctx, ref, true, true)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -480,5 +481,81 @@ func BenchmarkVisible(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		lo := uint32(i*4096) % (64<<20 - 4096)
 		visible(ss, lo, lo+4096)
+	}
+}
+
+// TestDamagedSlicesAreEIO reads files whose slice lists a damaged volume
+// could hold: references to missing blocks, blocks of another size than
+// referenced, a slice longer than its blocks. Each read that touches the
+// damage fails with EIO (never a panic, never wrong bytes); reads of the
+// same file away from it, and of the undamaged file whose block the
+// damaged references name, still work.
+func TestDamagedSlicesAreEIO(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: -1})
+	good, fh := v.create(meta.RootIno, "good", syscall.O_RDWR)
+	content := pattern(7, 3*4096)
+	v.write(fh, 0, content)
+	v.release(fh)
+	d, err := v.m.ReadData(v.ctx, good, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := d.Chunks[0][0].Blocks[0] // a stored 4096-byte block: content[:4096]
+	missing := meta.BlockRef{ID: meta.BlockID{1, 2, 3}, Size: 4096}
+	type span struct{ off, n int }
+	for _, tc := range []struct {
+		name   string
+		slices []meta.Slice
+		size   uint64
+		bad    []span // reads that must fail with EIO
+		good   []span // reads that must return the file's bytes
+	}{
+		{"block missing from the store", []meta.Slice{{Pos: 0, Len: 4096, Blocks: []meta.BlockRef{missing}}}, 4096,
+			[]span{{0, 4096}, {0, 1}, {4095, 1}, {0, 64 << 10}}, nil},
+		{"block longer than referenced", []meta.Slice{{Pos: 0, Len: 1000, Blocks: []meta.BlockRef{{ID: real.ID, Size: 1000}}}}, 1000,
+			[]span{{0, 1000}, {0, 1}, {999, 1}, {0, 64 << 10}}, nil},
+		{"block shorter than referenced", []meta.Slice{{Pos: 0, Len: 8192, Blocks: []meta.BlockRef{{ID: real.ID, Size: 8192}}}}, 8192,
+			[]span{{0, 8192}, {0, 1}, {8191, 1}, {0, 64 << 10}}, nil},
+		{"slice longer than its blocks", []meta.Slice{{Pos: 0, Len: 8192, Blocks: []meta.BlockRef{real}}}, 8192,
+			[]span{{0, 8192}, {0, 1}, {8191, 1}}, nil},
+		{"second block missing, mid-chunk", []meta.Slice{{Pos: 100, Len: 8000, Blocks: []meta.BlockRef{real, missing}}}, 8100,
+			[]span{{0, 8100}, {4196, 1}, {4000, 500}, {8099, 1}}, []span{{0, 100}, {100, 4096}, {50, 1000}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ino, fh := v.create(meta.RootIno, strings.ReplaceAll(tc.name, " ", "-"), syscall.O_RDWR)
+			v.release(fh)
+			if _, err := v.m.Write(v.ctx, ino, meta.WriteIn{Chunks: []meta.ChunkWrite{{Index: 0, Slices: tc.slices}}, End: tc.size}); err != nil {
+				t.Fatal(err)
+			}
+			// What the file holds where it is intact: a hole before
+			// the slice, then the real block's bytes.
+			want := make([]byte, tc.size)
+			if len(tc.slices[0].Blocks) > 0 && tc.slices[0].Blocks[0].ID == real.ID {
+				copy(want[tc.slices[0].Pos:], content[:min(4096, int(tc.slices[0].Len))])
+			}
+			read := func(r span) ([]byte, error) {
+				buf := make([]byte, r.n)
+				fh := v.openFile(ino, syscall.O_RDONLY)
+				defer v.release(fh)
+				n, err := v.f.Read(v.ctx, fh, uint64(r.off), buf)
+				if _, err2 := v.f.ReadInode(v.ctx, &meta.Root, ino, uint64(r.off), make([]byte, r.n)); (err2 == nil) != (err == nil) {
+					t.Errorf("read [%d,+%d): with a handle %v, without %v", r.off, r.n, err, err2)
+				}
+				return buf[:n], err
+			}
+			for _, r := range tc.bad {
+				if got, err := read(r); !errors.Is(err, syscall.EIO) {
+					t.Errorf("read [%d,+%d): %d bytes, err=%v, want EIO", r.off, r.n, len(got), err)
+				}
+			}
+			for _, r := range tc.good {
+				if got, err := read(r); err != nil || !bytes.Equal(got, want[r.off:r.off+r.n]) {
+					t.Errorf("read [%d,+%d) away from the damage: %v, %s", r.off, r.n, err, firstDiff(got, want[r.off:r.off+r.n]))
+				}
+			}
+			if got := v.content(good); !bytes.Equal(got, content) {
+				t.Errorf("the undamaged file: %s", firstDiff(got, content))
+			}
+		})
 	}
 }

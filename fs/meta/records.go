@@ -3,7 +3,6 @@ package meta
 import (
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"syscall"
 )
@@ -66,7 +65,8 @@ func keyBlock(p byte, id BlockID) []byte {
 }
 
 // errCorrupt marks a record that cannot be decoded: the volume is damaged.
-var errCorrupt = errors.New("corrupt metadata record")
+// It is an EIO, which front ends answer for the one request.
+var errCorrupt = fmt.Errorf("corrupt metadata record (%w)", syscall.EIO)
 
 func corrupt(what string, key []byte) error {
 	return fmt.Errorf("%w: %s at key %x", errCorrupt, what, key)
