@@ -548,42 +548,42 @@ func (d *Disk) lookup(k [32]byte) (e diskEntry, touch, ok bool) {
 }
 
 // ReadAt copies the bytes of the cached block key from offset off into p and
-// reports whether the block was cached. Only the 64 KiB pieces the range
-// touches are read and verified. On a hit n is len(p), or less when the
-// range runs past the end of the block (n = 0 when off is at or beyond the
-// end), as io.ReaderAt would with io.EOF. ok is false on a miss, for a
-// negative offset, or when the entry is found damaged, in which case it is
-// removed; p's contents are then unspecified.
-func (d *Disk) ReadAt(key string, p []byte, off int64) (n int, ok bool) {
+// reports whether the block was cached, and its size. Only the 64 KiB pieces
+// the range touches are read and verified. On a hit n is len(p), or less
+// when the range runs past the end of the block (n = 0 when off is at or
+// beyond the end), as io.ReaderAt would with io.EOF. ok is false on a miss,
+// for a negative offset, or when the entry is found damaged, in which case
+// it is removed; p's contents are then unspecified.
+func (d *Disk) ReadAt(key string, p []byte, off int64) (n int, size int64, ok bool) {
 	k, err := parseDiskKey(key)
 	if err != nil || off < 0 {
 		d.misses.Add(1)
-		return 0, false
+		return 0, 0, false
 	}
 	e, touch, ok := d.lookup(k)
 	if !ok {
 		d.misses.Add(1)
-		return 0, false
+		return 0, 0, false
 	}
 	if off >= e.n || len(p) == 0 {
 		d.hits.Add(1)
-		return 0, true
+		return 0, e.n, true
 	}
 	p = p[:min(int64(len(p)), e.n-off)]
 	path := d.path(key)
 	f, err := openDiskFile(path)
 	if err != nil {
 		d.readFailed(k, key, e.gen, err)
-		return 0, false
+		return 0, 0, false
 	}
 	err = diskReadRange(f, &k, e.n, p, off)
 	f.Close()
 	if err != nil {
 		d.readFailed(k, key, e.gen, err)
-		return 0, false
+		return 0, 0, false
 	}
 	d.hit(path, touch)
-	return len(p), true
+	return len(p), e.n, true
 }
 
 // Get returns the whole cached block key, every piece verified, or false as

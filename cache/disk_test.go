@@ -168,7 +168,7 @@ func TestDiskRoundTrip(t *testing.T) {
 					continue // not meaningful for this size
 				}
 				p := bytes.Repeat([]byte{0xee}, r.len)
-				got, ok := d.ReadAt(key, p, int64(r.off))
+				got, size, ok := d.ReadAt(key, p, int64(r.off))
 				if r.off < 0 {
 					if ok || got != 0 {
 						t.Errorf("%s: ReadAt = %d, %v; want 0, false", r.name, got, ok)
@@ -177,9 +177,9 @@ func TestDiskRoundTrip(t *testing.T) {
 				}
 				lo, hi := min(r.off, n), min(r.off+r.len, n)
 				want := data[lo:hi]
-				if !ok || got != len(want) || !bytes.Equal(p[:got], want) {
-					t.Errorf("%s [%d,+%d): ReadAt = %d, %v; want %d, true (data equal %v)",
-						r.name, r.off, r.len, got, ok, len(want), bytes.Equal(p[:got], want))
+				if !ok || got != len(want) || !bytes.Equal(p[:got], want) || size != int64(n) {
+					t.Errorf("%s [%d,+%d): ReadAt = %d, size %d, %v; want %d, size %d, true (data equal %v)",
+						r.name, r.off, r.len, got, size, ok, len(want), n, bytes.Equal(p[:got], want))
 				}
 				if tail := p[got:]; len(tail) > 0 && !bytes.Equal(tail, bytes.Repeat([]byte{0xee}, len(tail))) {
 					t.Errorf("%s: ReadAt wrote past the bytes it returned", r.name)
@@ -214,7 +214,7 @@ func TestDiskInvalidKeys(t *testing.T) {
 		if _, ok := d.Get(key); ok {
 			t.Errorf("Get(%q) hit", key)
 		}
-		if _, ok := d.ReadAt(key, make([]byte, 1), 0); ok {
+		if _, _, ok := d.ReadAt(key, make([]byte, 1), 0); ok {
 			t.Errorf("ReadAt(%q) hit", key)
 		}
 		d.Remove(key)
@@ -349,7 +349,7 @@ func TestDiskEviction(t *testing.T) {
 func TestDiskLRUOrder(t *testing.T) {
 	touches := map[string]func(d *Disk, key string) bool{
 		"Get":    func(d *Disk, key string) bool { _, ok := d.Get(key); return ok },
-		"ReadAt": func(d *Disk, key string) bool { _, ok := d.ReadAt(key, make([]byte, 10), 5); return ok },
+		"ReadAt": func(d *Disk, key string) bool { _, _, ok := d.ReadAt(key, make([]byte, 10), 5); return ok },
 		"Add":    func(d *Disk, key string) bool { return d.Add(key, testData(0, 1000)) == nil },
 	}
 	for name, touch := range touches {
@@ -433,10 +433,10 @@ func TestDiskCorruption(t *testing.T) {
 	}
 	reads := map[string]func(d *Disk, key string) bool{
 		"Get":        func(d *Disk, key string) bool { _, ok := d.Get(key); return ok },
-		"ReadAt all": func(d *Disk, key string) bool { _, ok := d.ReadAt(key, make([]byte, n), 0); return ok },
+		"ReadAt all": func(d *Disk, key string) bool { _, _, ok := d.ReadAt(key, make([]byte, n), 0); return ok },
 		// A partial first piece, two whole pieces, a partial last piece.
 		"ReadAt span": func(d *Disk, key string) bool {
-			_, ok := d.ReadAt(key, make([]byte, 2*piece+2), piece-1)
+			_, _, ok := d.ReadAt(key, make([]byte, 2*piece+2), piece-1)
 			return ok
 		},
 	}
@@ -482,7 +482,7 @@ func TestDiskCorruption(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := make([]byte, 4096)
-			got, ok := d.ReadAt(key, p, 100)
+			got, _, ok := d.ReadAt(key, p, 100)
 			if ok != tt.firstPieceOK {
 				t.Fatalf("ReadAt of intact piece 0: ok = %v, want %v", ok, tt.firstPieceOK)
 			}
@@ -510,7 +510,7 @@ func TestDiskFileRemovedOutside(t *testing.T) {
 	if err := os.Remove(d.path(key)); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := d.ReadAt(key, make([]byte, 10), 0); ok {
+	if _, _, ok := d.ReadAt(key, make([]byte, 10), 0); ok {
 		t.Fatal("ReadAt of a deleted file hit")
 	}
 	st := d.Stats()
@@ -715,7 +715,7 @@ func TestDiskTouchMtime(t *testing.T) {
 
 	d = openTestDisk(t, dir, 1<<20)
 	// The entry was last touched two hours ago: a hit refreshes the mtime.
-	if _, ok := d.ReadAt(key, make([]byte, 10), 0); !ok {
+	if _, _, ok := d.ReadAt(key, make([]byte, 10), 0); !ok {
 		t.Fatal("miss")
 	}
 	if m := mtime(); time.Since(m) > time.Minute {
@@ -888,7 +888,7 @@ func TestDiskConcurrent(t *testing.T) {
 				default:
 					off := r.IntN(len(blk) + 1)
 					p := make([]byte, r.IntN(2*piece))
-					if n, ok := d.ReadAt(key, p, int64(off)); ok {
+					if n, _, ok := d.ReadAt(key, p, int64(off)); ok {
 						want := blk[off:min(off+len(p), len(blk))]
 						if n != len(want) || !bytes.Equal(p[:n], want) {
 							t.Error("ReadAt returned wrong data")
@@ -937,7 +937,7 @@ func BenchmarkDiskReadAt4K(b *testing.B) {
 	p := make([]byte, 4096)
 	b.SetBytes(int64(len(p)))
 	for b.Loop() {
-		if n, ok := d.ReadAt(keys[r.IntN(nBlocks)], p, r.Int64N(blockSize-int64(len(p)))); !ok || n != len(p) {
+		if n, _, ok := d.ReadAt(keys[r.IntN(nBlocks)], p, r.Int64N(blockSize-int64(len(p)))); !ok || n != len(p) {
 			b.Fatal("miss")
 		}
 	}

@@ -128,7 +128,11 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 		return nil
 	}
 	if b.disk != nil {
-		if n, ok := b.disk.ReadAt(key, dest, int64(off)); ok && n == len(dest) {
+		n, size, ok := b.disk.ReadAt(key, dest, int64(off))
+		switch {
+		case ok && size != int64(ref.Size):
+			return b.badRef(ref, fmt.Sprintf("%d bytes, referenced as %d", size, ref.Size))
+		case ok && n == len(dest):
 			return nil
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/objfs/objfs/cache"
 	"github.com/objfs/objfs/fs/meta"
 )
 
@@ -489,13 +490,37 @@ func BenchmarkVisible(b *testing.B) {
 // referenced, a slice longer than its blocks. Each read that touches the
 // damage fails with EIO (never a panic, never wrong bytes); reads of the
 // same file away from it, and of the undamaged file whose block the
-// damaged references name, still work.
+// damaged references name, still work. The block the references misname
+// is read from the memory cache in one run, from the disk cache in the
+// other.
 func TestDamagedSlicesAreEIO(t *testing.T) {
-	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: -1})
+	for _, disk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("disk-cache=%v", disk), func(t *testing.T) { testDamagedSlices(t, disk) })
+	}
+}
+
+func testDamagedSlices(t *testing.T, disk bool) {
+	cfg := volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: -1}
+	var dc *cache.Disk
+	if disk {
+		var err error
+		if dc, err = cache.OpenDisk(t.TempDir(), 64<<20, quietLogger); err != nil {
+			t.Fatal(err)
+		}
+		defer dc.Close()
+		cfg.opts = Options{DiskCache: dc, MemCacheBytes: -1, ReadAhead: -1}
+	}
+	v := newVol(t, cfg)
 	good, fh := v.create(meta.RootIno, "good", syscall.O_RDWR)
 	content := pattern(7, 3*4096)
 	v.write(fh, 0, content)
 	v.release(fh)
+	if disk {
+		if got := v.content(good); !bytes.Equal(got, content) {
+			t.Fatalf("first read: %s", firstDiff(got, content))
+		}
+		waitFor(t, "the disk cache to hold the blocks", func() bool { return dc.Stats().Entries == 3 })
+	}
 	d, err := v.m.ReadData(v.ctx, good, 0, 0)
 	if err != nil {
 		t.Fatal(err)
