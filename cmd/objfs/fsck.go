@@ -73,11 +73,12 @@ func fsck(ctx context.Context, dir string, repair, verify bool) error {
 	}
 	p := newProgress(what, st.Blocks)
 	format := v.meta.Format()
+	listed := newStoreSizes(v.store, st.Blocks)
 	res, err := v.meta.Check(ctx, meta.CheckOptions{
 		Repair: repair,
 		Block: func(ctx context.Context, id meta.BlockID, size uint32) error {
 			defer p.Add(1)
-			return checkBlock(ctx, v.store, format.HashBlock, id, size, verify)
+			return checkBlock(ctx, v.store, listed, format.HashBlock, id, size, verify)
 		},
 	})
 	p.Done()
@@ -118,9 +119,9 @@ func fsck(ctx context.Context, dir string, repair, verify bool) error {
 }
 
 // checkBlock looks at the stored object of a block: present with the right
-// size, and with verify, the right content (hash names the volume's block
-// hash).
-func checkBlock(ctx context.Context, s objstore.Store, hash func([]byte) meta.BlockID, id meta.BlockID, size uint32, verify bool) error {
+// size (as listed), and with verify, the right content (hash names the
+// volume's block hash).
+func checkBlock(ctx context.Context, s objstore.Store, listed *storeSizes, hash func([]byte) meta.BlockID, id meta.BlockID, size uint32, verify bool) error {
 	key := id.ObjectKey()
 	if verify {
 		data, err := s.Get(ctx, key)
@@ -136,21 +137,62 @@ func checkBlock(ctx context.Context, s objstore.Store, hash func([]byte) meta.Bl
 		}
 		return nil
 	}
-	// Listing the exact key gives the size without reading the object.
-	found := int64(-1)
-	err := s.List(ctx, key, func(k string, n int64) error {
-		if k == key {
-			found = n
-		}
-		return nil
-	})
+	found, ok, err := listed.size(ctx, key)
 	switch {
 	case err != nil:
 		return fmt.Errorf("list: %w", err)
-	case found < 0:
+	case !ok:
 		return errors.New("missing from the store")
 	case found != int64(size):
 		return fmt.Errorf("stored object has %d bytes", found)
 	}
 	return nil
+}
+
+// storeSizes tells the sizes of stored block objects by listing the store
+// one key range at a time: "blocks/xx/" (1/256th of the keys) on volumes of
+// up to 2^22 blocks, "blocks/xx/yy/" (1/65,536th) above, so that a range
+// holds at most a few tens of thousands of keys in memory. Check asks about
+// blocks in ascending order, which is key order, so every range is listed
+// once: a List per range (a few pages of an S3 listing) instead of one per
+// block. Asked out of order, it lists a range again.
+type storeSizes struct {
+	store  objstore.Store
+	depth  int    // key levels of a range: 1 for "blocks/xx/", 2 for "blocks/xx/yy/"
+	prefix string // the range listed into sizes; "" for none
+	sizes  map[string]int64
+}
+
+// fineListing is the block count above which ranges are "blocks/xx/yy/".
+const fineListing = 1 << 22
+
+func newStoreSizes(s objstore.Store, blocks int64) *storeSizes {
+	l := &storeSizes{store: s, depth: 1, sizes: map[string]int64{}}
+	if blocks > fineListing {
+		l.depth = 2
+	}
+	return l
+}
+
+// size returns the size of the object key (a block's ObjectKey), and
+// whether it exists.
+func (l *storeSizes) size(ctx context.Context, key string) (int64, bool, error) {
+	dir := key[:len("blocks/xx/")]
+	if l.depth == 2 {
+		dir = key[:len("blocks/xx/yy/")]
+	}
+	if dir != l.prefix {
+		l.prefix = ""
+		clear(l.sizes)
+		err := l.store.List(ctx, dir, func(k string, n int64) error {
+			l.sizes[k] = n
+			return nil
+		})
+		if err != nil {
+			return 0, false, err
+		}
+		l.prefix = dir
+	}
+	n, ok := l.sizes[key]
+	return n, ok, nil
 }
