@@ -524,8 +524,15 @@ func (m *Meta) Orphans(ctx context.Context) ([]uint64, error) {
 	return out, err
 }
 
-// reapBatch bounds the chunks released per transaction when reaping.
-const reapBatch = 64
+// reapBatch bounds the chunks, reapBlocks the block references, released
+// per transaction when reaping. Each reference costs two writes (the count
+// and the deletion queue); Badger refuses a transaction of more than about
+// 50,000. A single slice holding more is still released whole, alone in its
+// transaction: the write that committed it fitted in one.
+const (
+	reapBatch  = 64
+	reapBlocks = 8192
+)
 
 // Reap frees an orphan inode: its chunks (in bounded transactions, each
 // consistent), then the inode itself. The caller guarantees nothing has it
@@ -559,9 +566,10 @@ func (m *Meta) Reap(ctx context.Context, ino uint64) error {
 	}
 }
 
-// reapStep frees part of orphan a in x: up to reapBatch chunks and, once
-// none are left, its extended attributes, inline data, orphan record and
-// the inode itself. It reports whether the inode is gone.
+// reapStep frees part of orphan a in x: up to reapBatch chunks or about
+// reapBlocks block references and, once none are left, its extended
+// attributes, inline data, orphan record and the inode itself. It reports
+// whether the inode is gone.
 func (x *tx) reapStep(a *Attr) (bool, error) {
 	ino := a.Ino
 	// The scan hands over each chunk's slices; the deletions come after
@@ -571,25 +579,39 @@ func (x *tx) reapStep(a *Attr) (bool, error) {
 		ss  []Slice
 	}
 	var chunks []chunk
+	blocks := 0
 	err := x.t.Scan(keyIno(pSlices, ino), nil, func(k, v []byte) (bool, error) {
 		ss, err := decodeSlices(k, v)
 		chunks = append(chunks, chunk{binary.BigEndian.Uint64(k[9:]), ss})
-		return len(chunks) < reapBatch, err
+		for _, s := range ss {
+			blocks += len(s.Blocks)
+		}
+		return len(chunks) < reapBatch && blocks < reapBlocks, err
 	})
 	if err != nil {
 		return false, err
 	}
+	budget := reapBlocks
 	for _, c := range chunks {
+		n := 0 // slices of c released
 		for _, s := range c.ss {
+			if len(s.Blocks) > budget && budget < reapBlocks {
+				break // for the next transaction
+			}
 			if err := x.refSlice(s, -1); err != nil {
 				return false, err
 			}
+			budget -= len(s.Blocks)
+			n++
 		}
-		if err := x.del(keyChunk(ino, c.idx)); err != nil {
+		if err := x.putChunk(ino, c.idx, c.ss[n:]); err != nil {
 			return false, err
 		}
+		if n < len(c.ss) {
+			return false, nil
+		}
 	}
-	if len(chunks) == reapBatch {
+	if len(chunks) == reapBatch || blocks >= reapBlocks {
 		return false, nil
 	}
 	var xattrs [][]byte

@@ -383,8 +383,9 @@ func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string
 // (perhaps more than once, if it is retried), reports that nothing has the
 // file open; freed says it did. A freed file needs no Reap: one
 // transaction instead of two for the common delete of a closed file. A
-// file with more than reapBatch chunks keeps its orphan record and is left
-// to Reap (freed is false).
+// file with more than one transaction frees (reapBatch chunks, about
+// reapBlocks block references) keeps its orphan record and is left to Reap
+// (freed is false).
 func (m *Meta) UnlinkFreeing(ctx context.Context, c *Caller, parent uint64, name string, closed func(ino uint64) bool) (a *Attr, freed bool, err error) {
 	if len(name) > MaxNameLen {
 		return nil, false, syscall.ENAMETOOLONG
