@@ -287,60 +287,69 @@ func (b *blocks) fetchStore(ctx context.Context, ref meta.BlockRef, buf []byte) 
 }
 
 // deletePending frees the objects of blocks whose reference count dropped
-// to zero at least grace ago.
+// to zero at least grace ago, going once through the deletion queue in
+// batches; blocks it skips (held by an upload in flight) are seen again
+// by the next round.
 func (b *blocks) deletePending(ctx context.Context, m *meta.Meta, grace time.Duration) error {
-	const batch = 256
+	const batch = 64
 	cutoff := time.Now().Add(-grace)
+	var after *meta.BlockID
 	for {
-		ids, err := m.PendingBlocks(ctx, cutoff, batch)
+		ids, err := m.PendingBlocks(ctx, cutoff, after, batch)
 		if err != nil {
 			return err
 		}
-		skipped := 0
-		for _, id := range ids {
-			deleted, err := b.deleteOne(ctx, m, id)
-			if err != nil {
-				return err
-			}
-			if !deleted {
-				skipped++
-			}
+		if err := b.deleteBatch(ctx, m, ids); err != nil {
+			return err
 		}
-		// Stop when the queue is drained, or when what is left is held
-		// by uploads in flight (the next round will see it again).
-		if len(ids) < batch || skipped == len(ids) || ctx.Err() != nil {
+		if len(ids) < batch || ctx.Err() != nil {
 			return ctx.Err()
 		}
+		after = &ids[len(ids)-1]
 	}
 }
 
-// deleteOne deletes the object of block id if it is still unreferenced. It
-// reports whether the block left the deletion queue.
-func (b *blocks) deleteOne(ctx context.Context, m *meta.Meta, id meta.BlockID) (bool, error) {
+// deleteBatch deletes the objects of those of ids that are still
+// unreferenced, claiming them in one transaction. Each stays marked as
+// being deleted, so that no writer commits a new reference to it, until
+// its object is gone; a block an upload in flight holds is skipped.
+func (b *blocks) deleteBatch(ctx context.Context, m *meta.Meta, ids []meta.BlockID) error {
+	var claim []meta.BlockID
 	b.mu.Lock()
-	if b.inflight[id] > 0 {
-		b.mu.Unlock()
-		return false, nil // a writer is about to reference it again
+	for _, id := range ids {
+		if b.inflight[id] > 0 || b.deleting[id] {
+			continue // a writer is about to reference it again
+		}
+		b.deleting[id] = true
+		claim = append(claim, id)
 	}
-	b.deleting[id] = true
 	b.mu.Unlock()
-	defer func() {
+	done := func(ids ...meta.BlockID) {
 		b.mu.Lock()
-		delete(b.deleting, id)
+		for _, id := range ids {
+			delete(b.deleting, id)
+		}
 		b.cond.Broadcast()
 		b.mu.Unlock()
-	}()
-	ok, err := m.ClaimBlock(ctx, id)
-	if err != nil || !ok {
-		return err == nil, err
 	}
-	// A crash here leaves an unreferenced object, which gc removes.
-	if err := b.store.Delete(ctx, id.ObjectKey()); err != nil {
-		b.log.Warn("delete block", "block", id.ObjectKey(), "err", err)
+	deletable, err := m.ClaimBlocks(ctx, claim)
+	if err != nil {
+		done(claim...)
+		return err
 	}
-	b.cache.Remove(id.String())
-	if b.disk != nil {
-		b.disk.Remove(id.String())
+	for i, id := range claim {
+		if deletable[i] {
+			// A crash here leaves an unreferenced object, which gc removes.
+			if err := b.store.Delete(ctx, id.ObjectKey()); err != nil {
+				b.log.Warn("delete block", "block", id.ObjectKey(), "err", err)
+			}
+			b.cache.Remove(id.String())
+			if b.disk != nil {
+				b.disk.Remove(id.String())
+			}
+		}
+		done(id)
 	}
-	return true, nil
+	return nil
 }
+

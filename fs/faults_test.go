@@ -74,7 +74,7 @@ func TestTransientGetFailures(t *testing.T) {
 // at once (run with -race): every file ends with exactly its writer's content.
 func TestConcurrentFiles(t *testing.T) {
 	// The test's own deleter (below) runs every 2 ms with no grace; the
-	// background one is kept out of its way (deleteOne is not meant to run
+	// background one is kept out of its way (deleteBatch is not meant to run
 	// concurrently with itself).
 	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 32 << 10, inlineMax: 500, opts: Options{DeleteGrace: time.Hour}})
 	d, err := v.f.Mkdir(v.ctx, &meta.Root, meta.RootIno, "d", 0o755)

@@ -409,7 +409,7 @@ func (v *testVol) checkNoLeaks(extra ...uint64) {
 	// deleter takes blocks off the queue and then deletes them, so in the
 	// other order a block it is deleting would look leaked.
 	queued := map[string]bool{}
-	ids, err := v.m.PendingBlocks(v.ctx, time.Now().Add(time.Hour), 1<<30)
+	ids, err := v.m.PendingBlocks(v.ctx, time.Now().Add(time.Hour), nil, 1<<30)
 	if err != nil {
 		v.t.Fatal(err)
 	}

@@ -640,22 +640,56 @@ func (x *tx) reapStep(a *Attr) (bool, error) {
 }
 
 // PendingBlocks returns up to limit blocks whose reference count reached
-// zero before cutoff.
-func (m *Meta) PendingBlocks(ctx context.Context, cutoff time.Time, limit int) ([]BlockID, error) {
+// zero before cutoff, in block order, after the block after when it is not
+// nil (so that a caller going through the queue batch by batch does not
+// step again over the entries it has just claimed).
+//
+// The queue is keyed by block, not by time, so finding what is due means
+// reading all of it. After a large delete the mount asks every second
+// while nothing is due yet (the grace period), so a scan of the whole
+// queue that finds nothing due remembers when the oldest queued block was
+// queued (or the scan began, if that is earlier): until cutoff reaches
+// that time nothing can be due (blocks queued later are younger), and no
+// scan is made. A clock stepped back, or a block queued by a transaction
+// that commits during a scan, can only make a deletion later, never
+// earlier.
+func (m *Meta) PendingBlocks(ctx context.Context, cutoff time.Time, after *BlockID, limit int) ([]BlockID, error) {
+	c := cutoff.UnixNano()
+	if after == nil {
+		m.pendingMu.Lock()
+		notBefore := m.pendingNotBefore
+		m.pendingMu.Unlock()
+		if c < notBefore {
+			return nil, nil
+		}
+	}
+	var start []byte
+	if after != nil {
+		start = append(keyBlock(pPending, *after), 0)
+	}
 	var out []BlockID
+	// Blocks queued after the scan are queued after it starts.
+	oldest := time.Now().UnixNano() // of the blocks not due
 	err := m.kv.View(ctx, func(t Txn) error {
-		return t.Scan(key1(pPending), nil, func(k, v []byte) (bool, error) {
+		return t.Scan(key1(pPending), start, func(k, v []byte) (bool, error) {
 			if len(k) != 33 {
 				return true, nil
 			}
-			if int64(u64(v)) <= cutoff.UnixNano() {
+			if at := int64(u64(v)); at <= c {
 				var id BlockID
 				copy(id[:], k[1:])
 				out = append(out, id)
+			} else {
+				oldest = min(oldest, at)
 			}
 			return len(out) < limit, nil
 		})
 	})
+	if err == nil && after == nil && len(out) == 0 {
+		m.pendingMu.Lock()
+		m.pendingNotBefore = oldest
+		m.pendingMu.Unlock()
+	}
 	return out, err
 }
 
@@ -663,23 +697,38 @@ func (m *Meta) PendingBlocks(ctx context.Context, cutoff time.Time, limit int) (
 // the block is unreferenced, so its object may be deleted now; the caller
 // must keep new references to id from being committed until it has.
 func (m *Meta) ClaimBlock(ctx context.Context, id BlockID) (bool, error) {
-	deletable := false
-	err := m.update(ctx, func(x *tx) error {
-		deletable = false
-		if _, err := x.t.Get(keyBlock(pPending, id)); errors.Is(err, ErrKeyNotFound) {
-			return nil
-		} else if err != nil {
-			return err
+	ok, err := m.ClaimBlocks(ctx, []BlockID{id})
+	return err == nil && ok[0], err
+}
+
+// ClaimBlocks is ClaimBlock for several blocks in one transaction;
+// deletable[i] is ClaimBlock's answer for ids[i].
+func (m *Meta) ClaimBlocks(ctx context.Context, ids []BlockID) (deletable []bool, err error) {
+	deletable = make([]bool, len(ids))
+	if len(ids) == 0 {
+		return deletable, nil
+	}
+	err = m.update(ctx, func(x *tx) error {
+		clear(deletable)
+		for i, id := range ids {
+			if _, err := x.t.Get(keyBlock(pPending, id)); errors.Is(err, ErrKeyNotFound) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			if err := x.del(keyBlock(pPending, id)); err != nil {
+				return err
+			}
+			_, err := x.t.Get(keyBlock(pRefcount, id))
+			if errors.Is(err, ErrKeyNotFound) {
+				deletable[i] = true
+				continue
+			}
+			if err != nil {
+				return err
+			}
 		}
-		if err := x.del(keyBlock(pPending, id)); err != nil {
-			return err
-		}
-		_, err := x.t.Get(keyBlock(pRefcount, id))
-		if errors.Is(err, ErrKeyNotFound) {
-			deletable = true
-			return nil
-		}
-		return err
+		return nil
 	})
 	return deletable, err
 }

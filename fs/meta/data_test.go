@@ -2,6 +2,7 @@ package meta
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"slices"
@@ -33,7 +34,7 @@ func (v *testVolume) refcount(id BlockID) int64 {
 
 func (v *testVolume) pending() map[BlockID]bool {
 	v.t.Helper()
-	ids, err := v.m.PendingBlocks(v.ctx, time.Now().Add(time.Hour), 1<<20)
+	ids, err := v.m.PendingBlocks(v.ctx, time.Now().Add(time.Hour), nil, 1<<20)
 	if err != nil {
 		v.t.Fatalf("pending blocks: %v", err)
 	}
@@ -526,6 +527,78 @@ func TestRenameFreeing(t *testing.T) {
 	}
 }
 
+// viewCountingKV counts read-only transactions.
+type viewCountingKV struct {
+	KV
+	views int
+}
+
+func (k *viewCountingKV) View(ctx context.Context, fn func(Txn) error) error {
+	k.views++
+	return k.KV.View(ctx, fn)
+}
+
+// TestPendingBlocksSkipsScans: while nothing in the deletion queue can be
+// due, PendingBlocks answers without scanning it, and every block still
+// comes due at its time, including blocks queued after a scan.
+func TestPendingBlocksSkipsScans(t *testing.T) {
+	v := newVolume(t, nil)
+	open := func() (*Meta, *viewCountingKV) {
+		kv := &viewCountingKV{KV: v.kv}
+		m, err := Open(v.ctx, kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, kv
+	}
+	pending := func(m *Meta, cutoff time.Time) []BlockID {
+		t.Helper()
+		ids, err := m.PendingBlocks(v.ctx, cutoff, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	queue := func(m *Meta, b byte) {
+		t.Helper()
+		if err := m.QueueUnreferenced(v.ctx, []BlockID{{b}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := func() time.Time { return time.Now().Add(time.Hour) }
+
+	// An empty queue, then a block queued after the scan: it comes due.
+	m, _ := open()
+	if ids := pending(m, time.Now()); len(ids) != 0 {
+		t.Fatalf("empty queue: %v", ids)
+	}
+	queue(m, 1)
+	if ids := pending(m, later()); len(ids) != 1 || ids[0] != (BlockID{1}) {
+		t.Fatalf("block queued after an empty scan: %v", ids)
+	}
+
+	// A queue whose blocks are all in their grace period: the first ask
+	// scans it, the next ones do not, until the oldest can be due.
+	m, kv := open()
+	queue(m, 2)
+	base := kv.views // Open reads too
+	for i := range 5 {
+		if ids := pending(m, time.Now().Add(-time.Hour+time.Duration(i)*time.Second)); len(ids) != 0 {
+			t.Fatalf("nothing due an hour ago: %v", ids)
+		}
+	}
+	if n := kv.views - base; n != 1 {
+		t.Errorf("%d scans for 5 asks while nothing could be due, want 1", n)
+	}
+	queue(m, 3)
+	if ids := pending(m, later()); len(ids) != 3 {
+		t.Errorf("an hour on: %d blocks due, want 3 (%v)", len(ids), ids)
+	}
+	if n := kv.views - base; n != 2 {
+		t.Errorf("%d scans, want 2", n)
+	}
+}
+
 // TestUnlinkFreesManyBlocksInSteps: a file whose blocks are too many for
 // one transaction to release (4 KiB blocks: a 64 MiB slice holds 16,384)
 // unlinks at once and is reaped in steps, whole slices at a time; before,
@@ -574,9 +647,63 @@ func TestUnlinkFreesManyBlocksInSteps(t *testing.T) {
 	if st := v.m.Stats(); st != (Stats{Inodes: 1, Dirs: 1}) {
 		t.Errorf("stats after reaping: %+v", st)
 	}
-	ids, err := v.m.PendingBlocks(v.ctx, time.Now().Add(time.Hour), 1<<20)
+	ids, err := v.m.PendingBlocks(v.ctx, time.Now().Add(time.Hour), nil, 1<<20)
 	if err != nil || len(ids) != n {
 		t.Errorf("%d blocks queued for deletion, want %d (%v)", len(ids), n, err)
+	}
+	if r := v.runCheck(false); r.Errors() != 0 {
+		t.Errorf("check:\n%s", problems(r))
+	}
+}
+
+// TestPendingBlocksPagesAndClaims: going through the deletion queue batch
+// by batch (after the last block of the previous batch) yields every due
+// block once, in order; ClaimBlocks answers per block in one transaction:
+// queued and unreferenced (deletable, once), referenced again (which took
+// it off the queue), never queued.
+func TestPendingBlocksPagesAndClaims(t *testing.T) {
+	v := newVolume(t, nil)
+	var queued []BlockID
+	for i := range 7 {
+		id := BlockID{byte(10 * (7 - i))} // queued out of key order
+		queued = append(queued, id)
+	}
+	if err := v.m.QueueUnreferenced(v.ctx, queued); err != nil {
+		t.Fatal(err)
+	}
+	var got []BlockID
+	var after *BlockID
+	for pages := 0; ; pages++ {
+		if pages > 7 {
+			t.Fatal("paging does not end")
+		}
+		ids, err := v.m.PendingBlocks(v.ctx, time.Now().Add(time.Hour), after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ids...)
+		if len(ids) < 3 {
+			break
+		}
+		after = &ids[len(ids)-1]
+	}
+	want := slices.Clone(queued)
+	slices.SortFunc(want, func(a, b BlockID) int { return bytes.Compare(a[:], b[:]) })
+	if !slices.Equal(got, want) {
+		t.Errorf("paged through %v, want %v", got, want)
+	}
+
+	// Block 70 is referenced again (a write of the same content).
+	f := v.mkfile(RootIno, "f")
+	again := BlockRef{ID: BlockID{70}, Size: 4096}
+	v.writeSlice(f.Ino, 0, again)
+	ids := []BlockID{{10}, {70}, {99}, {20}}
+	ok, err := v.m.ClaimBlocks(v.ctx, ids)
+	if err != nil || !slices.Equal(ok, []bool{true, false, false, true}) {
+		t.Errorf("ClaimBlocks(%v) = %v, %v; want [true false false true]", ids, ok, err)
+	}
+	if ok, err := v.m.ClaimBlocks(v.ctx, ids); err != nil || slices.Contains(ok, true) {
+		t.Errorf("second ClaimBlocks = %v, %v; want nothing deletable", ok, err)
 	}
 	if r := v.runCheck(false); r.Errors() != 0 {
 		t.Errorf("check:\n%s", problems(r))

@@ -152,6 +152,9 @@ type Meta struct {
 	stats    Stats
 	deltaSeq uint64
 	deltas   int
+
+	pendingMu        sync.Mutex
+	pendingNotBefore int64 // nothing in the deletion queue is due before; see PendingBlocks
 }
 
 // Create writes a new volume's format record and root directory into kv,

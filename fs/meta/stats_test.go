@@ -188,7 +188,7 @@ func TestStatsMatchTreeAndReopen(t *testing.T) {
 	if got, want := v.m.Stats(), (Stats{Inodes: 1, Dirs: 1}); got != want {
 		t.Errorf("stats of an empty volume %+v, want %+v", got, want)
 	}
-	pending, err := v.m.PendingBlocks(v.ctx, time.Now(), 1<<20)
+	pending, err := v.m.PendingBlocks(v.ctx, time.Now(), nil, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
