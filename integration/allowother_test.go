@@ -45,30 +45,34 @@ func asUser(uid, gid int, groups []uint32, fn func() error) error {
 	return <-errc
 }
 
-// readAll reads path on the calling thread.
-func readAll(path string) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	buf := make([]byte, 4096)
-	n, err := unix.Read(fd, buf)
-	if err != nil {
-		return nil, err
-	}
-	return buf[:n], nil
-}
-
-// createFile creates path exclusively and writes data, on the calling thread.
-func createFile(path string, data []byte) error {
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o644)
+// onFD opens path with flags (mode 0644 for a new file) on the calling
+// thread, runs fn on the descriptor and closes it.
+func onFD(path string, flags int, fn func(fd int) error) error {
+	fd, err := unix.Open(path, flags, 0o644)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	_, err = unix.Write(fd, data)
-	return err
+	return fn(fd)
+}
+
+// readAll reads path on the calling thread.
+func readAll(path string) (data []byte, err error) {
+	err = onFD(path, unix.O_RDONLY, func(fd int) error {
+		buf := make([]byte, 4096)
+		n, err := unix.Read(fd, buf)
+		data = buf[:max(n, 0)]
+		return err
+	})
+	return data, err
+}
+
+// createFile creates path exclusively and writes data, on the calling thread.
+func createFile(path string, data []byte) error {
+	return onFD(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, func(fd int) error {
+		_, err := unix.Write(fd, data)
+		return err
+	})
 }
 
 // TestAllowOther mounts a volume as root and uses it as other users: refused
@@ -151,13 +155,10 @@ func TestAllowOther(t *testing.T) {
 	}
 	write := func(name string) func() error {
 		return func() error {
-			fd, err := unix.Open(p(name), unix.O_WRONLY|unix.O_APPEND, 0)
-			if err != nil {
+			return onFD(p(name), unix.O_WRONLY|unix.O_APPEND, func(fd int) error {
+				_, err := unix.Write(fd, []byte("+"))
 				return err
-			}
-			defer unix.Close(fd)
-			_, err = unix.Write(fd, []byte("+"))
-			return err
+			})
 		}
 	}
 	create := func(name string) func() error {
@@ -165,13 +166,10 @@ func TestAllowOther(t *testing.T) {
 	}
 	list := func(name string) func() error {
 		return func() error {
-			fd, err := unix.Open(p(name), unix.O_RDONLY|unix.O_DIRECTORY, 0)
-			if err != nil {
+			return onFD(p(name), unix.O_RDONLY|unix.O_DIRECTORY, func(fd int) error {
+				_, err := unix.Getdents(fd, make([]byte, 4096))
 				return err
-			}
-			defer unix.Close(fd)
-			_, err = unix.Getdents(fd, make([]byte, 4096))
-			return err
+			})
 		}
 	}
 	member := []uint32{staff}
