@@ -264,15 +264,17 @@ func (b *blocks) fetchInto(ctx context.Context, ref meta.BlockRef, buf []byte, t
 }
 
 // fetchStore reads a block from the store, into buf when the store can
-// (objstore.GetInto), and verifies it against its hash, retrying a failed
-// or damaged read twice.
+// (objstore.GetInto), and verifies it against its hash, unless the store
+// just did (a replicated store checks each copy it reads; hashing again
+// would cost as much), retrying a failed or damaged read twice.
 func (b *blocks) fetchStore(ctx context.Context, ref meta.BlockRef, buf []byte) ([]byte, error) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var data []byte
-		data, err = objstore.GetInto(ctx, b.store, ref.ID.ObjectKey(), buf)
+		var verified bool
+		data, verified, err = objstore.GetVerified(ctx, b.store, ref.ID.ObjectKey(), buf)
 		if err == nil {
-			if len(data) == int(ref.Size) && b.hash(data) == ref.ID {
+			if len(data) == int(ref.Size) && (verified || b.hash(data) == ref.ID) {
 				return data, nil
 			}
 			err = errCorruptBlock

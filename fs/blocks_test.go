@@ -2,6 +2,8 @@ package fs
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/objfs/objfs/cache"
 	"github.com/objfs/objfs/fs/meta"
+	"github.com/objfs/objfs/objstore"
 )
 
 // TestBlocksFreedAfterDeletingEverything writes, overwrites, truncates and
@@ -582,5 +585,56 @@ func testDamagedSlices(t *testing.T, disk bool) {
 				t.Errorf("the undamaged file: %s", firstDiff(got, content))
 			}
 		})
+	}
+}
+
+// claimingStore answers every read with the bytes stored and says they
+// were verified when claim is set, as a replicated store does.
+type claimingStore struct {
+	objstore.Store
+	claim bool
+}
+
+func (s claimingStore) GetVerified(ctx context.Context, key string, buf []byte) ([]byte, bool, error) {
+	data, err := objstore.GetInto(ctx, s.Store, key, buf)
+	return data, err == nil && s.claim, err
+}
+
+// TestFetchTrustsVerifyingStores: a block a store reports verified is not
+// hashed again (a replicated store has just hashed it); one it does not is,
+// and a wrong size is refused either way.
+func TestFetchTrustsVerifyingStores(t *testing.T) {
+	ctx := context.Background()
+	data := pattern(5, 4096)
+	ref := meta.BlockRef{ID: meta.BlockID(sha256.Sum256(data)), Size: 4096}
+	for _, tc := range []struct {
+		claim      bool
+		size       uint32
+		wantHashes int
+		wantErr    bool
+	}{
+		{true, 4096, 0, false},
+		{false, 4096, 1, false},
+		{true, 100, 0, true}, // a reference of another size: EIO, whoever verified
+	} {
+		mem := newMemStore()
+		if err := mem.Put(ctx, ref.ID.ObjectKey(), data); err != nil {
+			t.Fatal(err)
+		}
+		hashes := 0
+		hash := func(b []byte) meta.BlockID { hashes++; return sha256.Sum256(b) }
+		b := newBlocks(claimingStore{mem, tc.claim}, hash, cache.NewMemory(1<<20), nil, quietLogger)
+		r := ref
+		r.Size = tc.size
+		got, err := b.fetchStore(ctx, r, nil)
+		if (err != nil) != tc.wantErr || (err == nil && !bytes.Equal(got, data)) {
+			t.Errorf("claim %v, size %d: %d bytes, %v", tc.claim, tc.size, len(got), err)
+		}
+		if tc.wantErr && !errors.Is(err, syscall.EIO) {
+			t.Errorf("claim %v, size %d: %v, want EIO", tc.claim, tc.size, err)
+		}
+		if hashes != tc.wantHashes {
+			t.Errorf("claim %v, size %d: %d hashes, want %d", tc.claim, tc.size, hashes, tc.wantHashes)
+		}
 	}
 }

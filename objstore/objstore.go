@@ -62,6 +62,27 @@ func GetInto(ctx context.Context, s Store, key string, buf []byte) ([]byte, erro
 	return s.Get(ctx, key)
 }
 
+// VerifyingGetter is implemented by stores that check what they read
+// against what the key names (a replicated store must, to tell a good copy
+// from a corrupt one), so that their caller need not check it again.
+// Wrappers forward it; see GetVerified.
+type VerifyingGetter interface {
+	// GetVerified is GetInto that also reports whether the returned
+	// bytes passed the store's check. A store reports false for what it
+	// did not check (a wrapper's own copy, say).
+	GetVerified(ctx context.Context, key string, buf []byte) (data []byte, verified bool, err error)
+}
+
+// GetVerified reads key into buf (see GetInto) and reports whether s checked
+// the content (see VerifyingGetter); a store that cannot say did not.
+func GetVerified(ctx context.Context, s Store, key string, buf []byte) ([]byte, bool, error) {
+	if g, ok := s.(VerifyingGetter); ok {
+		return g.GetVerified(ctx, key, buf)
+	}
+	data, err := GetInto(ctx, s, key, buf)
+	return data, false, err
+}
+
 // MaxKeyLen is the longest key ValidKey accepts, in bytes.
 const MaxKeyLen = 512
 

@@ -71,6 +71,16 @@ func (m *Store) GetInto(ctx context.Context, key string, buf []byte) ([]byte, er
 	return data, err
 }
 
+// GetVerified implements objstore.VerifyingGetter (false when the wrapped
+// store does not check).
+func (m *Store) GetVerified(ctx context.Context, key string, buf []byte) ([]byte, bool, error) {
+	start := time.Now()
+	data, verified, err := objstore.GetVerified(ctx, m.Store, key, buf)
+	m.done("get", start, err)
+	m.read.Add(float64(len(data)))
+	return data, verified, err
+}
+
 // Delete implements objstore.Store.
 func (m *Store) Delete(ctx context.Context, key string) error {
 	start := time.Now()

@@ -44,6 +44,7 @@ type Store struct {
 	replicas    int
 	writeQuorum int
 	verify      func(key string, data []byte) bool
+	checks      bool // verify is the caller's (not accept-all): see GetVerified
 	log         *slog.Logger
 
 	// life is cancelled by Close; every background goroutine runs under it.
@@ -66,7 +67,10 @@ var _ objstore.Store = (*Store)(nil)
 
 // New returns a store over stores that puts each key on replicas of them
 // and reports a Put durable once writeQuorum copies are. verify (nil: accept
-// everything) tells whether data read for key is intact. New starts the
+// everything) tells whether data read for key is intact; when one is given,
+// GetVerified reports what Get returns as verified, so readers skip their
+// own check: verify must check all they would (the file system's checks
+// that a block's content hashes to its key). New starts the
 // background repairer; Close stops it.
 func New(stores []objstore.Store, replicas, writeQuorum int, verify func(key string, data []byte) bool, log *slog.Logger) (*Store, error) {
 	switch {
@@ -82,6 +86,7 @@ func New(stores []objstore.Store, replicas, writeQuorum int, verify func(key str
 			return nil, fmt.Errorf("replicated: store %d is nil", i)
 		}
 	}
+	checks := verify != nil
 	if verify == nil {
 		verify = func(string, []byte) bool { return true }
 	}
@@ -94,6 +99,7 @@ func New(stores []objstore.Store, replicas, writeQuorum int, verify func(key str
 		replicas:    replicas,
 		writeQuorum: writeQuorum,
 		verify:      verify,
+		checks:      checks,
 		log:         log,
 		life:        life,
 		cancel:      cancel,
@@ -328,6 +334,13 @@ func (s *Store) reserveBackground(n int64) bool {
 // in the background.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	return s.GetInto(ctx, key, nil)
+}
+
+// GetVerified implements objstore.VerifyingGetter: what GetInto returns
+// passed verify, when New was given one.
+func (s *Store) GetVerified(ctx context.Context, key string, buf []byte) ([]byte, bool, error) {
+	data, err := s.GetInto(ctx, key, buf)
+	return data, err == nil && s.checks, err
 }
 
 // GetInto is Get reading each copy into buf where its store can (see

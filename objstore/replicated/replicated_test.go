@@ -1,6 +1,7 @@
 package replicated
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -13,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/objfs/objfs/fs/meta"
 	"github.com/objfs/objfs/objstore"
 	"github.com/objfs/objfs/objstore/faulty"
+	"github.com/objfs/objfs/objstore/metered"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -572,5 +576,38 @@ func TestBackgroundCopiesBounded(t *testing.T) {
 			t.Fatalf("%d repairs queued, want at least %d", r.s.Pending(), puts-maxBackgroundCopies)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestGetVerified: what a replicated store returns passed its verifier, and
+// it says so (its readers then need not hash again), also through a metered
+// wrapper; without a verifier, or for a failed read, it says nothing was
+// checked.
+func TestGetVerified(t *testing.T) {
+	r := newRig(t, 2, 2, 2)
+	key, data := block(9)
+	if err := r.s.Put(r.ctx, key, data); err != nil {
+		t.Fatal(err)
+	}
+	got, verified, err := objstore.GetVerified(r.ctx, r.s, key, nil)
+	if err != nil || !verified || !bytes.Equal(got, data) {
+		t.Errorf("GetVerified = %q, %v, %v; want the data, verified", got, verified, err)
+	}
+	// A store over the same directories without a verifier checks nothing.
+	plain, err := New(r.inner, 2, 2, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, verified, err := objstore.GetVerified(r.ctx, plain, key, nil); err != nil || verified {
+		t.Errorf("without a verifier: verified %v, %v; want false", verified, err)
+	}
+	// A failed read is never verified.
+	if _, verified, err := objstore.GetVerified(r.ctx, r.s, "blocks/none", nil); err == nil || verified {
+		t.Errorf("missing key: verified %v, err %v", verified, err)
+	}
+	// Through a metered wrapper the answer is the same.
+	if _, verified, err := objstore.GetVerified(r.ctx, metered.New(r.s, prometheus.NewRegistry()), key, nil); err != nil || !verified {
+		t.Errorf("through metered: verified %v, %v; want true", verified, err)
 	}
 }

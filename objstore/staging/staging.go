@@ -444,6 +444,14 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 // more) is read into buf when the backend can; a staged one comes from the
 // log as Get would.
 func (s *Store) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
+	data, _, err := s.GetVerified(ctx, key, buf)
+	return data, err
+}
+
+// GetVerified implements objstore.VerifyingGetter: a staged object, from
+// the log, is not verified (the log checks only that its record is whole);
+// one from the backend is as the backend says.
+func (s *Store) GetVerified(ctx context.Context, key string, buf []byte) ([]byte, bool, error) {
 	s.mu.Lock()
 	e := s.pending[key]
 	var seg *segment
@@ -455,18 +463,18 @@ func (s *Store) GetInto(ctx context.Context, key string, buf []byte) ([]byte, er
 	}
 	s.mu.Unlock()
 	if data != nil {
-		return data, nil
+		return data, false, nil
 	}
 	if e != nil {
 		data, err := readRecordData(seg.f, off, key, size)
 		if err == nil {
-			return data, nil
+			return data, false, nil
 		}
 		// Uploaded and its segment closed meanwhile, or damaged: the
 		// backend has it, or says why not.
 		s.log.Debug("staging: read staged object", "key", key, "err", err)
 	}
-	return objstore.GetInto(ctx, s.backend, key, buf)
+	return objstore.GetVerified(ctx, s.backend, key, buf)
 }
 
 // readRecordData reads and checks the record whose data starts at off.
