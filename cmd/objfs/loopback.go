@@ -110,6 +110,8 @@ func loopbackBackground(src, mnt, logPath string) error {
 
 // loopback serves the passthrough file system until it is unmounted.
 func loopback(src, mnt string) (err error) {
+	sigs, stopSigs := catchStopSignals()
+	defer stopSigs()
 	ready := backgroundReady()
 	defer func() {
 		if err != nil {
@@ -150,7 +152,7 @@ func loopback(src, mnt string) (err error) {
 	log.Info("mounted loopback", "source", src, "mountpoint", mnt, "pid", os.Getpid())
 	ready(nil)
 
-	serveUntilUnmounted(srv, log, nil)
+	serveUntilUnmounted(srv, log, sigs, nil)
 	log.Info("unmounted loopback", "mountpoint", mnt)
 	return nil
 }

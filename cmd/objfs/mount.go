@@ -123,6 +123,8 @@ func unescapeMount(s string) string {
 }
 
 func mount(dir, mnt string, o mountOptions) (err error) {
+	sigs, stopSigs := catchStopSignals()
+	defer stopSigs()
 	ready := backgroundReady()
 	defer func() {
 		if err != nil {
@@ -195,7 +197,7 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 	ready(nil)
 
 	// SIGUSR1 drops the block cache (objfs bench, between phases).
-	serveUntilUnmounted(srv, log, func() {
+	serveUntilUnmounted(srv, log, sigs, func() {
 		f.DropCaches()
 		log.Info("dropped block cache", "signal", syscall.SIGUSR1.String())
 	})
@@ -203,17 +205,22 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 	return nil
 }
 
+// catchStopSignals starts catching SIGINT, SIGTERM and SIGUSR1 for a
+// server about to mount, before anything else: a signal that arrives while
+// it opens the volume and mounts waits for serveUntilUnmounted, which
+// unmounts cleanly, instead of killing the process halfway (and leaving a
+// mount nothing serves). stop ends the catching.
+func catchStopSignals() (sigs chan os.Signal, stop func()) {
+	sigs = make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	return sigs, func() { signal.Stop(sigs) }
+}
+
 // serveUntilUnmounted returns once the kernel has dropped srv's mount,
-// however that happened; SIGINT and SIGTERM unmount it, and SIGUSR1 calls
-// usr1 when that is not nil. It waits for its goroutine on every path out.
-func serveUntilUnmounted(srv *gofuse.Server, log *slog.Logger, usr1 func()) {
-	sigs := make(chan os.Signal, 2)
-	if usr1 != nil {
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
-	} else {
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	}
-	defer signal.Stop(sigs)
+// however that happened; SIGINT and SIGTERM (from sigs, see
+// catchStopSignals) unmount it, and SIGUSR1 calls usr1 when that is not
+// nil. It waits for its goroutine on every path out.
+func serveUntilUnmounted(srv *gofuse.Server, log *slog.Logger, sigs <-chan os.Signal, usr1 func()) {
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
 	for {
@@ -222,7 +229,9 @@ func serveUntilUnmounted(srv *gofuse.Server, log *slog.Logger, usr1 func()) {
 			return
 		case s := <-sigs:
 			if s == syscall.SIGUSR1 {
-				usr1()
+				if usr1 != nil {
+					usr1()
+				}
 				continue
 			}
 			log.Info("unmounting", "signal", s.String())

@@ -134,6 +134,10 @@ func serveNFS(dir string, o nfsFlags, data dataFlags) (err error) {
 		return err
 	}
 	ctx := context.Background()
+	// Caught from here on: a stop signal while the volume opens waits
+	// for the server to start and stops it cleanly.
+	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
 	reg := newRegistry(o.metrics)
 	v, f, err := openFS(ctx, dir, fo, so, data.diskCache(), reg)
 	if err != nil {
@@ -144,8 +148,6 @@ func serveNFS(dir string, o nfsFlags, data dataFlags) (err error) {
 			err = cerr
 		}
 	}()
-	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stopSignals()
 	o.ops = opsFor(reg, "nfs", "NFS procedures")
 	if reg != nil {
 		stopMetrics, _, err := serveMetrics(o.metrics, reg, log)
