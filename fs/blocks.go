@@ -354,4 +354,3 @@ func (b *blocks) deleteBatch(ctx context.Context, m *meta.Meta, ids []meta.Block
 	}
 	return nil
 }
-
