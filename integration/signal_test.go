@@ -38,7 +38,7 @@ func TestStopSignalWhileMounting(t *testing.T) {
 			cmd := exec.Command(objfsBin, args...)
 			cmd.Stdout, cmd.Stderr = logf, logf
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			if err := cmd.Start(); err != nil {
+			if err := startFromSpawner(cmd); err != nil { // see TestSpawnerThreadOutlivesLockedGoroutines
 				t.Fatal(err)
 			}
 			exited := make(chan struct{}) // closed once waitErr is set
