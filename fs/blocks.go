@@ -107,6 +107,9 @@ var errCorruptBlock = errors.New("block content does not match its hash")
 // block from the store.
 func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest []byte) error {
 	key := ref.ID.String()
+	if uint64(off)+uint64(len(dest)) > uint64(ref.Size) {
+		return b.badRef(ref, fmt.Sprintf("read of [%d,+%d) past its %d referenced bytes", off, len(dest), ref.Size))
+	}
 	// Blocks read ahead first: a stream's reads are not memory cache
 	// misses.
 	if a := b.ahead.acquire(ref.ID); a != nil {
@@ -116,9 +119,6 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 			return nil
 		}
 		b.ahead.release(a, -1)
-	}
-	if uint64(off)+uint64(len(dest)) > uint64(ref.Size) {
-		return b.badRef(ref, fmt.Sprintf("read of [%d,+%d) past its %d referenced bytes", off, len(dest), ref.Size))
 	}
 	if data, ok := b.cache.Get(key); ok {
 		if len(data) != int(ref.Size) {
@@ -320,7 +320,7 @@ func (b *blocks) deleteBatch(ctx context.Context, m *meta.Meta, ids []meta.Block
 	b.mu.Lock()
 	for _, id := range ids {
 		if b.inflight[id] > 0 || b.deleting[id] {
-			continue // a writer is about to reference it again
+			continue // a writer is about to reference it again, or it is being deleted
 		}
 		b.deleting[id] = true
 		claim = append(claim, id)
