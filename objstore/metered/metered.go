@@ -64,10 +64,7 @@ func (m *Store) Get(ctx context.Context, key string) ([]byte, error) {
 // GetInto implements objstore.IntoGetter (when the wrapped store does not,
 // it reads with Get).
 func (m *Store) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
-	start := time.Now()
-	data, err := objstore.GetInto(ctx, m.Store, key, buf)
-	m.done("get", start, err)
-	m.read.Add(float64(len(data)))
+	data, _, err := m.GetVerified(ctx, key, buf)
 	return data, err
 }
 
