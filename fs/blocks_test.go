@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -637,4 +638,62 @@ func TestFetchTrustsVerifyingStores(t *testing.T) {
 			t.Errorf("claim %v, size %d: %d hashes, want %d", tc.claim, tc.size, hashes, tc.wantHashes)
 		}
 	}
+}
+
+// errAfter is a context whose Err reports cancellation after n calls: it
+// stops an operation of several transactions after the first.
+type errAfter struct {
+	context.Context
+	left atomic.Int32
+}
+
+func (c *errAfter) Err() error {
+	if c.left.Add(-1) < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestLargeTruncation: files of more 4 KiB blocks than one metadata
+// transaction can release are emptied by O_TRUNC and by a truncation cut
+// short after its first transaction, which the next start finishes; all
+// their blocks are freed. (O_TRUNC used to fail with EFBIG.)
+func TestLargeTruncation(t *testing.T) {
+	const size = 112 << 20 // 28,672 distinct blocks
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 1 << 20})
+	fill := func(name string) uint64 {
+		ino, fh := v.create(meta.RootIno, name, syscall.O_WRONLY)
+		for off := uint64(0); off < size; off += 1 << 20 {
+			v.write(fh, off, pattern(off, 1<<20))
+		}
+		v.release(fh)
+		return ino
+	}
+
+	f := fill("f")
+	fh := v.openFile(f, syscall.O_WRONLY|syscall.O_TRUNC)
+	v.write(fh, 0, []byte("new"))
+	v.release(fh)
+	if got := v.content(f); string(got) != "new" {
+		t.Fatalf("after O_TRUNC and a write: %d bytes %q...", len(got), got[:min(len(got), 8)])
+	}
+
+	g := fill("g")
+	ctx := &errAfter{Context: v.ctx}
+	ctx.left.Store(1)
+	if _, err := v.m.SetAttr(ctx, &meta.Root, g, meta.SetAttrIn{Valid: meta.SetSize, Size: 10}); err != nil {
+		t.Fatalf("truncate: %v", err)
+	}
+	if tr, err := v.m.Truncations(v.ctx); err != nil || len(tr) != 1 || tr[0] != g {
+		t.Fatalf("truncations %v (%v): the truncation was not cut short", tr, err)
+	}
+	v.reopen(v.opts)
+	if tr, err := v.m.Truncations(v.ctx); err != nil || len(tr) != 0 {
+		t.Errorf("truncations left after the start: %v (%v)", tr, err)
+	}
+	if got := v.content(g); !bytes.Equal(got, pattern(0, 10)) {
+		t.Errorf("after the truncation: %d bytes", len(got))
+	}
+	v.waitStoreMatchesReferences(10 * time.Second)
+	v.checkNoLeaks()
 }

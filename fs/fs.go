@@ -213,6 +213,20 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 	if len(orphans) > 0 {
 		f.log.Info("reaped inodes unlinked before the last shutdown", "count", len(orphans))
 	}
+	truncated, err := m.Truncations(ctx)
+	if err != nil {
+		f.cancel()
+		return nil, fmt.Errorf("list unfinished truncations: %w", err)
+	}
+	for _, ino := range truncated {
+		if err := m.FinishTruncate(ctx, ino); err != nil {
+			f.cancel()
+			return nil, err
+		}
+	}
+	if len(truncated) > 0 {
+		f.log.Info("finished truncations cut short before the last shutdown", "count", len(truncated))
+	}
 	f.wg.Add(2)
 	go f.background(f.bgCtx)
 	go f.compactor(f.bgCtx)

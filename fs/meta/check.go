@@ -247,6 +247,9 @@ type checker struct {
 	res   *CheckResult
 	refs  map[BlockID]*blockUse
 	since int64 // records since the last progress call
+	// beyond is the last inode reported for chunks beyond its end (one
+	// report a file: its chunks come in order).
+	beyond uint64
 }
 
 // blockUse is what the slices say about one block.
@@ -326,6 +329,7 @@ func (m *Meta) checkOnce(ctx context.Context, opts CheckOptions) (*CheckResult, 
 			{"block reference counts", c.refcounts},
 			{"pending deletions", c.pending},
 			{"orphans", c.orphans},
+			{"truncations", c.truncations},
 			{"statistics", c.stats},
 		} {
 			if err := step.fn(); err != nil {
@@ -822,6 +826,9 @@ func (c *checker) slices() error {
 		if idx >= MaxFileSize/uint64(f.ChunkSize) {
 			c.errorf(ino, nil, "chunk %d lies beyond the largest file size", idx)
 		}
+		if err := c.pastEnd(a, idx, ss); err != nil {
+			return false, err
+		}
 		for i, s := range ss {
 			if s.Len == 0 || uint64(s.Pos)+uint64(s.Len) > uint64(f.ChunkSize) {
 				c.errorf(ino, nil, "chunk %d slice %d: [%d, +%d) is empty or outside the chunk", idx, i, s.Pos, s.Len)
@@ -842,6 +849,37 @@ func (c *checker) slices() error {
 		}
 		return true, nil
 	})
+}
+
+// pastEnd checks that chunk idx of a holds nothing beyond the end of the
+// file: a later extension would show those stale bytes. Whole chunks past
+// the end are normal while a truncation record says they are being
+// released; the fix leaves one for the next mount to finish.
+func (c *checker) pastEnd(a *Attr, idx uint64, ss []Slice) error {
+	cs := uint64(c.m.format.ChunkSize)
+	start := idx * cs
+	if start < a.Size {
+		end := a.Size - start
+		for _, s := range ss {
+			if end < cs && uint64(s.Pos)+uint64(s.Len) > end {
+				c.errorf(a.Ino, func(x *tx) error { _, err := x.trimChunk(a.Ino, idx, uint32(end)); return err },
+					"chunk %d: a slice runs past the end of the file (%d bytes)", idx, a.Size)
+				break
+			}
+		}
+		return nil
+	}
+	if c.beyond == a.Ino {
+		return nil
+	}
+	_, found, err := c.get(keyIno(pTruncate, a.Ino))
+	if err != nil || found {
+		return err
+	}
+	c.beyond = a.Ino
+	c.errorf(a.Ino, func(x *tx) error { return x.set(keyIno(pTruncate, a.Ino), u64bytes(uint64(x.now))) },
+		"chunk %d lies wholly beyond the end of the file (%d bytes) with no truncation under way", idx, a.Size)
+	return nil
 }
 
 func refValue(refs int64, size uint32) []byte {
@@ -974,6 +1012,33 @@ func (c *checker) orphans() error {
 			return false, err
 		} else if a == nil {
 			c.errorf(ino, delKeys(k), "stale orphan record: the inode does not exist")
+		}
+		return true, nil
+	})
+}
+
+// truncations checks that every U record names an existing regular file.
+func (c *checker) truncations() error {
+	return c.t.Scan(key1(pTruncate), nil, func(k, v []byte) (bool, error) {
+		if err := c.tick(); err != nil {
+			return false, err
+		}
+		k = cloneKey(k)
+		if len(k) != 9 {
+			c.errorf(0, delKeys(k), "malformed truncation key %x", k)
+			return true, nil
+		}
+		ino := beU64(k[1:])
+		a, err := c.inode(ino)
+		switch {
+		case err != nil:
+			return false, err
+		case a == nil:
+			c.errorf(ino, delKeys(k), "stale truncation record: the inode does not exist")
+		case !a.IsRegular():
+			c.errorf(ino, delKeys(k), "truncation record on an inode of type %o", a.Type())
+		default:
+			c.report(Problem{Severity: Note, Ino: ino, Msg: "truncation still releasing the chunks beyond the end of the file (the next mount finishes it)"})
 		}
 		return true, nil
 	})

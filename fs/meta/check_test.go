@@ -249,6 +249,22 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 			ino:  func(*fixture) uint64 { return 424242 },
 		},
 		{
+			name: "truncation record of a missing inode",
+			corrupt: func(fx *fixture, t Txn) error {
+				return t.Set(keyIno(pTruncate, 424242), u64bytes(1))
+			},
+			want: "stale truncation record: the inode does not exist",
+			ino:  func(*fixture) uint64 { return 424242 },
+		},
+		{
+			name: "truncation record of a directory",
+			corrupt: func(fx *fixture, t Txn) error {
+				return t.Set(keyIno(pTruncate, fx.d.Ino), u64bytes(1))
+			},
+			want: "truncation record on an inode of type 40000",
+			ino:  func(fx *fixture) uint64 { return fx.d.Ino },
+		},
+		{
 			name:    "file nlink wrong",
 			corrupt: func(fx *fixture, t Txn) error { return setNlink(t, fx.f.Ino, 5) },
 			want:    "nlink 5, but 2 directory entries name it",

@@ -102,7 +102,13 @@ func (x *tx) trimSlice(s *Slice, end uint32) (bool, error) {
 	return true, nil
 }
 
-// truncate drops the data of a beyond size.
+// truncate drops the data of a beyond size. The chunk the new end falls in
+// is trimmed here; the chunks wholly beyond it are released here too as far
+// as one transaction allows (see releaseChunks). If some are left, a
+// truncation record stays behind: those chunks are dead (no read reaches
+// past the size) but still hold their blocks until FinishTruncate releases
+// them, and until then nothing may write to the file or extend it, or the
+// stale bytes would show (Write and SetAttr check; see errTruncating).
 func (x *tx) truncate(a *Attr, size uint64) error {
 	if size >= a.Size {
 		return nil
@@ -117,39 +123,135 @@ func (x *tx) truncate(a *Attr, size uint64) error {
 		return err
 	}
 	cs := uint64(x.m.format.ChunkSize)
-	first := size / cs
-	var idxs []uint64
-	err := x.t.Scan(keyIno(pSlices, a.Ino), keyChunk(a.Ino, first), func(k, v []byte) (bool, error) {
-		idxs = append(idxs, binary.BigEndian.Uint64(k[9:]))
-		return true, nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, idx := range idxs {
-		ss, err := x.chunk(a.Ino, idx)
+	budget := reapBlocks
+	if end := uint32(size % cs); end != 0 {
+		n, err := x.trimChunk(a.Ino, size/cs, end)
 		if err != nil {
 			return err
 		}
-		end := uint32(0)
-		if idx == first {
-			end = uint32(size % cs)
-		}
-		kept := ss[:0]
-		for _, s := range ss {
-			keep, err := x.trimSlice(&s, end)
-			if err != nil {
-				return err
-			}
-			if keep {
-				kept = append(kept, s)
-			}
-		}
-		if err := x.putChunk(a.Ino, idx, kept); err != nil {
+		budget -= n
+	}
+	if budget > 0 {
+		done, err := x.releaseChunks(a.Ino, (size+cs-1)/cs, budget)
+		if err != nil || done {
 			return err
 		}
 	}
-	return nil
+	return x.set(keyIno(pTruncate, a.Ino), u64bytes(uint64(x.now)))
+}
+
+// trimChunk cuts chunk idx of ino to end at chunk offset end and returns
+// how many block references it released.
+func (x *tx) trimChunk(ino, idx uint64, end uint32) (int, error) {
+	ss, err := x.chunk(ino, idx)
+	if err != nil || len(ss) == 0 {
+		return 0, err
+	}
+	released := 0
+	kept := ss[:0]
+	for _, s := range ss {
+		released += len(s.Blocks)
+		keep, err := x.trimSlice(&s, end)
+		if err != nil {
+			return 0, err
+		}
+		if keep {
+			released -= len(s.Blocks)
+			kept = append(kept, s)
+		}
+	}
+	return released, x.putChunk(ino, idx, kept)
+}
+
+// errTruncating: the file still has dead chunks beyond its end from a
+// truncation that did not fit in one transaction. Write and SetAttr return
+// it from inside their transaction; their callers finish the truncation and
+// try again.
+var errTruncating = errors.New("an earlier truncation is still releasing chunks")
+
+// truncating returns errTruncating if ino has a truncation record.
+func (x *tx) truncating(ino uint64) error {
+	_, err := x.t.Get(keyIno(pTruncate, ino))
+	switch {
+	case err == nil:
+		return errTruncating
+	case errors.Is(err, ErrKeyNotFound):
+		return nil
+	default:
+		return fmt.Errorf("read truncation record of inode %d: %w", ino, err)
+	}
+}
+
+// updateFile is update for a change that may write to regular file ino or
+// extend it: when fn meets an unfinished truncation (errTruncating), the
+// truncation is finished and fn runs again.
+func (m *Meta) updateFile(ctx context.Context, ino uint64, fn func(x *tx) error) error {
+	for {
+		err := m.update(ctx, fn)
+		if !errors.Is(err, errTruncating) {
+			return err
+		}
+		if err := m.FinishTruncate(ctx, ino); err != nil {
+			return err
+		}
+	}
+}
+
+// Truncations lists the inodes whose truncation is still releasing chunks
+// (left by a crash, or by a truncating call that was cancelled).
+func (m *Meta) Truncations(ctx context.Context) ([]uint64, error) {
+	var out []uint64
+	err := m.kv.View(ctx, func(t Txn) error {
+		return t.Scan(key1(pTruncate), nil, func(k, v []byte) (bool, error) {
+			if len(k) == 9 {
+				out = append(out, binary.BigEndian.Uint64(k[1:]))
+			}
+			return true, nil
+		})
+	})
+	return out, err
+}
+
+// FinishTruncate releases the chunks of ino that lie wholly beyond its
+// size, in bounded transactions, then drops its truncation record. It is
+// idempotent and resumes after a crash; an inode without a record is left
+// alone.
+func (m *Meta) FinishTruncate(ctx context.Context, ino uint64) error {
+	cs := uint64(m.format.ChunkSize)
+	for {
+		finished := false
+		err := m.update(ctx, func(x *tx) error {
+			finished = false
+			err := x.truncating(ino)
+			if err == nil {
+				finished = true // none, or finished by someone else
+				return nil
+			}
+			if !errors.Is(err, errTruncating) {
+				return err
+			}
+			a, err := x.inode(ino)
+			if errors.Is(err, syscall.ENOENT) {
+				finished = true
+				return x.del(keyIno(pTruncate, ino))
+			}
+			if err != nil {
+				return err
+			}
+			done, err := x.releaseChunks(ino, (a.Size+cs-1)/cs, reapBlocks)
+			if err != nil || !done {
+				return err
+			}
+			finished = true
+			return x.del(keyIno(pTruncate, ino))
+		})
+		if err != nil {
+			return fmt.Errorf("finish truncating inode %d: %w", ino, err)
+		}
+		if finished {
+			return nil
+		}
+	}
 }
 
 func (x *tx) setSize(a *Attr, size uint64) error {
@@ -196,9 +298,17 @@ type SetAttrIn struct {
 
 // SetAttr changes an inode's attributes in one transaction. The caller must
 // have flushed any buffered writes before a size change.
+//
+// A truncation that releases more blocks than one transaction holds
+// commits the new size first, then releases the rest in further
+// transactions before SetAttr returns. If those are cut short (ctx ends,
+// the process dies) the size change stands, and the next write to the
+// file, or the next start, finishes the release.
 func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn) (*Attr, error) {
 	var out *Attr
-	err := m.update(ctx, func(x *tx) error {
+	unfinished := false
+	err := m.updateFile(ctx, ino, func(x *tx) error {
+		unfinished = false
 		a, err := x.inode(ino)
 		if err != nil {
 			return err
@@ -218,7 +328,15 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 					return err
 				}
 			}
+			if err := x.truncating(ino); err != nil {
+				return err
+			}
 			if err := x.setSize(a, in.Size); err != nil {
+				return err
+			}
+			if err := x.truncating(ino); errors.Is(err, errTruncating) {
+				unfinished = true
+			} else if err != nil {
 				return err
 			}
 			a.Mtime = x.now
@@ -305,6 +423,10 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 		out = &cp
 		return nil
 	})
+	if err == nil && unfinished {
+		// The size change is committed; what is left only frees space.
+		_ = m.FinishTruncate(ctx, ino)
+	}
 	return out, err
 }
 
@@ -394,13 +516,16 @@ func (m *Meta) Write(ctx context.Context, ino uint64, in WriteIn) (*Attr, error)
 		return nil, syscall.EFBIG
 	}
 	var out *Attr
-	err := m.update(ctx, func(x *tx) error {
+	err := m.updateFile(ctx, ino, func(x *tx) error {
 		a, err := x.inode(ino)
 		if err != nil {
 			return err
 		}
 		if !a.IsRegular() {
 			return syscall.EINVAL
+		}
+		if err := x.truncating(ino); err != nil {
+			return err
 		}
 		if in.Inline != nil {
 			if err := x.set(keyIno(pInline, ino), in.Inline); err != nil {
@@ -566,12 +691,11 @@ func (m *Meta) Reap(ctx context.Context, ino uint64) error {
 	}
 }
 
-// reapStep frees part of orphan a in x: up to reapBatch chunks or about
-// reapBlocks block references and, once none are left, its extended
-// attributes, inline data, orphan record and the inode itself. It reports
-// whether the inode is gone.
-func (x *tx) reapStep(a *Attr) (bool, error) {
-	ino := a.Ino
+// releaseChunks releases the slices of ino's chunks from index from on and
+// deletes the chunks it empties: up to reapBatch chunks or about budget
+// (at most reapBlocks) block references. It reports whether no such chunk
+// is left.
+func (x *tx) releaseChunks(ino, from uint64, budget int) (bool, error) {
 	// The scan hands over each chunk's slices; the deletions come after
 	// it, not under its iterator.
 	type chunk struct {
@@ -580,22 +704,22 @@ func (x *tx) reapStep(a *Attr) (bool, error) {
 	}
 	var chunks []chunk
 	blocks := 0
-	err := x.t.Scan(keyIno(pSlices, ino), nil, func(k, v []byte) (bool, error) {
+	err := x.t.Scan(keyIno(pSlices, ino), keyChunk(ino, from), func(k, v []byte) (bool, error) {
 		ss, err := decodeSlices(k, v)
 		chunks = append(chunks, chunk{binary.BigEndian.Uint64(k[9:]), ss})
 		for _, s := range ss {
 			blocks += len(s.Blocks)
 		}
-		return len(chunks) < reapBatch && blocks < reapBlocks, err
+		return len(chunks) < reapBatch && blocks < budget, err
 	})
 	if err != nil {
 		return false, err
 	}
-	budget := reapBlocks
+	full := budget
 	for _, c := range chunks {
 		n := 0 // slices of c released
 		for _, s := range c.ss {
-			if len(s.Blocks) > budget && budget < reapBlocks {
+			if len(s.Blocks) > budget && budget < full {
 				break // for the next transaction
 			}
 			if err := x.refSlice(s, -1); err != nil {
@@ -611,18 +735,27 @@ func (x *tx) reapStep(a *Attr) (bool, error) {
 			return false, nil
 		}
 	}
-	if len(chunks) == reapBatch || blocks >= reapBlocks {
-		return false, nil
+	return len(chunks) < reapBatch && blocks < full, nil
+}
+
+// reapStep frees part of orphan a in x: up to reapBatch chunks or about
+// reapBlocks block references and, once none are left, its extended
+// attributes, inline data, orphan record and the inode itself. It reports
+// whether the inode is gone.
+func (x *tx) reapStep(a *Attr) (bool, error) {
+	ino := a.Ino
+	if done, err := x.releaseChunks(ino, 0, reapBlocks); err != nil || !done {
+		return false, err
 	}
 	var xattrs [][]byte
-	err = x.t.Scan(keyIno(pXattr, ino), nil, func(k, v []byte) (bool, error) {
+	err := x.t.Scan(keyIno(pXattr, ino), nil, func(k, v []byte) (bool, error) {
 		xattrs = append(xattrs, append([]byte(nil), k...))
 		return true, nil
 	})
 	if err != nil {
 		return false, err
 	}
-	for _, k := range append(xattrs, keyIno(pInline, ino), keyIno(pOrphan, ino)) {
+	for _, k := range append(xattrs, keyIno(pInline, ino), keyIno(pOrphan, ino), keyIno(pTruncate, ino)) {
 		if err := x.del(k); err != nil {
 			return false, err
 		}

@@ -24,6 +24,7 @@ const (
 	pRefcount = 'R' // R blockID(32)            -> refs(8) size(4)
 	pPending  = 'P' // P blockID(32)            -> unix nanos when refs reached 0
 	pOrphan   = 'X' // X ino                    -> unix nanos when nlink reached 0
+	pTruncate = 'U' // U ino                    -> unix nanos of a truncation still releasing chunks
 	pDelta    = 'Q' // Q boot(8) seq(8)         -> Stats delta
 	pTotals   = 'T' // T                        -> Stats
 	pGCSeen   = 'G' // G blockID(32)            -> first seen unreferenced by gc (ns), last seen listed (ns)
