@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -293,7 +294,18 @@ func TestToolsGC(t *testing.T) {
 	}
 	v.unmount(t)
 	refs := v.referencedBlocks(t)
+	// Runs of block references left by an fsck killed before its end go.
+	stale := filepath.Join(v.dir, "objfs-fsck-refs-123")
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale, "run-000001"), make([]byte, 60), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	v.fsck(t)
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("fsck left the runs of an earlier fsck: %v", err)
+	}
 
 	out := v.run(t, "gc", "--dry-run", "--grace", "0", v.dir)
 	t.Logf("gc --dry-run: %s", strings.TrimSpace(out))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -71,11 +72,22 @@ func fsck(ctx context.Context, dir string, repair, verify bool) error {
 	if verify {
 		what = "reading and verifying blocks"
 	}
+	// Runs of block references an fsck killed before its end left behind;
+	// we hold the volume's lock, so no other fsck is using them.
+	stale, _ := filepath.Glob(filepath.Join(v.dir, "objfs-fsck-refs-*"))
+	for _, d := range stale {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("remove runs an earlier fsck left: %w", err)
+		}
+	}
 	p := newProgress(what, st.Blocks)
 	format := v.meta.Format()
 	listed := newStoreSizes(v.store, st.Blocks)
 	res, err := v.meta.Check(ctx, meta.CheckOptions{
 		Repair: repair,
+		// On the volume's disk: the system's temporary directory may be
+		// in memory, and a large volume's references take 60 bytes a block.
+		TempDir: v.dir,
 		Block: func(ctx context.Context, id meta.BlockID, size uint32) error {
 			defer p.Add(1)
 			return checkBlock(ctx, v.store, listed, format.HashBlock, id, size, verify)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"strconv"
 	"syscall"
 	"time"
@@ -15,10 +16,9 @@ import (
 // CheckOptions.Repair, fixes what can be fixed safely. It reads the
 // database through streaming prefix scans of one snapshot, and inode by
 // inode looks up the few records that must agree with each one, so its
-// memory does not grow with the number of files, with one exception: the
-// recount of block references keeps one map entry (40 bytes or so) per
-// distinct referenced block, because references are spread over every
-// file's slices in no useful order.
+// memory does not grow with the number of files. The recount of block
+// references, spread over every file's slices in no useful order, is
+// sorted in bounded memory, spilling to files (see blockRefs).
 //
 // The volume must not be in use by another process (the caller holds the
 // database's lock): a repair rewrites records without the checks a running
@@ -84,6 +84,10 @@ type CheckOptions struct {
 	// Progress, when not nil, is called now and then with the number of
 	// records examined since the previous call.
 	Progress func(n int64)
+	// TempDir is where references to more blocks than fit in memory are
+	// sorted, in files (60 bytes a block; "" for the system's temporary
+	// directory, which may be in memory).
+	TempDir string
 }
 
 // CheckResult is what Check found.
@@ -245,17 +249,11 @@ type checker struct {
 	t     Txn
 	opts  CheckOptions
 	res   *CheckResult
-	refs  map[BlockID]*blockUse
+	refs  *blockRefs
 	since int64 // records since the last progress call
 	// beyond is the last inode reported for chunks beyond its end (one
 	// report a file: its chunks come in order).
 	beyond uint64
-}
-
-// blockUse is what the slices say about one block.
-type blockUse struct {
-	refs int64
-	size uint32
 }
 
 func (c *checker) report(p Problem) {
@@ -315,7 +313,11 @@ func (c *checker) inode(ino uint64) (*Attr, error) {
 func (m *Meta) checkOnce(ctx context.Context, opts CheckOptions) (*CheckResult, error) {
 	res := &CheckResult{}
 	err := m.kv.View(ctx, func(t Txn) error {
-		c := &checker{m: m, ctx: ctx, t: t, opts: opts, res: res, refs: map[BlockID]*blockUse{}}
+		c := &checker{m: m, ctx: ctx, t: t, opts: opts, res: res}
+		c.refs = newBlockRefs(opts.TempDir, func(first, other refEntry) {
+			c.errorf(other.ino, nil, "chunk %d: block %s referenced with size %d here and %d elsewhere", other.idx, other.id, other.size, first.size)
+		})
+		defer c.refs.close()
 		for _, step := range []struct {
 			what string
 			fn   func() error
@@ -837,14 +839,9 @@ func (c *checker) slices() error {
 				if b.Size == 0 || b.Size > uint32(f.BlockSize) {
 					c.errorf(ino, nil, "chunk %d slice %d: block %s has size %d (block size %d)", idx, i, b.ID, b.Size, f.BlockSize)
 				}
-				u := c.refs[b.ID]
-				if u == nil {
-					u = &blockUse{size: b.Size}
-					c.refs[b.ID] = u
-				} else if u.size != b.Size {
-					c.errorf(ino, nil, "chunk %d: block %s referenced with size %d here and %d elsewhere", idx, b.ID, b.Size, u.size)
+				if err := c.refs.add(b.ID, b.Size, ino, idx); err != nil {
+					return false, err
 				}
-				u.refs++
 			}
 		}
 		return true, nil
@@ -888,8 +885,13 @@ func refValue(refs int64, size uint32) []byte {
 }
 
 // refcounts compares the R records with the references counted, and asks
-// the store about every referenced block.
+// the store about every referenced block. Both come in block ID order, so
+// this is a merge of two sorted streams.
 func (c *checker) refcounts() error {
+	var refsErr error
+	next, stop := iter.Pull(c.refs.all(&refsErr))
+	defer stop()
+	ref, more := next()
 	err := c.t.Scan(key1(pRefcount), nil, func(k, v []byte) (bool, error) {
 		if err := c.tick(); err != nil {
 			return false, err
@@ -901,8 +903,18 @@ func (c *checker) refcounts() error {
 		}
 		var id BlockID
 		copy(id[:], k[1:])
-		u := c.refs[id]
-		delete(c.refs, id)
+		for more && bytes.Compare(ref.id[:], id[:]) < 0 {
+			if err := c.noRefcount(ref); err != nil {
+				return false, err
+			}
+			ref, more = next()
+		}
+		var u *refEntry
+		if more && ref.id == id {
+			cur := ref
+			u = &cur
+			ref, more = next()
+		}
 		if len(v) != 12 {
 			if u != nil {
 				c.errorf(0, func(x *tx) error { return x.set(k, refValue(u.refs, u.size)) }, "block %s: undecodable refcount record", id)
@@ -931,25 +943,26 @@ func (c *checker) refcounts() error {
 		}
 		return true, c.block(id, u.size)
 	})
-	if err != nil {
-		return err
+	for err == nil && more {
+		err = c.noRefcount(ref)
+		ref, more = next()
 	}
-	// What is left is referenced without a refcount record.
-	for id, u := range c.refs {
-		c.res.Counted.Blocks++
-		c.res.Counted.BlockBytes += int64(u.size)
-		k := keyBlock(pRefcount, id)
-		c.errorf(0, func(x *tx) error {
-			if err := x.del(keyBlock(pPending, id)); err != nil {
-				return err
-			}
-			return x.set(k, refValue(u.refs, u.size))
-		}, "block %s: %d references but no refcount record", id, u.refs)
-		if err := c.block(id, u.size); err != nil {
+	stop()
+	return errors.Join(err, refsErr)
+}
+
+// noRefcount reports a block referenced without a refcount record.
+func (c *checker) noRefcount(u refEntry) error {
+	c.res.Counted.Blocks++
+	c.res.Counted.BlockBytes += int64(u.size)
+	k := keyBlock(pRefcount, u.id)
+	c.errorf(0, func(x *tx) error {
+		if err := x.del(keyBlock(pPending, u.id)); err != nil {
 			return err
 		}
-	}
-	return nil
+		return x.set(k, refValue(u.refs, u.size))
+	}, "block %s: %d references but no refcount record", u.id, u.refs)
+	return c.block(u.id, u.size)
 }
 
 func (c *checker) block(id BlockID, size uint32) error {

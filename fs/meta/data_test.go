@@ -604,32 +604,8 @@ func TestPendingBlocksSkipsScans(t *testing.T) {
 // unlinks at once and is reaped in steps, whole slices at a time; before,
 // the unlink itself failed with EFBIG.
 func TestUnlinkFreesManyBlocksInSteps(t *testing.T) {
-	const bs = 4096
-	v := newVolume(t, func(f *Format) { f.BlockSize = bs; f.ChunkSize = 64 << 20 })
-	f := v.mkfile(RootIno, "f")
-	n := 0
-	block := func() BlockRef { n++; return fakeBlock(1000+n, bs) }
-	// Chunk 0: one slice of 16,384 blocks. Chunk 1: 3 slices of 5,000.
-	// Chunk 2: 5,000 one-block slices.
-	big := make([]BlockRef, 16384)
-	for i := range big {
-		big[i] = block()
-	}
-	v.writeSlice(f.Ino, 0, big...)
-	for i := range 3 {
-		s := make([]BlockRef, 5000)
-		for j := range s {
-			s[j] = block()
-		}
-		v.writeSlice(f.Ino, 64<<20+uint64(i)*5000*bs, s...)
-	}
-	var small []Slice
-	for i := range 5000 {
-		small = append(small, Slice{Pos: uint32(i * bs), Len: bs, Blocks: []BlockRef{block()}})
-	}
-	if _, err := v.m.Write(v.ctx, f.Ino, WriteIn{Chunks: []ChunkWrite{{Index: 2, Slices: small}}, End: 2*64<<20 + 5000*bs}); err != nil {
-		t.Fatal(err)
-	}
+	v := bigVolume(t)
+	_, n := bigFile(v, "f", 1000)
 	if st := v.m.Stats(); st.Blocks != int64(n) {
 		t.Fatalf("%d blocks referenced, want %d", st.Blocks, n)
 	}
