@@ -152,6 +152,13 @@ type Meta struct {
 	stats    Stats
 	deltaSeq uint64
 	deltas   int
+	// Delta records are numbered before their transaction commits, so
+	// they may commit out of order. unsettled holds the numbers of
+	// transactions not yet finished; every delta numbered below
+	// foldFrom is folded, so a fold starts there instead of stepping
+	// again over the tombstones of earlier folds (see fold).
+	unsettled map[uint64]bool
+	foldFrom  uint64
 
 	pendingMu        sync.Mutex
 	pendingNotBefore int64 // nothing in the deletion queue is due before; see PendingBlocks
@@ -193,7 +200,7 @@ func Create(ctx context.Context, kv KV, f *Format) error {
 
 // Open reads the format record and totals of an existing volume.
 func Open(ctx context.Context, kv KV) (*Meta, error) {
-	m := &Meta{kv: kv}
+	m := &Meta{kv: kv, unsettled: map[uint64]bool{}}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	m.boot = binary.BigEndian.Uint64(b[:])
@@ -284,11 +291,13 @@ type tx struct {
 	dirty  map[uint64]bool
 	gone   map[uint64]bool
 	delta  Stats
+	seq    uint64 // number of the delta record flush wrote, if any
 }
 
 // update runs fn as one transaction, retried on conflict.
 func (m *Meta) update(ctx context.Context, fn func(x *tx) error) error {
 	var delta Stats
+	var seqs []uint64 // delta records numbered by the attempts
 	err := m.kv.Update(ctx, func(t Txn) error {
 		x := &tx{m: m, t: t, now: time.Now().UnixNano(), inodes: map[uint64]*Attr{}, dirty: map[uint64]bool{}, gone: map[uint64]bool{}}
 		if err := fn(x); err != nil {
@@ -297,15 +306,21 @@ func (m *Meta) update(ctx context.Context, fn func(x *tx) error) error {
 		if err := x.flush(); err != nil {
 			return err
 		}
+		if x.seq != 0 {
+			seqs = append(seqs, x.seq)
+		}
 		delta = x.delta
 		return nil
 	})
+	m.statsMu.Lock()
+	for _, s := range seqs {
+		delete(m.unsettled, s)
+	}
 	if err == nil && !delta.isZero() {
-		m.statsMu.Lock()
 		m.stats.add(delta)
 		m.deltas++
-		m.statsMu.Unlock()
 	}
+	m.statsMu.Unlock()
 	return err
 }
 
@@ -376,9 +391,10 @@ func (x *tx) flush() error {
 	if !x.delta.isZero() {
 		x.m.statsMu.Lock()
 		x.m.deltaSeq++
-		seq := x.m.deltaSeq
+		x.seq = x.m.deltaSeq
+		x.m.unsettled[x.seq] = true
 		x.m.statsMu.Unlock()
-		if err := x.t.Set(keyInoU64(pDelta, x.m.boot, seq), x.delta.encode()); err != nil {
+		if err := x.t.Set(keyInoU64(pDelta, x.m.boot, x.seq), x.delta.encode()); err != nil {
 			return err
 		}
 	}
@@ -399,7 +415,7 @@ func (m *Meta) Stats() Stats {
 // delta records small.
 func (m *Meta) FoldStats(ctx context.Context) error {
 	for {
-		_, more, err := m.fold(ctx)
+		_, more, err := m.fold(ctx, false)
 		if err != nil || !more {
 			return err
 		}
@@ -409,8 +425,27 @@ func (m *Meta) FoldStats(ctx context.Context) error {
 // foldBatch bounds one fold transaction.
 const foldBatch = 5000
 
-func (m *Meta) fold(ctx context.Context) (total Stats, more bool, err error) {
+// With all, fold reads every delta record (those of earlier processes
+// too); otherwise it starts at this process's record foldFrom. Every
+// transaction numbered below the lowest one unsettled when the fold
+// starts has finished, committed or not, so its record, if any, is in the
+// fold's snapshot: once the fold has read them all, the next one can start
+// there. (Deleted records stay as tombstones until Badger compacts them;
+// a fold from the start of the range steps over every one.)
+func (m *Meta) fold(ctx context.Context, all bool) (total Stats, more bool, err error) {
+	m.statsMu.Lock()
+	settled := m.deltaSeq + 1 // every delta numbered below is committed or abandoned
+	for s := range m.unsettled {
+		settled = min(settled, s)
+	}
+	var start []byte
+	if !all {
+		start = keyInoU64(pDelta, m.boot, m.foldFrom)
+	}
+	m.statsMu.Unlock()
+	var last uint64 // number of the last record of this process folded
 	err = m.kv.Update(ctx, func(t Txn) error {
+		last = 0
 		v, err := t.Get(key1(pTotals))
 		if err != nil {
 			return fmt.Errorf("read totals: %w", err)
@@ -419,13 +454,16 @@ func (m *Meta) fold(ctx context.Context) (total Stats, more bool, err error) {
 			return err
 		}
 		var keys [][]byte
-		err = t.Scan(key1(pDelta), nil, func(k, v []byte) (bool, error) {
+		err = t.Scan(key1(pDelta), start, func(k, v []byte) (bool, error) {
 			d, err := decodeStats(k, v)
 			if err != nil {
 				return false, err
 			}
 			total.add(d)
 			keys = append(keys, append([]byte(nil), k...))
+			if len(k) == 17 && binary.BigEndian.Uint64(k[1:]) == m.boot {
+				last = binary.BigEndian.Uint64(k[9:])
+			}
 			return len(keys) < foldBatch, nil
 		})
 		if err != nil {
@@ -444,6 +482,11 @@ func (m *Meta) fold(ctx context.Context) (total Stats, more bool, err error) {
 	}
 	m.statsMu.Lock()
 	m.deltas = 0
+	next := settled
+	if more && last != 0 {
+		next = min(next, last+1)
+	}
+	m.foldFrom = max(m.foldFrom, next)
 	m.statsMu.Unlock()
 	return total, more, nil
 }
@@ -452,7 +495,7 @@ func (m *Meta) fold(ctx context.Context) (total Stats, more bool, err error) {
 // before the volume serves anything.
 func (m *Meta) loadStats(ctx context.Context) error {
 	for {
-		total, more, err := m.fold(ctx)
+		total, more, err := m.fold(ctx, true)
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -207,5 +208,124 @@ func TestStatsMatchTreeAndReopen(t *testing.T) {
 	})
 	if refs != 0 {
 		t.Errorf("%d refcount records remain on an empty volume", refs)
+	}
+}
+
+// deltaRecords counts the delta records in the database.
+func (v *testVolume) deltaRecords() int {
+	v.t.Helper()
+	n := 0
+	err := v.kv.View(v.ctx, func(t Txn) error {
+		return t.Scan(key1(pDelta), nil, func(k, _ []byte) (bool, error) {
+			n++
+			return true, nil
+		})
+	})
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return n
+}
+
+// TestFoldSkipsFoldedButNotUnsettled: a fold starts after the records
+// earlier folds took, but never after one whose transaction had numbered
+// its record and not yet committed when an earlier fold began: such a
+// record, committed later, is folded by the next fold.
+func TestFoldSkipsFoldedButNotUnsettled(t *testing.T) {
+	v := newVolume(t, nil)
+	v.mkfile(RootIno, "a") // delta record 1
+	// A transaction numbers record 2 and is still committing...
+	v.m.statsMu.Lock()
+	v.m.deltaSeq++
+	late := v.m.deltaSeq
+	v.m.unsettled[late] = true
+	v.m.statsMu.Unlock()
+	v.mkfile(RootIno, "b") // record 3
+	if err := v.m.FoldStats(v.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := v.deltaRecords(); n != 0 {
+		t.Fatalf("%d delta records after a fold", n)
+	}
+	if v.m.foldFrom != late {
+		t.Errorf("next fold starts at %d, want %d (the unsettled record)", v.m.foldFrom, late)
+	}
+	// ...and commits after the fold.
+	d := Stats{Files: 1, Inodes: 1}
+	v.raw(func(t Txn) error { return t.Set(keyInoU64(pDelta, v.m.boot, late), d.encode()) })
+	v.m.statsMu.Lock()
+	delete(v.m.unsettled, late)
+	v.m.stats.add(d)
+	v.m.statsMu.Unlock()
+	v.mkfile(RootIno, "c")
+	if err := v.m.FoldStats(v.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := v.deltaRecords(); n != 0 {
+		t.Errorf("%d delta records left after the late commit and a fold", n)
+	}
+	if v.m.foldFrom != v.m.deltaSeq+1 {
+		t.Errorf("next fold starts at %d, want %d", v.m.foldFrom, v.m.deltaSeq+1)
+	}
+	// The totals record holds everything: a reopen loads what memory has.
+	want := v.m.Stats()
+	m, err := Open(v.ctx, v.kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Stats(); got != want {
+		t.Errorf("totals after reopening %+v, want %+v", got, want)
+	}
+}
+
+// TestFoldUnderConcurrentCommits: transactions committing out of order
+// while folds run leave no delta record behind and exact totals.
+func TestFoldUnderConcurrentCommits(t *testing.T) {
+	v := newVolume(t, nil)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	folds := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				folds <- nil
+				return
+			default:
+			}
+			if err := v.m.FoldStats(v.ctx); err != nil {
+				folds <- err
+				return
+			}
+		}
+	}()
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				if _, err := v.m.Mknod(v.ctx, &Root, RootIno, fmt.Sprintf("w%d-%d", w, i), NewNode{Mode: syscall.S_IFREG | 0o644}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if err := <-folds; err != nil {
+		t.Fatal(err)
+	}
+	if err := v.m.FoldStats(v.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := v.deltaRecords(); n != 0 {
+		t.Errorf("%d delta records left", n)
+	}
+	if st := v.m.Stats(); st.Files != 1600 {
+		t.Errorf("stats %+v, want 1600 files", st)
+	}
+	if r := v.runCheck(false); r.Errors() != 0 {
+		t.Errorf("check:\n%s", problems(r))
 	}
 }
