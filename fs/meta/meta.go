@@ -425,8 +425,9 @@ func (m *Meta) FoldStats(ctx context.Context) error {
 // foldBatch bounds one fold transaction.
 const foldBatch = 5000
 
-// With all, fold reads every delta record (those of earlier processes
-// too); otherwise it starts at this process's record foldFrom. Every
+// fold adds up to foldBatch delta records to the totals record and
+// deletes them; more reports that it stopped at that limit. With all, it
+// reads every delta record (those of earlier processes too); otherwise it starts at this process's record foldFrom. Every
 // transaction numbered below the lowest one unsettled when the fold
 // starts has finished, committed or not, so its record, if any, is in the
 // fold's snapshot: once the fold has read them all, the next one can start
