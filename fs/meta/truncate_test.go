@@ -43,12 +43,12 @@ func bigVolume(t *testing.T) *testVolume {
 	return newVolume(t, func(f *Format) { f.BlockSize = 4096; f.ChunkSize = 64 << 20 })
 }
 
-// chunkCount counts the chunk records of ino.
-func (v *testVolume) chunkCount(ino uint64) int {
+// countKeys counts the records whose keys start with prefix.
+func (v *testVolume) countKeys(prefix []byte) int {
 	v.t.Helper()
 	n := 0
 	err := v.kv.View(v.ctx, func(t Txn) error {
-		return t.Scan(keyIno(pSlices, ino), nil, func(k, _ []byte) (bool, error) {
+		return t.Scan(prefix, nil, func(k, _ []byte) (bool, error) {
 			n++
 			return true, nil
 		})
@@ -57,6 +57,17 @@ func (v *testVolume) chunkCount(ino uint64) int {
 		v.t.Fatal(err)
 	}
 	return n
+}
+
+// chunkCount counts the chunk records of ino.
+func (v *testVolume) chunkCount(ino uint64) int { return v.countKeys(keyIno(pSlices, ino)) }
+
+// wantNoErrors fails the test if Check finds an error.
+func (v *testVolume) wantNoErrors() {
+	v.t.Helper()
+	if r := v.runCheck(false); r.Errors() != 0 {
+		v.t.Errorf("check:\n%s", problems(r))
+	}
 }
 
 // TestTruncateFreesManyBlocksInSteps: a truncation that releases more
@@ -132,6 +143,15 @@ func (v *testVolume) cutShort(ino, size uint64) {
 	}
 }
 
+// cutShortFile makes a big file on a new volume and leaves a truncation
+// of it to size cut short.
+func cutShortFile(t *testing.T, size uint64) (*testVolume, *Attr, int) {
+	v := bigVolume(t)
+	f, n := bigFile(v, "f", 1000)
+	v.cutShort(f.Ino, size)
+	return v, f, n
+}
+
 // TestUnfinishedTruncation: while a truncation is still releasing chunks,
 // the dead chunks never show: a write or an extension first finishes the
 // release, so the bytes beyond the old end read as zeros; fsck calls the
@@ -139,9 +159,7 @@ func (v *testVolume) cutShort(ino, size uint64) {
 // it.
 func TestUnfinishedTruncation(t *testing.T) {
 	t.Run("write", func(t *testing.T) {
-		v := bigVolume(t)
-		f, _ := bigFile(v, "f", 1000)
-		v.cutShort(f.Ino, 0)
+		v, f, _ := cutShortFile(t, 0)
 		r := v.runCheck(false)
 		if r.Errors() != 0 || notes(r) != 2 {
 			t.Errorf("check of a truncation under way:\n%s", problems(r))
@@ -160,14 +178,10 @@ func TestUnfinishedTruncation(t *testing.T) {
 		if st := v.m.Stats(); st.Blocks != 1 {
 			t.Errorf("stats %+v, want 1 block", st)
 		}
-		if r := v.runCheck(false); r.Errors() != 0 {
-			t.Errorf("check:\n%s", problems(r))
-		}
+		v.wantNoErrors()
 	})
 	t.Run("extend", func(t *testing.T) {
-		v := bigVolume(t)
-		f, _ := bigFile(v, "f", 1000)
-		v.cutShort(f.Ino, 100)
+		v, f, _ := cutShortFile(t, 100)
 		v.truncate(f.Ino, 3<<26)
 		for idx := uint64(1); idx < 3; idx++ {
 			if got := v.chunk(f.Ino, idx); len(got) != 0 {
@@ -177,14 +191,10 @@ func TestUnfinishedTruncation(t *testing.T) {
 		if got := v.chunk(f.Ino, 0); len(got) != 1 || got[0].Len != 100 {
 			t.Errorf("chunk 0: %+v, want one slice of 100 bytes", got)
 		}
-		if r := v.runCheck(false); r.Errors() != 0 {
-			t.Errorf("check:\n%s", problems(r))
-		}
+		v.wantNoErrors()
 	})
 	t.Run("next start", func(t *testing.T) {
-		v := bigVolume(t)
-		f, n := bigFile(v, "f", 1000)
-		v.cutShort(f.Ino, 0)
+		v, f, n := cutShortFile(t, 0)
 		if err := v.m.FinishTruncate(v.ctx, f.Ino); err != nil {
 			t.Fatal(err)
 		}
@@ -194,14 +204,10 @@ func TestUnfinishedTruncation(t *testing.T) {
 		if got := len(v.pending()); got != n {
 			t.Errorf("%d blocks queued, want %d", got, n)
 		}
-		if r := v.runCheck(false); r.Errors() != 0 {
-			t.Errorf("check:\n%s", problems(r))
-		}
+		v.wantNoErrors()
 	})
 	t.Run("reap", func(t *testing.T) {
-		v := bigVolume(t)
-		f, _ := bigFile(v, "f", 1000)
-		v.cutShort(f.Ino, 0)
+		v, _, _ := cutShortFile(t, 0)
 		if _, err := v.m.Unlink(v.ctx, &Root, RootIno, "f"); err != nil {
 			t.Fatal(err)
 		}
@@ -209,16 +215,12 @@ func TestUnfinishedTruncation(t *testing.T) {
 		if tr, err := v.m.Truncations(v.ctx); err != nil || len(tr) != 0 {
 			t.Errorf("truncations left: %v (%v)", tr, err)
 		}
-		if r := v.runCheck(false); r.Errors() != 0 {
-			t.Errorf("check:\n%s", problems(r))
-		}
+		v.wantNoErrors()
 	})
 	t.Run("cancelled", func(t *testing.T) {
 		// FinishTruncate stops with its context; the record stays for
 		// the next try.
-		v := bigVolume(t)
-		f, _ := bigFile(v, "f", 1000)
-		v.cutShort(f.Ino, 0)
+		v, f, _ := cutShortFile(t, 0)
 		ctx, cancel := context.WithCancel(v.ctx)
 		cancel()
 		if err := v.m.FinishTruncate(ctx, f.Ino); !errors.Is(err, context.Canceled) {
@@ -268,9 +270,7 @@ func TestCheckChunksPastEnd(t *testing.T) {
 	if got := v.chunk(f.Ino, 1); len(got) != 1 || got[0].Len != 4096+10 || len(got[0].Blocks) != 2 {
 		t.Errorf("chunk 1: %+v, want one slice of 4106 bytes in 2 blocks", got)
 	}
-	if r := v.runCheck(false); r.Errors() != 0 {
-		t.Errorf("check after repair:\n%s", problems(r))
-	}
+	v.wantNoErrors()
 }
 
 // notes counts a check's notes.
