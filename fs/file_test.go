@@ -28,16 +28,24 @@ func TestDataPathMatchesModel(t *testing.T) {
 	configs := []struct {
 		seed                            uint64
 		blockSize, chunkSize, inlineMax int
+		maxSize                         int // 0: 5 chunks or 200,000 bytes
 	}{
-		{1, 4096, 64 << 10, 3000},
-		{2, 4096, 64 << 10, 3000},
-		{3, 8192, 64 << 10, 3000},
-		{4, 4096, 4096, 16 << 10}, // chunks smaller than the inline limit
-		{5, 16 << 10, 256 << 10, 100},
+		{1, 4096, 64 << 10, 3000, 0},
+		{2, 4096, 64 << 10, 3000, 0},
+		{3, 8192, 64 << 10, 3000, 0},
+		{4, 4096, 4096, 16 << 10, 0}, // chunks smaller than the inline limit
+		{5, 16 << 10, 256 << 10, 100, 0},
+		// Files of up to 256 one-block chunks: truncations release more
+		// chunks than one transaction does (64) and finish in steps.
+		{6, 4096, 4096, 3000, 1 << 20},
+		{7, 4096, 4096, 3000, 1 << 20},
 	}
 	for _, cfg := range configs {
 		blockSize, chunkSize, inlineMax := cfg.blockSize, cfg.chunkSize, cfg.inlineMax
 		maxSize := max(5*chunkSize+1234, 200000)
+		if cfg.maxSize != 0 {
+			maxSize = cfg.maxSize
+		}
 		seed := cfg.seed
 		t.Run(fmt.Sprintf("seed%d-block%d-chunk%d-inline%d", seed, blockSize, chunkSize, inlineMax), func(t *testing.T) {
 			v := newVol(t, volConfig{blockSize: blockSize, chunkSize: chunkSize, inlineMax: inlineMax})
@@ -106,7 +114,11 @@ func TestDataPathMatchesModel(t *testing.T) {
 				switch {
 				case op < 45: // write
 					off := randOff(mf)
-					size := 1 + r.IntN([]int{100, 3000, 20000, 2 * chunkSize}[r.IntN(4)])
+					sizes := []int{100, 3000, 20000, 2 * chunkSize}
+					if cfg.maxSize != 0 {
+						sizes = append(sizes, maxSize/3) // dense runs of many chunks
+					}
+					size := 1 + r.IntN(sizes[r.IntN(len(sizes))])
 					if off+uint64(size) > uint64(maxSize) {
 						continue
 					}
