@@ -111,7 +111,8 @@ func loopbackBackground(src, mnt, logPath string) error {
 // loopback serves the passthrough file system until it is unmounted.
 func loopback(src, mnt string) (err error) {
 	sigs, stopSigs := catchStopSignals()
-	defer stopSigs()
+	closing := func() {} // set once serving ends; see exitOnStopSignal
+	defer func() { closing(); stopSigs() }()
 	ready := backgroundReady()
 	defer func() {
 		if err != nil {
@@ -153,6 +154,7 @@ func loopback(src, mnt string) (err error) {
 	ready(nil)
 
 	serveUntilUnmounted(srv, log, sigs, nil)
+	closing = exitOnStopSignal(sigs, log)
 	log.Info("unmounted loopback", "mountpoint", mnt)
 	return nil
 }

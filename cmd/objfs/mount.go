@@ -124,7 +124,8 @@ func unescapeMount(s string) string {
 
 func mount(dir, mnt string, o mountOptions) (err error) {
 	sigs, stopSigs := catchStopSignals()
-	defer stopSigs()
+	closing := func() {} // set once serving ends; see exitOnStopSignal
+	defer func() { closing(); stopSigs() }()
 	ready := backgroundReady()
 	defer func() {
 		if err != nil {
@@ -202,6 +203,7 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 		log.Info("dropped block cache", "signal", syscall.SIGUSR1.String())
 	})
 	log.Info("unmounted", "mountpoint", mnt)
+	closing = exitOnStopSignal(sigs, log)
 	return nil
 }
 
@@ -214,6 +216,35 @@ func catchStopSignals() (sigs chan os.Signal, stop func()) {
 	sigs = make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
 	return sigs, func() { signal.Stop(sigs) }
+}
+
+// exitOnStopSignal is for a server that has stopped serving and is
+// closing the volume, which can take long: pending uploads (up to a
+// minute), or for ever when Badger cannot write its last table (a full or
+// failing disk; it retries without end). From then on a stop signal from
+// sigs exits the process at once, with status 1 and a log line saying so:
+// what is committed is in Badger's log, so this is what kill -9 would do,
+// and the next start recovers from it. SIGUSR1 is ignored. stop ends the
+// watch; the caller stops the catching after it.
+func exitOnStopSignal(sigs <-chan os.Signal, log *slog.Logger) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case s := <-sigs:
+				if s == syscall.SIGUSR1 {
+					continue
+				}
+				log.Error("stop signal while closing the volume: exiting without finishing the close (the next start recovers, as after a crash)", "signal", s.String())
+				os.Exit(1)
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 // serveUntilUnmounted returns once the kernel has dropped srv's mount,

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -136,8 +135,11 @@ func serveNFS(dir string, o nfsFlags, data dataFlags) (err error) {
 	ctx := context.Background()
 	// Caught from here on: a stop signal while the volume opens waits
 	// for the server to start and stops it cleanly.
-	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stopSignals()
+	sigs, stopSigs := catchStopSignals()
+	closing := func() {} // set once serving ends; see exitOnStopSignal
+	defer func() { closing(); stopSigs() }()
+	sigCtx, stopped := context.WithCancel(ctx)
+	defer stopped()
 	reg := newRegistry(o.metrics)
 	v, f, err := openFS(ctx, dir, fo, so, data.diskCache(), reg)
 	if err != nil {
@@ -163,8 +165,16 @@ func serveNFS(dir string, o nfsFlags, data dataFlags) (err error) {
 	stopInfo := publishMountInfo(v, f, "nfs://"+addr)
 	defer stopInfo()
 	log.Info("serving NFSv3", "volume", v.dir, "addr", addr, "pid", os.Getpid())
-	<-sigCtx.Done()
-	log.Info("stopping NFS server")
+	for s := range sigs {
+		if s != syscall.SIGUSR1 {
+			log.Info("stopping NFS server", "signal", s.String())
+			break
+		}
+		f.DropCaches()
+		log.Info("dropped block cache", "signal", s.String())
+	}
+	stopped()
+	closing = exitOnStopSignal(sigs, log)
 	return stop()
 }
 
