@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -31,54 +30,15 @@ func TestStopSignalWhileMounting(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newVolume(t)
-			logPath := filepath.Join(v.base, "mount.log")
-			logf, err := os.Create(logPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer logf.Close()
-			args := append(append([]string{"mount"}, tc.extra...), v.dir, v.mnt)
-			cmd := exec.Command(objfsBin, args...)
-			cmd.Stdout, cmd.Stderr = logf, logf
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			if err := startFromSpawner(cmd); err != nil { // see TestSpawnerThreadOutlivesLockedGoroutines
-				t.Fatal(err)
-			}
-			exited := make(chan struct{}) // closed once waitErr is set
-			var waitErr error
-			go func() { waitErr = cmd.Wait(); close(exited) }()
-			t.Cleanup(func() {
-				select {
-				case <-exited:
-				default:
-					_ = cmd.Process.Kill()
-					<-exited
-				}
-				if isMounted(v.mnt) {
-					_ = exec.Command("fusermount3", "-u", "-z", v.mnt).Run()
-				}
-			})
+			srv := startServer(t, v, append(append([]string{"mount"}, tc.extra...), v.dir, v.mnt)...)
 			// The disk cache opens early in opening the volume, well
 			// before the mount.
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				b, _ := os.ReadFile(logPath)
-				if bytes.Contains(b, []byte("disk cache opened")) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("objfs mount did not start opening the volume in 30 s:\n%s", b)
-				}
-				time.Sleep(time.Millisecond)
-			}
-			if err := cmd.Process.Signal(tc.sig); err != nil {
-				t.Fatal(err)
-			}
+			srv.waitLog(t, "disk cache opened", 30*time.Second)
+			srv.signal(t, tc.sig)
 			select {
-			case <-exited:
-				b, _ := os.ReadFile(logPath)
-				if waitErr != nil {
-					t.Errorf("objfs mount exited with %v after %v during start-up, want status 0\n%s", waitErr, tc.sig, b)
+			case <-srv.exited:
+				if srv.err != nil {
+					t.Errorf("objfs mount exited with %v after %v during start-up, want status 0\n%s", srv.err, tc.sig, srv.log())
 				}
 			case <-time.After(60 * time.Second):
 				t.Fatalf("objfs mount still running 60 s after %v", tc.sig)
@@ -98,43 +58,8 @@ func TestStopSignalWhileMounting(t *testing.T) {
 // was swallowed and only SIGKILL ended it.
 func TestStopSignalWhileClosing(t *testing.T) {
 	v := newVolume(t)
-	logPath := filepath.Join(v.base, "mount.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(objfsBin, "mount", v.dir, v.mnt)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := startFromSpawner(cmd); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{}) // closed once waitErr is set
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if isMounted(v.mnt) {
-			_ = exec.Command("fusermount3", "-u", "-z", v.mnt).Run()
-		}
-	})
-	logText := func() string { b, _ := os.ReadFile(logPath); return string(b) }
-	waitLog := func(what string, d time.Duration) {
-		t.Helper()
-		for deadline := time.Now().Add(d); !strings.Contains(logText(), what); {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q in the log after %v:\n%s", what, d, logText())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	waitLog(`msg=mounted`, 30*time.Second)
+	srv := startServer(t, v, "mount", v.dir, v.mnt)
+	srv.waitLog(t, "msg=mounted", 30*time.Second)
 	// Metadata in Badger's memtable, which its close must write out.
 	for i := range 50 {
 		if err := os.WriteFile(filepath.Join(v.mnt, fmt.Sprint("f", i)), []byte("data"), 0o644); err != nil {
@@ -144,29 +69,25 @@ func TestStopSignalWhileClosing(t *testing.T) {
 	if err := os.Rename(filepath.Join(v.dir, "meta"), filepath.Join(v.dir, "meta.away")); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitLog(`msg=unmounted`, 30*time.Second)
+	srv.signal(t, syscall.SIGTERM)
+	srv.waitLog(t, "msg=unmounted", 30*time.Second)
 	select {
-	case <-exited:
-		t.Fatalf("objfs mount finished closing (%v): the test needs a close that cannot finish\n%s", waitErr, logText())
+	case <-srv.exited:
+		t.Fatalf("objfs mount finished closing (%v): the test needs a close that cannot finish\n%s", srv.err, srv.log())
 	case <-time.After(2 * time.Second):
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	srv.signal(t, syscall.SIGTERM)
 	select {
-	case <-exited:
+	case <-srv.exited:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("objfs mount still running 10 s after a second SIGTERM while closing\n%s", logText())
+		t.Fatalf("objfs mount still running 10 s after a second SIGTERM while closing\n%s", srv.log())
 	}
 	var ee *exec.ExitError
-	if !errors.As(waitErr, &ee) || ee.ExitCode() != 1 {
-		t.Errorf("objfs mount exited with %v, want status 1", waitErr)
+	if !errors.As(srv.err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("objfs mount exited with %v, want status 1", srv.err)
 	}
-	if !strings.Contains(logText(), "stop signal while closing the volume") {
-		t.Errorf("no log line about the forced exit:\n%s", logText())
+	if !strings.Contains(srv.log(), "stop signal while closing the volume") {
+		t.Errorf("no log line about the forced exit:\n%s", srv.log())
 	}
 	if isMounted(v.mnt) {
 		t.Errorf("%s is still mounted", v.mnt)
@@ -178,62 +99,86 @@ func TestStopSignalWhileClosing(t *testing.T) {
 // stops cleanly with status 0 on SIGTERM.
 func TestNFSCommandSignals(t *testing.T) {
 	v := newVolume(t)
-	logPath := filepath.Join(v.base, "nfs.log")
-	logf, err := os.Create(logPath)
+	srv := startServer(t, v, "nfs", "--listen", "127.0.0.1:0", v.dir)
+	srv.waitLog(t, "serving NFSv3", 30*time.Second)
+	srv.signal(t, syscall.SIGUSR1)
+	srv.waitLog(t, "dropped block cache", 10*time.Second)
+	select {
+	case <-srv.exited:
+		t.Fatalf("objfs nfs exited on SIGUSR1 (%v)\n%s", srv.err, srv.log())
+	case <-time.After(200 * time.Millisecond):
+	}
+	srv.signal(t, syscall.SIGTERM)
+	select {
+	case <-srv.exited:
+		if srv.err != nil {
+			t.Errorf("objfs nfs exited with %v after SIGTERM, want status 0\n%s", srv.err, srv.log())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("objfs nfs still running 60 s after SIGTERM\n%s", srv.log())
+	}
+	if !strings.Contains(srv.log(), "stopping NFS server") {
+		t.Errorf("no log line about stopping:\n%s", srv.log())
+	}
+}
+
+// server is an objfs process a signal test starts and signals itself.
+type server struct {
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once err is set
+	err     error         // what Wait returned
+	logPath string
+}
+
+// startServer runs objfs with args, its output in a log file in v.base,
+// from the spawner thread (see TestSpawnerThreadOutlivesLockedGoroutines).
+// A t.Cleanup kills it if it is still running and lazily unmounts v.mnt
+// if it is still mounted.
+func startServer(t *testing.T, v *volume, args ...string) *server {
+	t.Helper()
+	s := &server{exited: make(chan struct{}), logPath: filepath.Join(v.base, args[0]+".log")}
+	logf, err := os.Create(s.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(objfsBin, "nfs", "--listen", "127.0.0.1:0", v.dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	s.cmd = exec.Command(objfsBin, args...)
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := startFromSpawner(s.cmd); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
+	go func() { s.err = s.cmd.Wait(); close(s.exited) }()
 	t.Cleanup(func() {
 		select {
-		case <-exited:
+		case <-s.exited:
 		default:
-			_ = cmd.Process.Kill()
-			<-exited
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+		}
+		if isMounted(v.mnt) {
+			_ = exec.Command("fusermount3", "-u", "-z", v.mnt).Run()
 		}
 	})
-	logText := func() string { b, _ := os.ReadFile(logPath); return string(b) }
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logText(), "serving NFSv3"); {
+	return s
+}
+
+func (s *server) log() string { b, _ := os.ReadFile(s.logPath); return string(b) }
+
+// waitLog waits up to d for what to appear in the server's log.
+func (s *server) waitLog(t *testing.T, what string, d time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !strings.Contains(s.log(), what); {
 		if time.Now().After(deadline) {
-			t.Fatalf("objfs nfs not serving after 30 s:\n%s", logText())
+			t.Fatalf("no %q in the log after %v:\n%s", what, d, s.log())
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
-	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+}
+
+func (s *server) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logText(), "dropped block cache"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("objfs nfs did not drop its block cache on SIGUSR1:\n%s", logText())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	select {
-	case <-exited:
-		t.Fatalf("objfs nfs exited on SIGUSR1 (%v)\n%s", waitErr, logText())
-	case <-time.After(200 * time.Millisecond):
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("objfs nfs exited with %v after SIGTERM, want status 0\n%s", waitErr, logText())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("objfs nfs still running 60 s after SIGTERM\n%s", logText())
-	}
-	if !strings.Contains(logText(), "stopping NFS server") {
-		t.Errorf("no log line about stopping:\n%s", logText())
 	}
 }
