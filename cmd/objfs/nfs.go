@@ -138,7 +138,7 @@ func serveNFS(dir string, o nfsFlags, data dataFlags) (err error) {
 	sigs, stopSigs := catchStopSignals()
 	closing := func() {} // set once serving ends; see exitOnStopSignal
 	defer func() { closing(); stopSigs() }()
-	sigCtx, stopped := context.WithCancel(ctx)
+	serveCtx, stopped := context.WithCancel(ctx) // ends the NFS server
 	defer stopped()
 	reg := newRegistry(o.metrics)
 	v, f, err := openFS(ctx, dir, fo, so, data.diskCache(), reg)
@@ -158,7 +158,7 @@ func serveNFS(dir string, o nfsFlags, data dataFlags) (err error) {
 		}
 		defer stopMetrics()
 	}
-	stop, addr, err := startNFS(sigCtx, f, o)
+	stop, addr, err := startNFS(serveCtx, f, o)
 	if err != nil {
 		return err
 	}
