@@ -563,6 +563,23 @@ func (c *checker) inode1(a *Attr) error {
 	if err != nil {
 		return err
 	}
+	if truncating(a) != nil {
+		if !a.IsRegular() {
+			c.errorf(ino, func(x *tx) error {
+				cur, err := x.inode(ino)
+				if err != nil {
+					return err
+				}
+				cur.Flags &^= FlagTruncating
+				x.touch(cur)
+				return nil
+			}, "inode of type %o marked as truncating", a.Type())
+		} else if _, found, err := c.get(keyIno(pTruncate, ino)); err != nil {
+			return err
+		} else if !found {
+			c.errorf(ino, markTruncating(ino), "marked as truncating with no truncation record: the next start would not finish it")
+		}
+	}
 	setNlink := func(n uint32) func(x *tx) error {
 		return func(x *tx) error {
 			cur, err := x.inode(ino)
@@ -866,17 +883,26 @@ func (c *checker) pastEnd(a *Attr, idx uint64, ss []Slice) error {
 		}
 		return nil
 	}
-	if c.beyond == a.Ino {
+	if c.beyond == a.Ino || truncating(a) != nil {
 		return nil
 	}
-	_, found, err := c.get(keyIno(pTruncate, a.Ino))
-	if err != nil || found {
-		return err
-	}
 	c.beyond = a.Ino
-	c.errorf(a.Ino, func(x *tx) error { return x.set(keyIno(pTruncate, a.Ino), u64bytes(uint64(x.now))) },
+	c.errorf(a.Ino, markTruncating(a.Ino),
 		"chunk %d lies wholly beyond the end of the file (%d bytes) with no truncation under way", idx, a.Size)
 	return nil
+}
+
+// markTruncating is a fix that leaves ino's truncation for the next
+// start to finish.
+func markTruncating(ino uint64) func(x *tx) error {
+	return func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		x.touch(a)
+		return x.markTruncating(a)
+	}
 }
 
 func refValue(refs int64, size uint32) []byte {
@@ -1050,6 +1076,8 @@ func (c *checker) truncations() error {
 			c.errorf(ino, delKeys(k), "stale truncation record: the inode does not exist")
 		case !a.IsRegular():
 			c.errorf(ino, delKeys(k), "truncation record on an inode of type %o", a.Type())
+		case truncating(a) == nil:
+			c.errorf(ino, markTruncating(ino), "truncation record, but the file is not marked as truncating: writes would not finish it first")
 		default:
 			c.report(Problem{Severity: Note, Ino: ino, Msg: "truncation still releasing the chunks beyond the end of the file (the next mount finishes it)"})
 		}

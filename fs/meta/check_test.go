@@ -265,6 +265,31 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 			ino:  func(fx *fixture) uint64 { return fx.d.Ino },
 		},
 		{
+			name: "truncation record of a file not marked truncating",
+			corrupt: func(fx *fixture, t Txn) error {
+				return t.Set(keyIno(pTruncate, fx.f.Ino), u64bytes(1))
+			},
+			want: "truncation record, but the file is not marked as truncating",
+			ino:  func(fx *fixture) uint64 { return fx.f.Ino },
+		},
+		{
+			name: "file marked truncating without a record",
+			corrupt: func(fx *fixture, t Txn) error {
+				v, err := t.Get(keyIno(pInode, fx.f.Ino))
+				if err != nil {
+					return err
+				}
+				a, err := decodeAttr(fx.f.Ino, v)
+				if err != nil {
+					return err
+				}
+				a.Flags |= FlagTruncating
+				return t.Set(keyIno(pInode, fx.f.Ino), a.encode())
+			},
+			want: "marked as truncating with no truncation record",
+			ino:  func(fx *fixture) uint64 { return fx.f.Ino },
+		},
+		{
 			name:    "file nlink wrong",
 			corrupt: func(fx *fixture, t Txn) error { return setNlink(t, fx.f.Ino, 5) },
 			want:    "nlink 5, but 2 directory entries name it",

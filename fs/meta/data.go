@@ -137,6 +137,14 @@ func (x *tx) truncate(a *Attr, size uint64) error {
 			return err
 		}
 	}
+	return x.markTruncating(a)
+}
+
+// markTruncating records that a's truncation is still releasing chunks:
+// the flag for writers of the file, the U record for the next start. The
+// caller writes a.
+func (x *tx) markTruncating(a *Attr) error {
+	a.Flags |= FlagTruncating
 	return x.set(keyIno(pTruncate, a.Ino), u64bytes(uint64(x.now)))
 }
 
@@ -169,17 +177,13 @@ func (x *tx) trimChunk(ino, idx uint64, end uint32) (int, error) {
 // try again.
 var errTruncating = errors.New("an earlier truncation is still releasing chunks")
 
-// truncating returns errTruncating if ino has a truncation record.
-func (x *tx) truncating(ino uint64) error {
-	_, err := x.t.Get(keyIno(pTruncate, ino))
-	switch {
-	case err == nil:
+// truncating returns errTruncating if a's truncation is still releasing
+// chunks.
+func truncating(a *Attr) error {
+	if a.Flags&FlagTruncating != 0 {
 		return errTruncating
-	case errors.Is(err, ErrKeyNotFound):
-		return nil
-	default:
-		return fmt.Errorf("read truncation record of inode %d: %w", ino, err)
 	}
+	return nil
 }
 
 // updateFile is update for a change that may write to regular file ino or
@@ -213,23 +217,15 @@ func (m *Meta) Truncations(ctx context.Context) ([]uint64, error) {
 }
 
 // FinishTruncate releases the chunks of ino that lie wholly beyond its
-// size, in bounded transactions, then drops its truncation record. It is
-// idempotent and resumes after a crash; an inode without a record is left
-// alone.
+// size, in bounded transactions, then drops its truncation flag and
+// record. It is idempotent and resumes after a crash; an inode with
+// neither is left alone.
 func (m *Meta) FinishTruncate(ctx context.Context, ino uint64) error {
 	cs := uint64(m.format.ChunkSize)
 	for {
 		finished := false
 		err := m.update(ctx, func(x *tx) error {
 			finished = false
-			err := x.truncating(ino)
-			if err == nil {
-				finished = true // none, or finished by someone else
-				return nil
-			}
-			if !errors.Is(err, errTruncating) {
-				return err
-			}
 			a, err := x.inode(ino)
 			if errors.Is(err, syscall.ENOENT) {
 				finished = true
@@ -238,11 +234,24 @@ func (m *Meta) FinishTruncate(ctx context.Context, ino uint64) error {
 			if err != nil {
 				return err
 			}
+			if truncating(a) == nil {
+				// Finished by someone else, or a record without the
+				// flag (fsck reports it): the chunks past the end are
+				// released either way, as garbage.
+				if _, err := x.t.Get(keyIno(pTruncate, ino)); errors.Is(err, ErrKeyNotFound) {
+					finished = true
+					return nil
+				} else if err != nil {
+					return err
+				}
+			}
 			done, err := x.releaseChunks(ino, (a.Size+cs-1)/cs, reapBlocks)
 			if err != nil || !done {
 				return err
 			}
 			finished = true
+			a.Flags &^= FlagTruncating
+			x.touch(a)
 			return x.del(keyIno(pTruncate, ino))
 		})
 		if err != nil {
@@ -328,17 +337,13 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 					return err
 				}
 			}
-			if err := x.truncating(ino); err != nil {
+			if err := truncating(a); err != nil {
 				return err
 			}
 			if err := x.setSize(a, in.Size); err != nil {
 				return err
 			}
-			if err := x.truncating(ino); errors.Is(err, errTruncating) {
-				unfinished = true
-			} else if err != nil {
-				return err
-			}
+			unfinished = truncating(a) != nil
 			a.Mtime = x.now
 			// As truncate(2) on Linux: file capabilities go whoever
 			// truncates, setuid and setgid when the caller lacks CAP_FSETID.
@@ -524,7 +529,7 @@ func (m *Meta) Write(ctx context.Context, ino uint64, in WriteIn) (*Attr, error)
 		if !a.IsRegular() {
 			return syscall.EINVAL
 		}
-		if err := x.truncating(ino); err != nil {
+		if err := truncating(a); err != nil {
 			return err
 		}
 		if in.Inline != nil {

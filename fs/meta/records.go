@@ -88,12 +88,17 @@ type Attr struct {
 	Ctime   int64
 	Parent  uint64 // a directory holding an entry for this inode (exact for directories)
 	NextSeq uint64 // directories: readdir cookie of the next entry created
-	Flags   uint32 // FlagLinkable
+	Flags   uint32 // FlagLinkable, FlagTruncating
 }
 
 // FlagLinkable marks an O_TMPFILE inode: it has no links yet but may be
 // given one by linkat.
 const FlagLinkable = 1
+
+// FlagTruncating marks a file whose truncation is still releasing the
+// chunks beyond its end (its U record lists it for the next start). Writes
+// and size changes, which read the inode anyway, finish the release first.
+const FlagTruncating = 2
 
 // IsDir reports whether the inode is a directory.
 func (a *Attr) IsDir() bool { return a.Mode&syscall.S_IFMT == syscall.S_IFDIR }
