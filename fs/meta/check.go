@@ -254,6 +254,13 @@ type checker struct {
 	// beyond is the last inode reported for chunks beyond its end (one
 	// report a file: its chunks come in order).
 	beyond uint64
+	// lastLie is the last inode and flag reported for a chunk or an
+	// attribute its FlagNoChunks or FlagNoXattrs denies (records come by
+	// inode).
+	lastLie struct {
+		ino  uint64
+		flag uint32
+	}
 }
 
 func (c *checker) report(p Problem) {
@@ -565,15 +572,7 @@ func (c *checker) inode1(a *Attr) error {
 	}
 	if truncating(a) != nil {
 		if !a.IsRegular() {
-			c.errorf(ino, func(x *tx) error {
-				cur, err := x.inode(ino)
-				if err != nil {
-					return err
-				}
-				cur.Flags &^= FlagTruncating
-				x.touch(cur)
-				return nil
-			}, "inode of type %o marked as truncating", a.Type())
+			c.errorf(ino, clearFlag(ino, FlagTruncating), "inode of type %o marked as truncating", a.Type())
 		} else if _, found, err := c.get(keyIno(pTruncate, ino)); err != nil {
 			return err
 		} else if !found {
@@ -777,6 +776,9 @@ func (c *checker) inodeRecords() error {
 				c.errorf(ino, delKeys(k), "%s of an inode that does not exist", p.what)
 				return true, nil
 			}
+			if p.prefix == pXattr {
+				c.flagLie(a, FlagNoXattrs, fmt.Sprintf("extended attribute %q", k[9:]))
+			}
 			if p.prefix == pInline {
 				switch {
 				case a.Type() == syscall.S_IFLNK:
@@ -842,6 +844,7 @@ func (c *checker) slices() error {
 			c.errorf(ino, nil, "chunk %d: undecodable slice list", idx)
 			return true, nil
 		}
+		c.flagLie(a, FlagNoChunks, fmt.Sprintf("chunk %d", idx))
 		if idx >= MaxFileSize/uint64(f.ChunkSize) {
 			c.errorf(ino, nil, "chunk %d lies beyond the largest file size", idx)
 		}
@@ -890,6 +893,30 @@ func (c *checker) pastEnd(a *Attr, idx uint64, ss []Slice) error {
 	c.errorf(a.Ino, markTruncating(a.Ino),
 		"chunk %d lies wholly beyond the end of the file (%d bytes) with no truncation under way", idx, a.Size)
 	return nil
+}
+
+// clearFlag is a fix that clears flag on inode ino.
+func clearFlag(ino uint64, flag uint32) func(x *tx) error {
+	return func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		a.Flags &^= flag
+		x.touch(a)
+		return nil
+	}
+}
+
+// flagLie reports what, a record of a, when a's flag says a has none:
+// freeing a would leave it behind (a chunk's blocks never released), and
+// an attribute would be hidden, file capabilities surviving writes.
+func (c *checker) flagLie(a *Attr, flag uint32, what string) {
+	if !a.hasNo(flag) || c.lastLie.ino == a.Ino && c.lastLie.flag == flag {
+		return
+	}
+	c.lastLie.ino, c.lastLie.flag = a.Ino, flag
+	c.errorf(a.Ino, clearFlag(a.Ino, flag), "%s on an inode marked as having none", what)
 }
 
 // markTruncating is a fix that leaves ino's truncation for the next

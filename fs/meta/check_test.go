@@ -105,6 +105,18 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 		a.Nlink = n
 		return t.Set(keyIno(pInode, ino), a.encode())
 	}
+	addFlags := func(t Txn, ino uint64, flags uint32) error {
+		v, err := t.Get(keyIno(pInode, ino))
+		if err != nil {
+			return err
+		}
+		a, err := decodeAttr(ino, v)
+		if err != nil {
+			return err
+		}
+		a.Flags |= flags
+		return t.Set(keyIno(pInode, ino), a.encode())
+	}
 	entryOf := func(t Txn, parent uint64, name string) entry {
 		k := keyInoName(pEntry, parent, name)
 		v, _ := t.Get(k)
@@ -274,20 +286,36 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 		},
 		{
 			name: "file marked truncating without a record",
-			corrupt: func(fx *fixture, t Txn) error {
-				v, err := t.Get(keyIno(pInode, fx.f.Ino))
-				if err != nil {
-					return err
+			corrupt: func(fx *fixture, t Txn) error { return addFlags(t, fx.f.Ino, FlagTruncating) },
+			want:    "marked as truncating with no truncation record",
+			ino:     func(fx *fixture) uint64 { return fx.f.Ino },
+		},
+		{
+			name:    "chunk of a file marked as having none",
+			corrupt: func(fx *fixture, t Txn) error { return addFlags(t, fx.g.Ino, FlagNoChunks) },
+			want:    "chunk 0 on an inode marked as having none",
+			ino:     func(fx *fixture) uint64 { return fx.g.Ino },
+			after: func(t *testing.T, fx *fixture) {
+				// Freed after the repair, g releases its blocks: a
+				// lying flag would leave its chunk behind.
+				v := fx.v
+				if _, freed, err := v.m.UnlinkFreeing(v.ctx, &Root, fx.d.Ino, "g", func(uint64) bool { return true }); err != nil || !freed {
+					t.Fatalf("unlink g: freed %v, %v", freed, err)
 				}
-				a, err := decodeAttr(fx.f.Ino, v)
-				if err != nil {
-					return err
-				}
-				a.Flags |= FlagTruncating
-				return t.Set(keyIno(pInode, fx.f.Ino), a.encode())
+				v.wantNoErrors()
 			},
-			want: "marked as truncating with no truncation record",
-			ino:  func(fx *fixture) uint64 { return fx.f.Ino },
+		},
+		{
+			name:    "attribute of an inode marked as having none",
+			corrupt: func(fx *fixture, t Txn) error { return addFlags(t, fx.f.Ino, FlagNoXattrs) },
+			want:    `extended attribute "user.k" on an inode marked as having none`,
+			ino:     func(fx *fixture) uint64 { return fx.f.Ino },
+			after: func(t *testing.T, fx *fixture) {
+				v := fx.v
+				if got, err := v.m.GetXattr(v.ctx, &Root, fx.f.Ino, "user.k"); err != nil || string(got) != "v" {
+					t.Errorf("user.k after the repair: %q, %v; want \"v\"", got, err)
+				}
+			},
 		},
 		{
 			name:    "file nlink wrong",

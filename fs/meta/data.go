@@ -25,9 +25,19 @@ func (x *tx) chunk(ino uint64, idx uint64) ([]Slice, error) {
 	return decodeSlices(k, v)
 }
 
+// putChunk writes chunk idx of ino, deleting it when ss is empty. The first
+// chunk a file gets clears its FlagNoChunks.
 func (x *tx) putChunk(ino uint64, idx uint64, ss []Slice) error {
 	if len(ss) == 0 {
 		return x.del(keyChunk(ino, idx))
+	}
+	a, err := x.inode(ino)
+	if err != nil {
+		return err
+	}
+	if a.hasNo(FlagNoChunks) {
+		a.Flags &^= FlagNoChunks
+		x.touch(a)
 	}
 	return x.set(keyChunk(ino, idx), encodeSlices(ss))
 }
@@ -347,7 +357,7 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 			a.Mtime = x.now
 			// As truncate(2) on Linux: file capabilities go whoever
 			// truncates, setuid and setgid when the caller lacks CAP_FSETID.
-			if _, err := x.dropCaps(ino); err != nil {
+			if _, err := x.dropCaps(a); err != nil {
 				return err
 			}
 			if in.KillSuidgid {
@@ -383,7 +393,7 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 					return syscall.EPERM
 				}
 				a.Mode = mode
-				if _, err := x.dropCaps(ino); err != nil {
+				if _, err := x.dropCaps(a); err != nil {
 					return err
 				}
 			}
@@ -684,7 +694,7 @@ func (m *Meta) Reap(ctx context.Context, ino uint64) error {
 				finished = true
 				return x.del(keyIno(pOrphan, ino))
 			}
-			finished, err = x.reapStep(a)
+			finished, err = x.reapStep(a, true)
 			return err
 		})
 		if err != nil {
@@ -743,24 +753,37 @@ func (x *tx) releaseChunks(ino, from uint64, budget int) (bool, error) {
 	return len(chunks) < reapBatch && blocks < full, nil
 }
 
-// reapStep frees part of orphan a in x: up to reapBatch chunks or about
-// reapBlocks block references and, once none are left, its extended
-// attributes, inline data, orphan record and the inode itself. It reports
-// whether the inode is gone.
-func (x *tx) reapStep(a *Attr) (bool, error) {
+// reapStep frees part of inode a, which has no links left, in x: up to
+// reapBatch chunks or about reapBlocks block references and, once none
+// are left, its extended attributes, inline data, records and the inode
+// itself. It reports whether the inode is gone. orphan says whether a may
+// have an orphan record to delete (an unlink freeing the file at once
+// wrote none). The flags spare the look for chunks and attributes a file
+// never had.
+func (x *tx) reapStep(a *Attr, orphan bool) (bool, error) {
 	ino := a.Ino
-	if done, err := x.releaseChunks(ino, 0, reapBlocks); err != nil || !done {
-		return false, err
+	if !a.hasNo(FlagNoChunks) {
+		if done, err := x.releaseChunks(ino, 0, reapBlocks); err != nil || !done {
+			return false, err
+		}
 	}
-	var xattrs [][]byte
-	err := x.t.Scan(keyIno(pXattr, ino), nil, func(k, v []byte) (bool, error) {
-		xattrs = append(xattrs, append([]byte(nil), k...))
-		return true, nil
-	})
-	if err != nil {
-		return false, err
+	dels := [][]byte{keyIno(pInline, ino)}
+	if orphan {
+		dels = append(dels, keyIno(pOrphan, ino))
 	}
-	for _, k := range append(xattrs, keyIno(pInline, ino), keyIno(pOrphan, ino), keyIno(pTruncate, ino)) {
+	if truncating(a) != nil {
+		dels = append(dels, keyIno(pTruncate, ino))
+	}
+	if !a.hasNo(FlagNoXattrs) {
+		err := x.t.Scan(keyIno(pXattr, ino), nil, func(k, v []byte) (bool, error) {
+			dels = append(dels, append([]byte(nil), k...))
+			return true, nil
+		})
+		if err != nil {
+			return false, err
+		}
+	}
+	for _, k := range dels {
 		if err := x.del(k); err != nil {
 			return false, err
 		}

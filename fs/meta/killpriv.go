@@ -40,9 +40,12 @@ func killSuidgid(mode uint32, inGroup func() bool) uint32 {
 	return mode
 }
 
-// dropCaps removes ino's file capabilities; it reports whether there were any.
-func (x *tx) dropCaps(ino uint64) (bool, error) {
-	k := keyInoName(pXattr, ino, XattrCaps)
+// dropCaps removes a's file capabilities; it reports whether there were any.
+func (x *tx) dropCaps(a *Attr) (bool, error) {
+	if a.hasNo(FlagNoXattrs) {
+		return false, nil
+	}
+	k := keyInoName(pXattr, a.Ino, XattrCaps)
 	if _, err := x.t.Get(k); errors.Is(err, ErrKeyNotFound) {
 		return false, nil
 	} else if err != nil {
@@ -54,6 +57,9 @@ func (x *tx) dropCaps(ino uint64) (bool, error) {
 // privs reads what a write to ino may have to drop.
 func (x *tx) privs(a *Attr) (Privs, error) {
 	p := Privs{Mode: a.Mode, Gid: a.Gid}
+	if a.hasNo(FlagNoXattrs) {
+		return p, nil
+	}
 	_, err := x.t.Get(keyInoName(pXattr, a.Ino, XattrCaps))
 	switch {
 	case err == nil:
@@ -97,7 +103,7 @@ func (m *Meta) DropPrivs(ctx context.Context, ino uint64, c *Caller) (Privs, err
 		if err != nil {
 			return err
 		}
-		changed, err := x.dropCaps(ino)
+		changed, err := x.dropCaps(a)
 		if err != nil {
 			return err
 		}

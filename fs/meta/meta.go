@@ -182,7 +182,8 @@ func Create(ctx context.Context, kv KV, f *Format) error {
 		}
 		now := time.Now().UnixNano()
 		root := &Attr{Ino: RootIno, Gen: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2,
-			Atime: now, Mtime: now, Ctime: now, Parent: RootIno, NextSeq: firstSeq}
+			Atime: now, Mtime: now, Ctime: now, Parent: RootIno, NextSeq: firstSeq,
+			Flags: FlagNoXattrs | FlagNoChunks}
 		st := Stats{Inodes: 1, Dirs: 1}
 		for _, kvp := range []struct{ k, v []byte }{
 			{key1(pFormat), js},

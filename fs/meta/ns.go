@@ -112,19 +112,27 @@ func (x *tx) removeEntry(dir *Attr, name string, e entry) error {
 	return x.del(keyInoU64(pOrder, dir.Ino, e.seq))
 }
 
-// dropLink decrements a's link count; at zero the inode becomes an orphan,
-// kept until it is closed everywhere and then reaped.
-func (x *tx) dropLink(a *Attr) error {
+// dropLink decrements a's link count. At zero the inode becomes an orphan,
+// kept until it is closed everywhere and then reaped; or, when closed (not
+// nil) says nothing has it open, it is freed at once if that fits in x,
+// and freed says so. Either way its orphan record is written only if it
+// stays.
+func (x *tx) dropLink(a *Attr, closed func(ino uint64) bool) (freed bool, err error) {
 	if a.IsDir() {
 		a.Nlink = 0
 	} else if a.Nlink > 0 {
 		a.Nlink--
 	}
 	x.touchCtime(a)
-	if a.Nlink == 0 {
-		return x.set(keyIno(pOrphan, a.Ino), u64bytes(uint64(x.now)))
+	if a.Nlink > 0 {
+		return false, nil
 	}
-	return nil
+	if closed != nil && closed(a.Ino) {
+		if freed, err = x.reapStep(a, false); err != nil || freed {
+			return freed, err
+		}
+	}
+	return false, x.set(keyIno(pOrphan, a.Ino), u64bytes(uint64(x.now)))
 }
 
 // Lookup finds name in directory parent.
@@ -269,7 +277,8 @@ func (m *Meta) create(ctx context.Context, c *Caller, parent uint64, mode uint32
 // non-directory keeps setgid only if c belongs to its group or is root).
 func (x *tx) newInode(c *Caller, dir *Attr, ino, gen uint64, mode uint32) *Attr {
 	a := &Attr{Ino: ino, Gen: gen, Mode: mode, Uid: c.Uid, Gid: c.Gid,
-		Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: dir.Ino}
+		Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: dir.Ino,
+		Flags: FlagNoXattrs | FlagNoChunks}
 	if dir.Mode&syscall.S_ISGID != 0 {
 		a.Gid = dir.Gid
 		if a.IsDir() {
@@ -288,7 +297,7 @@ func (x *tx) newInode(c *Caller, dir *Attr, ino, gen uint64, mode uint32) *Attr 
 func (m *Meta) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode uint32, linkable bool) (*Attr, error) {
 	return m.create(ctx, c, parent, syscall.S_IFREG|mode&0o7777, func(x *tx, dir, a *Attr) error {
 		if linkable {
-			a.Flags = FlagLinkable
+			a.Flags |= FlagLinkable
 		}
 		x.addDelta(Stats{Inodes: 1, Files: 1})
 		return x.set(keyIno(pOrphan, a.Ino), u64bytes(uint64(x.now)))
@@ -407,14 +416,9 @@ func (m *Meta) UnlinkFreeing(ctx context.Context, c *Caller, parent uint64, name
 		if err := x.removeEntry(dir, name, e); err != nil {
 			return err
 		}
-		if err := x.dropLink(a); err != nil {
-			return err
-		}
+		freed, err = x.dropLink(a, closed)
 		cp := *a
 		out = &cp
-		if a.Nlink == 0 && closed != nil && closed(a.Ino) {
-			freed, err = x.reapStep(a)
-		}
 		return err
 	})
 	return out, freed, err
@@ -462,7 +466,7 @@ func (m *Meta) Rmdir(ctx context.Context, c *Caller, parent uint64, name string)
 			return err
 		}
 		dir.Nlink--
-		if err := x.dropLink(a); err != nil {
+		if _, err := x.dropLink(a, nil); err != nil {
 			return err
 		}
 		cp := *a
@@ -625,16 +629,13 @@ func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, o
 		if dst.IsDir() {
 			nd.Nlink--
 		}
-		if err := x.dropLink(dst); err != nil {
+		if freed, err = x.dropLink(dst, closed); err != nil {
 			return err
 		}
 		x.moved(src, od, nd)
 		cp := *dst
 		replaced = &cp
-		if dst.Nlink == 0 && closed != nil && closed(dst.Ino) {
-			freed, err = x.reapStep(dst)
-		}
-		return err
+		return nil
 	})
 	return replaced, freed, err
 }

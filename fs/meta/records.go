@@ -88,7 +88,7 @@ type Attr struct {
 	Ctime   int64
 	Parent  uint64 // a directory holding an entry for this inode (exact for directories)
 	NextSeq uint64 // directories: readdir cookie of the next entry created
-	Flags   uint32 // FlagLinkable, FlagTruncating
+	Flags   uint32 // FlagLinkable, FlagTruncating, FlagNoXattrs, FlagNoChunks
 }
 
 // FlagLinkable marks an O_TMPFILE inode: it has no links yet but may be
@@ -99,6 +99,21 @@ const FlagLinkable = 1
 // chunks beyond its end (its U record lists it for the next start). Writes
 // and size changes, which read the inode anyway, finish the release first.
 const FlagTruncating = 2
+
+// FlagNoXattrs marks an inode that has had no extended attribute since it
+// was created, and FlagNoChunks one that has had no chunk record (a new
+// inode, a file whose data is inline): freeing it need not look for any,
+// nor need every write look for file capabilities to drop. Setting an
+// attribute or writing a chunk clears the flag for good, in the same
+// transaction. Inodes made before the flags existed lack them and are
+// looked through as before; fsck reports a flag that lies.
+const (
+	FlagNoXattrs = 4
+	FlagNoChunks = 8
+)
+
+// hasNo reports whether a is marked as having none of what flag stands for.
+func (a *Attr) hasNo(flag uint32) bool { return a.Flags&flag != 0 }
 
 // IsDir reports whether the inode is a directory.
 func (a *Attr) IsDir() bool { return a.Mode&syscall.S_IFMT == syscall.S_IFDIR }

@@ -72,6 +72,9 @@ func (m *Meta) GetXattr(ctx context.Context, c *Caller, ino uint64, name string)
 		if err := xattrAccess(a, c, name, false); err != nil {
 			return err
 		}
+		if a.hasNo(FlagNoXattrs) {
+			return syscall.ENODATA
+		}
 		v, err := x.t.Get(keyInoName(pXattr, ino, name))
 		if errors.Is(err, ErrKeyNotFound) {
 			return syscall.ENODATA
@@ -86,7 +89,7 @@ func (m *Meta) GetXattr(ctx context.Context, c *Caller, ino uint64, name string)
 func (m *Meta) ListXattr(ctx context.Context, c *Caller, ino uint64) ([]string, error) {
 	var out []string
 	err := m.view(ctx, func(x *tx) error {
-		if _, err := x.inode(ino); err != nil {
+		if a, err := x.inode(ino); err != nil || a.hasNo(FlagNoXattrs) {
 			return err
 		}
 		return x.t.Scan(keyIno(pXattr, ino), nil, func(k, v []byte) (bool, error) {
@@ -152,6 +155,7 @@ func (m *Meta) changeXattr(ctx context.Context, c *Caller, ino uint64, name stri
 		if err := change(x, k, err == nil); err != nil {
 			return err
 		}
+		a.Flags &^= FlagNoXattrs
 		x.touchCtime(a)
 		return nil
 	})
