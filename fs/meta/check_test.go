@@ -285,7 +285,7 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 			ino:  func(fx *fixture) uint64 { return fx.f.Ino },
 		},
 		{
-			name: "file marked truncating without a record",
+			name:    "file marked truncating without a record",
 			corrupt: func(fx *fixture, t Txn) error { return addFlags(t, fx.f.Ino, FlagTruncating) },
 			want:    "marked as truncating with no truncation record",
 			ino:     func(fx *fixture) uint64 { return fx.f.Ino },
