@@ -914,3 +914,109 @@ func (m *Meta) QueueUnreferenced(ctx context.Context, ids []BlockID) error {
 		return nil
 	})
 }
+
+// ShareRange makes bytes [dstOff, dstOff+n) of file dst hold what bytes
+// [srcOff, srcOff+n) of file src hold by sharing src's blocks (a reference
+// more each) instead of copying their data: copy_file_range without
+// moving data. It works a whole chunk at a time, so both offsets must lie
+// on chunk boundaries; a last chunk the range covers only in part is
+// shared only if neither file holds anything in it beyond the range (the
+// range runs to src's end, and dst is no longer than the range's end).
+// What dst had in the chunks it shares is released. Files with inline data
+// are left alone. dst grows to hold the range, and its mtime and ctime
+// change.
+//
+// It shares what fits in one transaction (reapBatch chunks, about
+// reapBlocks block references) and returns how many bytes, from the start
+// of the range, it shared: 0 when it cannot share the first chunk, and the
+// caller copies the data instead.
+func (m *Meta) ShareRange(ctx context.Context, src, srcOff, dst, dstOff, n uint64) (shared uint64, err error) {
+	cs := uint64(m.format.ChunkSize)
+	if n == 0 || srcOff%cs != 0 || dstOff%cs != 0 {
+		return 0, nil
+	}
+	if srcOff+n > MaxFileSize || dstOff+n > MaxFileSize {
+		return 0, syscall.EFBIG
+	}
+	if src == dst && srcOff < dstOff+n && dstOff < srcOff+n {
+		return 0, syscall.EINVAL
+	}
+	err = m.updateFile(ctx, dst, func(x *tx) error {
+		shared = 0
+		s, err := x.inode(src)
+		if err != nil {
+			return err
+		}
+		d, err := x.inode(dst)
+		if err != nil {
+			return err
+		}
+		if !s.IsRegular() || !d.IsRegular() {
+			return syscall.EINVAL
+		}
+		if err := truncating(d); err != nil {
+			return err
+		}
+		if srcOff >= s.Size {
+			return nil
+		}
+		n := min(n, s.Size-srcOff)
+		for _, ino := range []uint64{src, dst} {
+			if _, err := x.t.Get(keyIno(pInline, ino)); err == nil {
+				return nil
+			} else if !errors.Is(err, ErrKeyNotFound) {
+				return err
+			}
+		}
+		refs := 0
+		for i := uint64(0); i < reapBatch && i*cs < n; i++ {
+			part := min(cs, n-i*cs)
+			if part < cs && (srcOff+n < s.Size || d.Size > dstOff+n) {
+				break // the chunk holds more than the range in one file
+			}
+			from, err := x.chunk(src, srcOff/cs+i)
+			if err != nil {
+				return err
+			}
+			to, err := x.chunk(dst, dstOff/cs+i)
+			if err != nil {
+				return err
+			}
+			for _, ss := range [][]Slice{from, to} {
+				for _, sl := range ss {
+					refs += len(sl.Blocks)
+				}
+			}
+			if refs > reapBlocks {
+				break // the next call, or (one chunk of too many blocks) a copy
+			}
+			for _, sl := range from {
+				if err := x.refSlice(sl, 1); err != nil {
+					return err
+				}
+			}
+			for _, sl := range to {
+				if err := x.refSlice(sl, -1); err != nil {
+					return err
+				}
+			}
+			if err := x.putChunk(dst, dstOff/cs+i, from); err != nil {
+				return err
+			}
+			shared += part
+		}
+		if shared == 0 {
+			return nil
+		}
+		if end := dstOff + shared; end > d.Size {
+			x.addDelta(Stats{Bytes: int64(end - d.Size)})
+			d.Size = end
+		}
+		x.touchTimes(d)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return shared, nil
+}
