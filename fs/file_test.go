@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"syscall"
@@ -106,8 +107,10 @@ func TestDataPathMatchesModel(t *testing.T) {
 					counts["read"]++
 				case op < 85:
 					counts["truncate"]++
-				case op < 95:
+				case op < 92:
 					counts["flush"]++
+				case op < 95:
+					counts["copy"]++
 				default:
 					counts["verify/remount"]++
 				}
@@ -163,8 +166,54 @@ func TestDataPathMatchesModel(t *testing.T) {
 					} else {
 						mf.model = mf.model[:size]
 					}
-				case op < 95:
+				case op < 92:
 					v.flush([]uint64{mf.fh, mf.app}[r.IntN(2)])
+				case op < 95: // copy_file_range, often chunk-aligned so that blocks are shared
+					dst := files[r.IntN(len(files))]
+					offIn, offOut := randOff(mf), randOff(dst)
+					if r.IntN(2) == 0 {
+						offIn = uint64(r.IntN(len(mf.model)/chunkSize+1) * chunkSize)
+						offOut = uint64(r.IntN(maxSize/chunkSize) * chunkSize)
+					}
+					n := uint64(1 + r.IntN(3*chunkSize))
+					if r.IntN(3) == 0 {
+						n = uint64(maxSize) // to the end of the source
+					}
+					k := uint64(0)
+					if offIn < uint64(len(mf.model)) {
+						k = min(n, uint64(len(mf.model))-offIn)
+					}
+					if offOut+k > uint64(maxSize) {
+						continue
+					}
+					if mf == dst && offIn < offOut+n && offOut < offIn+n {
+						if _, _, err := v.f.CopyFileRange(v.ctx, mf.fh, offIn, dst.fh, offOut, n, nil); !errors.Is(err, syscall.EINVAL) {
+							t.Fatalf("%s: overlapping copy within %s: %v, want EINVAL", what, mf.name, err)
+						}
+						continue
+					}
+					if k == 0 {
+						if c, _, err := v.f.CopyFileRange(v.ctx, mf.fh, offIn, dst.fh, offOut, n, nil); c != 0 || err != nil {
+							t.Fatalf("%s: copy from %d, past the end of %s: %d, %v", what, offIn, mf.name, c, err)
+						}
+						continue
+					}
+					var done uint64
+					for done < k {
+						c, _, err := v.f.CopyFileRange(v.ctx, mf.fh, offIn+done, dst.fh, offOut+done, n-done, nil)
+						if err != nil || c == 0 {
+							t.Fatalf("%s: copy %d bytes at %d of %s to %d of %s: copied %d, then %d, %v", what, n, offIn, mf.name, offOut, dst.name, done, c, err)
+						}
+						done += c
+					}
+					if done != k {
+						t.Fatalf("%s: copied %d bytes, want %d", what, done, k)
+					}
+					data := bytes.Clone(mf.model[min(offIn, uint64(len(mf.model))):][:k])
+					if end := int(offOut + k); end > len(dst.model) {
+						dst.model = append(dst.model, make([]byte, end-len(dst.model))...)
+					}
+					copy(dst.model[offOut:], data)
 				case op < 99 || r.IntN(3) != 0:
 					verify(what, mf)
 				default: // unmount and mount again (about every 300 ops)

@@ -732,6 +732,7 @@ var diffOps = []diffOp{
 	{"hfsync", 1, (*diffRun).opHFsync},
 	{"hfstat", 2, (*diffRun).opHFstat},
 	{"hpathgone", 2, (*diffRun).opHPathGone},
+	{"hcopy", 3, (*diffRun).opHCopy},
 }
 
 var shrinkOps = []diffOp{
@@ -1256,6 +1257,42 @@ func (r *diffRun) opHWrite() error {
 		n, err := unix.Write(h.fd[s.idx], data)
 		pos, _ := unix.Seek(h.fd[s.idx], 0, io.SeekCurrent)
 		return res(err, fmt.Sprintf("n=%d pos=%d", n, pos))
+	})
+	return err
+}
+
+// opHCopy copies a range between two open files (perhaps the same) with
+// copy_file_range(2), asking again after a short copy as cp does. Offset
+// 0 on both sides, which is chunk-aligned, lets objfs share blocks.
+func (r *diffRun) opHCopy() error {
+	from, to := r.pickHandle(), r.pickHandle()
+	if from == nil {
+		return r.opOpen()
+	}
+	offIn, offOut := r.randOffset(r.handleSize(from)), r.randOffset(r.handleSize(to))
+	if r.rng.IntN(3) == 0 {
+		offIn, offOut = 0, 0
+	}
+	n := r.randWriteSize()
+	if r.rng.IntN(4) == 0 {
+		n = 1 << 30 // to the end of the source
+	}
+	delete(r.mtimes, to.refIno)
+	r.op("copy_file_range h%d off=%d -> h%d off=%d len=%d", from.id, offIn, to.id, offOut, n)
+	_, err := r.pair(func(s diffSide) opResult {
+		in, out := offIn, offOut
+		total := 0
+		for total < n {
+			k, err := unix.CopyFileRange(from.fd[s.idx], &in, to.fd[s.idx], &out, n-total, 0)
+			if err != nil {
+				return res(err, fmt.Sprintf("copied %d", total))
+			}
+			if k == 0 {
+				break
+			}
+			total += k
+		}
+		return res(nil, fmt.Sprintf("copied %d", total))
 	})
 	return err
 }

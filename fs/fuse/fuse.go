@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -553,6 +554,34 @@ func (a *FS) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uin
 	}
 	if err != nil {
 		return 0, a.errno("write", err)
+	}
+	return uint32(n), gofuse.OK
+}
+
+// CopyFileRange serves copy_file_range(2) inside the mount without the
+// data passing through the kernel: whole chunks share their blocks (see
+// fs.CopyFileRange). As for fallocate, the kernel leaves dropping the
+// destination's privileges to us (CAP_HANDLE_KILLPRIV_V2), and a caller
+// other than root is taken to lack CAP_FSETID.
+func (a *FS) CopyFileRange(cancel <-chan struct{}, in *gofuse.CopyFileRangeIn) (uint32, gofuse.Status) {
+	defer a.ops.Observe("copy_file_range", time.Now())
+	c, stop := ctx(cancel)
+	defer stop()
+	if in.Flags != 0 {
+		return 0, gofuse.EINVAL
+	}
+	var who func() *meta.Caller
+	if in.Uid != 0 {
+		who = unprivileged(&in.InHeader)
+	}
+	// The reply counts bytes in 32 bits; a whole number of pages, so
+	// that the kernel's page cache of the rest stays aligned.
+	n, dropped, err := a.fs.CopyFileRange(c, in.FhIn, in.OffIn, in.FhOut, in.OffOut, min(in.Len, math.MaxUint32&^0xfff), who)
+	if dropped {
+		a.privsDropped(in.NodeIdOut)
+	}
+	if err != nil {
+		return 0, a.errno("copy_file_range", err)
 	}
 	return uint32(n), gofuse.OK
 }
