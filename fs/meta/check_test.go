@@ -93,7 +93,7 @@ func TestCheckCleanVolume(t *testing.T) {
 }
 
 func TestCheckFindsAndRepairs(t *testing.T) {
-	setNlink := func(t Txn, ino uint64, n uint32) error {
+	editInode := func(t Txn, ino uint64, edit func(a *Attr)) error {
 		v, err := t.Get(keyIno(pInode, ino))
 		if err != nil {
 			return err
@@ -102,20 +102,14 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		a.Nlink = n
+		edit(a)
 		return t.Set(keyIno(pInode, ino), a.encode())
 	}
+	setNlink := func(t Txn, ino uint64, n uint32) error {
+		return editInode(t, ino, func(a *Attr) { a.Nlink = n })
+	}
 	addFlags := func(t Txn, ino uint64, flags uint32) error {
-		v, err := t.Get(keyIno(pInode, ino))
-		if err != nil {
-			return err
-		}
-		a, err := decodeAttr(ino, v)
-		if err != nil {
-			return err
-		}
-		a.Flags |= flags
-		return t.Set(keyIno(pInode, ino), a.encode())
+		return editInode(t, ino, func(a *Attr) { a.Flags |= flags })
 	}
 	entryOf := func(t Txn, parent uint64, name string) entry {
 		k := keyInoName(pEntry, parent, name)
