@@ -48,13 +48,6 @@ func (f *FS) copyFileRange(ctx context.Context, fhIn, offIn, fhOut, offOut, n ui
 		return 0, false, syscall.EINVAL
 	}
 	defer lockPair(src, dst)()
-	// The copy reads, and replaces, committed data: commit what both
-	// files have buffered first.
-	for _, in := range []*inode{src, dst} {
-		if err := f.flushLocked(ctx, in); err != nil {
-			return 0, false, err
-		}
-	}
 	a, err := f.meta.GetAttr(ctx, src.ino)
 	if err != nil {
 		return 0, false, err
@@ -62,28 +55,41 @@ func (f *FS) copyFileRange(ctx context.Context, fhIn, offIn, fhOut, offOut, n ui
 	if !a.IsRegular() {
 		return 0, false, syscall.EINVAL
 	}
-	if offIn >= a.Size || n == 0 {
+	size := max(a.Size, src.buf.end())
+	if offIn >= size || n == 0 {
 		return 0, false, nil
 	}
-	n = min(n, a.Size-offIn)
+	n = min(n, size-offIn)
 	if offOut+n > meta.MaxFileSize {
 		return 0, false, syscall.EFBIG
 	}
 	if dropped, err = f.dropPrivsLocked(ctx, dst, unprivileged); err != nil {
 		return 0, false, err
 	}
-	for done < n {
-		k, err := f.meta.ShareRange(ctx, src.ino, offIn+done, dst.ino, offOut+done, n-done)
-		if err != nil {
-			return done, dropped, err
+	cs := uint64(f.format.ChunkSize)
+	if offIn%cs == 0 && offOut%cs == 0 && (n >= cs || offIn+n == size) {
+		// Blocks can be shared. Sharing reads, and replaces, committed
+		// data: commit what both files have buffered first. (Copying
+		// data needs no commit: reads see the source's buffer, and the
+		// data joins the destination's.)
+		for _, in := range []*inode{src, dst} {
+			if err := f.flushLocked(ctx, in); err != nil {
+				return 0, dropped, err
+			}
 		}
-		if k == 0 {
-			break
+		for done < n {
+			k, err := f.meta.ShareRange(ctx, src.ino, offIn+done, dst.ino, offOut+done, n-done)
+			if err != nil {
+				return done, dropped, err
+			}
+			if k == 0 {
+				break
+			}
+			done += k
 		}
-		done += k
-	}
-	if done == n {
-		return done, dropped, nil
+		if done == n {
+			return done, dropped, nil
+		}
 	}
 	buf := make([]byte, min(n-done, 1<<20))
 	for limit := done + maxCopyData; done < n && done < limit; {
