@@ -1274,10 +1274,17 @@ func (r *diffRun) opHCopy() error {
 		offIn, offOut = 0, 0
 	}
 	n := r.randWriteSize()
-	if r.rng.IntN(4) == 0 && r.handleSize(from) <= 4<<20 {
+	size := r.handleSize(from)
+	if r.rng.IntN(4) == 0 && size <= 4<<20 {
 		// To the end of the source; not of big ones, or files would
 		// keep doubling and every later comparison take longer.
 		n = 1 << 30
+	}
+	// As cp, no further than the source's end when the copy begins: a
+	// copy to just past a file's end within that file would otherwise
+	// chase its own tail, each call finding more to copy.
+	if offIn < size {
+		n = int(min(int64(n), size-offIn))
 	}
 	delete(r.mtimes, to.refIno)
 	r.op("copy_file_range h%d off=%d -> h%d off=%d len=%d", from.id, offIn, to.id, offOut, n)
