@@ -40,6 +40,8 @@ func (f *FS) copyFileRange(ctx context.Context, fhIn, offIn, fhOut, offOut, n ui
 	if hin.flags&accMode == syscall.O_WRONLY || hout.flags&accMode == syscall.O_RDONLY || hout.flags&syscall.O_APPEND != 0 {
 		return 0, false, syscall.EBADF
 	}
+	// A handle open for writing is a regular file's: directories open
+	// read-only.
 	src, dst := hin.ino, hout.ino
 	if offIn+n < offIn || offOut+n < offOut {
 		return 0, false, syscall.EINVAL

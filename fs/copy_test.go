@@ -98,6 +98,22 @@ func TestCopyFileRangeRefuses(t *testing.T) {
 			t.Errorf("%s: %d, %v; want %v", tc.name, n, err, tc.want)
 		}
 	}
+	dirFh, err := v.f.OpenDirHandle(v.ctx, &meta.Root, meta.RootIno)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		in, out uint64
+		want    error
+	}{
+		{"from a directory", dirFh, dfh, syscall.EINVAL},
+		{"into a directory (open read-only)", sfh, dirFh, syscall.EBADF},
+	} {
+		if n, _, err := v.f.CopyFileRange(v.ctx, tc.in, 0, tc.out, 0, 10, nil); n != 0 || !errors.Is(err, tc.want) {
+			t.Errorf("%s: %d, %v; want %v", tc.name, n, err, tc.want)
+		}
+	}
 	if _, caps := privsOf(v, dst); !caps {
 		t.Fatal("a refused copy dropped the capabilities")
 	}
@@ -114,7 +130,7 @@ func TestCopyFileRangeRefuses(t *testing.T) {
 	if got, want := v.read(dfh, 0, 1000), pattern(2, 5000)[100:1100]; !bytes.Equal(got, want) {
 		t.Errorf("copied data: %s", firstDiff(got, want))
 	}
-	for _, fh := range []uint64{sfh, dfh, ro, wo, app} {
+	for _, fh := range []uint64{sfh, dfh, ro, wo, app, dirFh} {
 		v.release(fh)
 	}
 }
