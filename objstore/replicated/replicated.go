@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/objfs/objfs/objstore"
 )
@@ -129,9 +130,15 @@ func (s *Store) String() string {
 	return b.String()
 }
 
+// closeGrace is how long Close lets copies still in flight after their
+// Put returned finish before it cancels them.
+const closeGrace = 2 * time.Second
+
 // Close stops the background copies and repairs (queued repairs are
 // dropped: scrub restores them), waits for their goroutines, and closes
-// every backing store.
+// every backing store. Copies still in flight get closeGrace to finish
+// first: on healthy stores a clean close then leaves every block with all
+// its copies, rather than leaving the last ones to scrub.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -140,6 +147,9 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	for deadline := time.Now().Add(closeGrace); s.background.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	s.cancel()
 	s.wg.Wait()
 	if n := s.queue.len(); n > 0 {

@@ -463,6 +463,26 @@ func waitGoroutines(t *testing.T, want int) {
 
 // TestCloseStopsGoroutines: Close cancels background copies that are still
 // running and waits for every goroutine the store started.
+// TestCloseFinishesCopies: a copy still being written when Close is
+// called, after its Put returned at the quorum, is finished, not
+// cancelled and left to scrub (the cause of a flaky fsck/scrub test: the
+// unmount right after a write cancelled the third copy).
+func TestCloseFinishesCopies(t *testing.T) {
+	r := newRig(t, 3, 3, 2)
+	key, data := block(9)
+	slow := r.s.Placement(key)[2]
+	r.fault[slow].SetLatency(faulty.OpPut, 300*time.Millisecond)
+	if err := r.s.Put(r.ctx, key, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.copies(key, data); len(got) != 3 {
+		t.Errorf("after Close: good copies on stores %v, want all 3", got)
+	}
+}
+
 func TestCloseStopsGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	r := newRig(t, 3, 3, 2)
