@@ -1064,41 +1064,17 @@ func (c *checker) pending() error {
 // orphans checks that every X record names an existing inode; X records of
 // linked inodes are found by the inode scan.
 func (c *checker) orphans() error {
-	return c.t.Scan(key1(pOrphan), nil, func(k, v []byte) (bool, error) {
-		if err := c.tick(); err != nil {
-			return false, err
-		}
-		k = cloneKey(k)
-		if len(k) != 9 {
-			c.errorf(0, delKeys(k), "malformed orphan key %x", k)
-			return true, nil
-		}
-		ino := beU64(k[1:])
-		if a, err := c.inode(ino); err != nil {
-			return false, err
-		} else if a == nil {
+	return c.inodeList(pOrphan, "orphan", func(ino uint64, a *Attr, k []byte) {
+		if a == nil {
 			c.errorf(ino, delKeys(k), "stale orphan record: the inode does not exist")
 		}
-		return true, nil
 	})
 }
 
 // truncations checks that every U record names an existing regular file.
 func (c *checker) truncations() error {
-	return c.t.Scan(key1(pTruncate), nil, func(k, v []byte) (bool, error) {
-		if err := c.tick(); err != nil {
-			return false, err
-		}
-		k = cloneKey(k)
-		if len(k) != 9 {
-			c.errorf(0, delKeys(k), "malformed truncation key %x", k)
-			return true, nil
-		}
-		ino := beU64(k[1:])
-		a, err := c.inode(ino)
+	return c.inodeList(pTruncate, "truncation", func(ino uint64, a *Attr, k []byte) {
 		switch {
-		case err != nil:
-			return false, err
 		case a == nil:
 			c.errorf(ino, delKeys(k), "stale truncation record: the inode does not exist")
 		case !a.IsRegular():
@@ -1108,6 +1084,28 @@ func (c *checker) truncations() error {
 		default:
 			c.report(Problem{Severity: Note, Ino: ino, Msg: "truncation still releasing the chunks beyond the end of the file (the next mount finishes it)"})
 		}
+	})
+}
+
+// inodeList walks the records of prefix p keyed by an inode alone (what
+// names them in reports), reporting malformed keys, and calls check with
+// each inode's attributes (nil: it does not exist) and the record's key.
+func (c *checker) inodeList(p byte, what string, check func(ino uint64, a *Attr, k []byte)) error {
+	return c.t.Scan(key1(p), nil, func(k, v []byte) (bool, error) {
+		if err := c.tick(); err != nil {
+			return false, err
+		}
+		k = cloneKey(k)
+		if len(k) != 9 {
+			c.errorf(0, delKeys(k), "malformed %s key %x", what, k)
+			return true, nil
+		}
+		ino := beU64(k[1:])
+		a, err := c.inode(ino)
+		if err != nil {
+			return false, err
+		}
+		check(ino, a, k)
 		return true, nil
 	})
 }

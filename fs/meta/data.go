@@ -214,9 +214,15 @@ func (m *Meta) updateFile(ctx context.Context, ino uint64, fn func(x *tx) error)
 // Truncations lists the inodes whose truncation is still releasing chunks
 // (left by a crash, or by a truncating call that was cancelled).
 func (m *Meta) Truncations(ctx context.Context) ([]uint64, error) {
+	return m.inodesListed(ctx, pTruncate)
+}
+
+// inodesListed returns the inodes named by the records of prefix p, keyed
+// by inode alone (orphans, truncations).
+func (m *Meta) inodesListed(ctx context.Context, p byte) ([]uint64, error) {
 	var out []uint64
 	err := m.kv.View(ctx, func(t Txn) error {
-		return t.Scan(key1(pTruncate), nil, func(k, v []byte) (bool, error) {
+		return t.Scan(key1(p), nil, func(k, v []byte) (bool, error) {
 			if len(k) == 9 {
 				out = append(out, binary.BigEndian.Uint64(k[1:]))
 			}
@@ -652,16 +658,7 @@ func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, re
 
 // Orphans lists inodes whose last link is gone.
 func (m *Meta) Orphans(ctx context.Context) ([]uint64, error) {
-	var out []uint64
-	err := m.kv.View(ctx, func(t Txn) error {
-		return t.Scan(key1(pOrphan), nil, func(k, v []byte) (bool, error) {
-			if len(k) == 9 {
-				out = append(out, binary.BigEndian.Uint64(k[1:]))
-			}
-			return true, nil
-		})
-	})
-	return out, err
+	return m.inodesListed(ctx, pOrphan)
 }
 
 // reapBatch bounds the chunks, reapBlocks the block references, released
