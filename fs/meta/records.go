@@ -260,6 +260,12 @@ func decodeSlices(k, b []byte) ([]Slice, error) {
 		return nil, corrupt("slice list", k)
 	}
 	b = b[1:]
+	// One array for every slice's blocks: a fragmented chunk has hundreds
+	// of slices, decoded on every read and commit of it.
+	var refs []BlockRef
+	if n, ok := countBlocks(b); ok {
+		refs = make([]BlockRef, 0, n)
+	}
 	var ss []Slice
 	for len(b) > 0 {
 		if len(b) < 10 {
@@ -272,7 +278,11 @@ func decodeSlices(k, b []byte) ([]Slice, error) {
 			return nil, corrupt("slice list", k)
 		}
 		var total uint64
-		s.Blocks = make([]BlockRef, nb)
+		if cap(refs)-len(refs) < nb {
+			refs = make([]BlockRef, 0, nb) // unreachable when countBlocks agreed
+		}
+		s.Blocks = refs[len(refs) : len(refs)+nb : len(refs)+nb]
+		refs = refs[:len(refs)+nb]
 		for i := range s.Blocks {
 			copy(s.Blocks[i].ID[:], b[:32])
 			s.Blocks[i].Size = binary.LittleEndian.Uint32(b[32:])
@@ -285,6 +295,25 @@ func decodeSlices(k, b []byte) ([]Slice, error) {
 		ss = append(ss, s)
 	}
 	return ss, nil
+}
+
+// countBlocks returns how many block references an encoded slice list
+// (after its version byte) holds, or false if it is malformed (decodeSlices
+// then says where).
+func countBlocks(b []byte) (int, bool) {
+	n := 0
+	for len(b) > 0 {
+		if len(b) < 10 {
+			return 0, false
+		}
+		nb := int(binary.LittleEndian.Uint16(b[8:]))
+		if len(b)-10 < nb*36 {
+			return 0, false
+		}
+		n += nb
+		b = b[10+nb*36:]
+	}
+	return n, true
 }
 
 // Stats are the volume's totals, kept exactly by every transaction.
