@@ -72,9 +72,10 @@ func (b *blocks) release(ids ...meta.BlockID) {
 }
 
 // put stores data as a block and returns its reference. The caller must
-// hold the id (put does) and release it after committing. With owned, data
-// is a whole recycled array of a write buffer, which must not be kept.
-func (b *blocks) put(ctx context.Context, data []byte, owned bool) (meta.BlockRef, error) {
+// hold the id (put does) and release it after committing. Unless uncached,
+// a copy of data goes to the memory cache; the caller's data is never kept
+// (it may be a whole recycled array of a write buffer).
+func (b *blocks) put(ctx context.Context, data []byte, uncached bool) (meta.BlockRef, error) {
 	ref := meta.BlockRef{ID: b.hash(data), Size: uint32(len(data))}
 	b.hold(ref.ID)
 	var err error
@@ -88,11 +89,9 @@ func (b *blocks) put(ctx context.Context, data []byte, owned bool) (meta.BlockRe
 		b.release(ref.ID)
 		return ref, fmt.Errorf("store block %s: %w", ref.ID, err)
 	}
-	// Whole blocks of a write buffer are not cached: their arrays are
-	// recycled after the commit. Smaller ones are cached as a copy: data
-	// is a window of a write buffer, and caching the window would keep
-	// the whole buffer alive, uncounted by the cache.
-	if !owned {
+	// A copy: data may be a window of a write buffer, and caching the
+	// window would keep the whole buffer alive, uncounted by the cache.
+	if !uncached {
 		b.cache.Add(ref.ID.String(), bytes.Clone(data))
 	}
 	return ref, nil
@@ -143,6 +142,37 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 	}
 	copy(dest, data[off:])
 	return nil
+}
+
+// readWhole returns the block's verified content for a reader that will
+// not read it again (compaction, which replaces it): from the memory cache
+// when there, else from the disk cache or the store into scratch (or a
+// fresh slice, if the block does not fit), with nothing cached on the way.
+// The result must not be modified, and is overwritten by the next use of
+// scratch.
+func (b *blocks) readWhole(ctx context.Context, ref meta.BlockRef, scratch []byte) ([]byte, error) {
+	key := ref.ID.String()
+	if data, ok := b.cache.Get(key); ok {
+		if len(data) != int(ref.Size) {
+			return nil, b.badRef(ref, fmt.Sprintf("%d bytes, referenced as %d", len(data), ref.Size))
+		}
+		return data, nil
+	}
+	if int(ref.Size) > cap(scratch) {
+		scratch = nil
+	} else {
+		scratch = scratch[:ref.Size]
+	}
+	if b.disk != nil && scratch != nil {
+		n, size, ok := b.disk.ReadAt(key, scratch, 0)
+		switch {
+		case ok && size != int64(ref.Size):
+			return nil, b.badRef(ref, fmt.Sprintf("%d bytes, referenced as %d", size, ref.Size))
+		case ok && n == len(scratch):
+			return scratch, nil
+		}
+	}
+	return b.fetchStore(ctx, ref, scratch)
 }
 
 // badRef is the error of a read whose block reference does not fit the

@@ -175,7 +175,7 @@ func TestCompactionBoundsSlices(t *testing.T) {
 		}
 		for idx, ss := range d.Chunks {
 			maxSlices = max(maxSlices, len(ss))
-			if len(ss) > 2*compactAt {
+			if len(ss) > compactAlways+1 {
 				t.Fatalf("after %d overwrites chunk %d has %d slices", i+1, idx, len(ss))
 			}
 		}
@@ -696,4 +696,138 @@ func TestLargeTruncation(t *testing.T) {
 	}
 	v.waitStoreMatchesReferences(10 * time.Second)
 	v.checkNoLeaks()
+}
+
+// TestCompactionReadsOnceUncached: compaction reads each block it copies
+// from once, however many pieces of it are visible between newer slices,
+// and leaves the memory cache as it found it: what it reads is about to be
+// replaced, and what it writes is not being read.
+func TestCompactionReadsOnceUncached(t *testing.T) {
+	const bs = 4096
+	v := newVol(t, volConfig{blockSize: bs, chunkSize: 256 << 10, inlineMax: -1})
+	store := v.store.(*memStore)
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	model := pattern(1, 64<<10) // 16 blocks, one slice
+	v.write(fh, 0, model)
+	v.flush(fh)
+	v.release(fh)
+	// Small slices over it, none across a window of compaction
+	// (compactWindow blocks), so that each block lies in one window.
+	rng := rand.New(rand.NewPCG(5, 5))
+	window := compactWindow * bs
+	for i := range compactAt + 6 {
+		// Enough bytes for compaction to be worth it (see needsCompaction).
+		n := 500 + rng.IntN(500)
+		off := rng.IntN(len(model)/window)*window + rng.IntN(window-n)
+		data := pattern(uint64(1000+i), n)
+		ref, err := v.f.blocks.put(v.ctx, data, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := meta.Slice{Pos: uint32(off), Len: uint32(n), Blocks: []meta.BlockRef{ref}}
+		if _, err := v.m.Write(v.ctx, ino, meta.WriteIn{Chunks: []meta.ChunkWrite{{Index: 0, Slices: []meta.Slice{s}}}, End: uint64(len(model)), Mtime: 1}); err != nil {
+			t.Fatal(err)
+		}
+		v.f.blocks.release(ref.ID)
+		copy(model[off:], data)
+	}
+	v.waitCompactions()
+	d, err := v.m.ReadData(v.ctx, ino, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := d.Chunks[0]
+	if !needsCompaction(old) {
+		t.Fatalf("%d slices before compaction, which needsCompaction declines", len(old))
+	}
+	v.f.DropCaches()
+	store.getCounts()
+	if err := v.f.maybeCompact(v.ctx, ino, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, b := v.f.blocks.cache.Len(), v.f.blocks.cache.Bytes(); n != 0 || b != 0 {
+		t.Errorf("compaction left %d blocks (%d bytes) in the memory cache, want none", n, b)
+	}
+	gets := store.getCounts()
+	visibleBlocks := map[string]bool{}
+	for _, sg := range visible(old, 0, uint32(len(model))) {
+		var bstart uint32
+		for _, b := range sg.s.Blocks {
+			if bstart < sg.hi-sg.s.Pos && bstart+b.Size > sg.lo-sg.s.Pos {
+				visibleBlocks[b.ID.ObjectKey()] = true
+			}
+			bstart += b.Size
+		}
+	}
+	for key := range visibleBlocks {
+		if gets[key] != 1 {
+			t.Errorf("block %s read %d times by compaction, want once", key, gets[key])
+		}
+		delete(gets, key)
+	}
+	for key, n := range gets {
+		t.Errorf("compaction read %s (%d times), which no visible byte needs", key, n)
+	}
+	if d, err = v.m.ReadData(v.ctx, ino, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Chunks[0]) != 1 {
+		t.Errorf("%d slices after compaction, want 1", len(d.Chunks[0]))
+	}
+	fh = v.openFile(ino, syscall.O_RDONLY)
+	defer v.release(fh)
+	if got := v.read(fh, 0, len(model)); !bytes.Equal(got, model) {
+		t.Fatalf("read after compaction: %s", firstDiff(got, model))
+	}
+}
+
+// TestNeedsCompaction: when a chunk's slices are worth rewriting.
+func TestNeedsCompaction(t *testing.T) {
+	const mib = 1 << 20
+	s := func(pos, n uint32) meta.Slice { return meta.Slice{Pos: pos, Len: n} }
+	// base, then k slices of n bytes at distinct offsets inside it
+	over := func(base meta.Slice, k int, n uint32) []meta.Slice {
+		ss := []meta.Slice{base}
+		for i := range k {
+			ss = append(ss, s(base.Pos+uint32(i)*7919%(base.Len-n), n))
+		}
+		return ss
+	}
+	runs := func(k int, gap uint32) []meta.Slice { // a compacted sparse chunk
+		var ss []meta.Slice
+		for i := range k {
+			ss = append(ss, s(uint32(i)*(4096+gap), 4096))
+		}
+		return ss
+	}
+	descending := func(k int) []meta.Slice { // adjacent commits written backwards
+		var ss []meta.Slice
+		for i := k - 1; i >= 0; i-- {
+			ss = append(ss, s(uint32(i)*4096, 4096))
+		}
+		return ss
+	}
+	tests := []struct {
+		name string
+		ss   []meta.Slice
+		want bool
+	}{
+		{"empty", nil, false},
+		{"one slice", []meta.Slice{s(0, 64*mib)}, false},
+		{"23 large overwrites", over(s(0, 4*mib), compactAt-1, mib), false},
+		{"24 large overwrites", over(s(0, 4*mib), compactAt, mib), true},
+		{"24 4 KiB writes into 64 MiB", over(s(0, 64*mib), compactAt, 4096), false},
+		{"one short of compactAlways 4 KiB writes into 64 MiB", over(s(0, 64*mib), compactAlways-1, 4096), false},
+		{"compactAlways 4 KiB writes into 64 MiB", over(s(0, 64*mib), compactAlways, 4096), true},
+		{"24 4 KiB writes into 512 KiB", over(s(0, 512<<10), compactAt, 4096), true},
+		{"300 disjoint runs", runs(300, 1), false},
+		{"300 runs, 23 newer", append(runs(300, 1), over(s(0, 4096), compactAt-1, 100)[1:]...), false},
+		{"40 adjacent slices backwards", descending(40), true},
+		{"touching slices in order", runs(300, 0), true},
+	}
+	for _, tt := range tests {
+		if got := needsCompaction(tt.ss); got != tt.want {
+			t.Errorf("%s (%d slices): needsCompaction = %v, want %v", tt.name, len(tt.ss), got, tt.want)
+		}
+	}
 }

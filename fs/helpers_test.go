@@ -23,9 +23,19 @@ import (
 type memStore struct {
 	mu   sync.Mutex
 	objs map[string][]byte
+	gets map[string]int // reads of each key, found or not
 }
 
-func newMemStore() *memStore { return &memStore{objs: map[string][]byte{}} }
+func newMemStore() *memStore { return &memStore{objs: map[string][]byte{}, gets: map[string]int{}} }
+
+// getCounts returns how often each key was read since the last call.
+func (s *memStore) getCounts() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.gets
+	s.gets = map[string]int{}
+	return g
+}
 
 func (s *memStore) Put(ctx context.Context, key string, data []byte) error {
 	s.mu.Lock()
@@ -37,6 +47,7 @@ func (s *memStore) Put(ctx context.Context, key string, data []byte) error {
 func (s *memStore) Get(ctx context.Context, key string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.gets[key]++
 	d, ok := s.objs[key]
 	if !ok {
 		return nil, fmt.Errorf("get %q: %w", key, objstore.ErrNotFound)
@@ -49,6 +60,7 @@ func (s *memStore) Get(ctx context.Context, key string) ([]byte, error) {
 func (s *memStore) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.gets[key]++
 	d, ok := s.objs[key]
 	if !ok {
 		return nil, fmt.Errorf("get %q: %w", key, objstore.ErrNotFound)
