@@ -47,8 +47,9 @@ objfs or not) and removes it afterwards:
     (ops/s), with caches dropped before an ls -l of their directory (readdir
     + lstat of each entry, entries/s) and the reads
   - 1,000 renames across directories (ops/s)
-  - 4 KiB random read, then random write (+ fsync) IOPS on a 256 MiB file,
-    10 s each, seeded; O_DIRECT where the file system allows it, otherwise
+  - 4 KiB random read, then random write (+ fsync), then random write with
+    an fsync after each (a database's pattern) IOPS on a 256 MiB file, 10 s
+    each, seeded; O_DIRECT where the file system allows it, otherwise
     buffered with a note under the table
 
 --scale scales every size, count and duration. At the start of each group and

@@ -281,7 +281,7 @@ func TestRunTiny(t *testing.T) {
 			t.Errorf("%s: value %g after %d ops", r.Key, r.Value, r.Ops)
 		}
 	}
-	want := []string{SeqWrite, SeqRead, Create, Stat, List, SmallRead, Delete, Rename, RandRead, RandWrite}
+	want := []string{SeqWrite, SeqRead, Create, Stat, List, SmallRead, Delete, Rename, RandRead, RandWrite, RandSync}
 	if strings.Join(keys, ",") != strings.Join(want, ",") {
 		t.Errorf("rows %v, want %v", keys, want)
 	}
@@ -366,7 +366,7 @@ func TestRunAllInterleaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 2 || len(res[0]) != 10 || len(res[1]) != 10 {
+	if len(res) != 2 || len(res[0]) != 11 || len(res[1]) != 11 {
 		t.Fatalf("results: %d directories", len(res))
 	}
 	want := []string{
@@ -374,7 +374,8 @@ func TestRunAllInterleaves(t *testing.T) {
 		"create@a", "stat@a", "ls_l@a", "small_read@a", "delete@a",
 		"create@b", "stat@b", "ls_l@b", "small_read@b", "delete@b",
 		"rename@a", "rename@b",
-		"rand_read@a", "rand_write@a", "rand_read@b", "rand_write@b",
+		"rand_read@a", "rand_write@a", "rand_write_fsync@a",
+		"rand_read@b", "rand_write@b", "rand_write_fsync@b",
 	}
 	if !slices.Equal(lines, want) {
 		t.Errorf("phase order\n%v\nwant\n%v", lines, want)

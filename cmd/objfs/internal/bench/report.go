@@ -23,6 +23,7 @@ var labels = map[string]string{
 	Rename:    "rename across dirs",
 	RandRead:  "random read 4 KiB",
 	RandWrite: "random write 4 KiB (+fsync)",
+	RandSync:  "random write 4 KiB, fsync each",
 }
 
 // Run is the results of the workload on one directory.

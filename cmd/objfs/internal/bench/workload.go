@@ -37,6 +37,7 @@ const (
 	Rename     = "rename"
 	RandRead   = "rand_read"
 	RandWrite  = "rand_write"
+	RandSync   = "rand_write_fsync"
 	unitMiBps  = "MiB/s"
 	unitOps    = "ops/s"
 	unitIOPS   = "IOPS"
@@ -433,9 +434,10 @@ func (r *runner) renames() ([]Result, error) {
 }
 
 // random measures 4 KiB random read, then random write IOPS on one file for
-// a fixed period each, with a seeded offset sequence. O_DIRECT keeps the
-// kernel page cache out; where the file system refuses it, buffered I/O is
-// used and the row says so. Random writes end with an fsync, counted.
+// a fixed period each, with a seeded offset sequence, then random writes
+// each followed by fsync. O_DIRECT keeps the kernel page cache out; where
+// the file system refuses it, buffered I/O is used and the row says so.
+// Random writes end with an fsync, counted.
 func (r *runner) random() ([]Result, error) {
 	path := filepath.Join(r.work, "rand")
 	size := r.cfg.Sizes.RandBytes
@@ -464,7 +466,18 @@ func (r *runner) random() ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Result{read, write}, os.Remove(path)
+	// A database's writes: each one fsynced before the next.
+	synced, err := r.randomPhase(path, RandSync, os.O_WRONLY, func(f *os.File, i int64) error {
+		copy(buf, r.chunk(i+1<<20, ioSize))
+		if _, err := f.WriteAt(buf, rng.Int64N(blocks)*ioSize); err != nil {
+			return err
+		}
+		return f.Sync()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []Result{read, write, synced}, os.Remove(path)
 }
 
 // fill writes the random I/O file, untimed, with distinct content.
