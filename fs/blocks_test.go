@@ -781,6 +781,63 @@ func TestCompactionReadsOnceUncached(t *testing.T) {
 	}
 }
 
+// TestCompactionKeepsConcurrentWrites: a write committed while a chunk is
+// being compacted does not make the compaction fail (a file written in
+// small commits faster than its chunk compacts was never compacted); the
+// compacted slices go under it, and the content is right.
+func TestCompactionKeepsConcurrentWrites(t *testing.T) {
+	const bs = 4096
+	v := newVol(t, volConfig{blockSize: bs, chunkSize: 256 << 10, inlineMax: -1})
+	store := v.store.(*memStore)
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	model := pattern(1, 64<<10)
+	v.write(fh, 0, model)
+	v.flush(fh)
+	v.release(fh)
+	commit := func(off int, data []byte) {
+		ref, err := v.f.blocks.put(v.ctx, data, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := meta.Slice{Pos: uint32(off), Len: uint32(len(data)), Blocks: []meta.BlockRef{ref}}
+		if _, err := v.m.Write(v.ctx, ino, meta.WriteIn{Chunks: []meta.ChunkWrite{{Index: 0, Slices: []meta.Slice{s}}}, End: uint64(len(model)), Mtime: 1}); err != nil {
+			t.Fatal(err)
+		}
+		v.f.blocks.release(ref.ID)
+		copy(model[off:], data)
+	}
+	rng := rand.New(rand.NewPCG(6, 6))
+	for i := range compactAt + 6 {
+		// Each over a byte of the base no other covers, so none drops another.
+		commit(i*2000+rng.IntN(500), pattern(uint64(100+i), 1000))
+	}
+	v.waitCompactions()
+	v.f.DropCaches()
+	// Mid-compaction (at its first read), one more write: one that covers
+	// a slice being compacted whole, the case a write drops a slice in.
+	store.onGet = func() { commit(2*2000, pattern(999, 3000)) }
+	if err := v.f.maybeCompact(v.ctx, ino, 0); err != nil {
+		t.Fatal(err)
+	}
+	if store.onGet != nil {
+		t.Fatal("compaction read nothing from the store")
+	}
+	d, err := v.m.ReadData(v.ctx, ino, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ss := d.Chunks[0]; len(ss) != 2 || ss[1].Pos != 2*2000 || ss[1].Len != 3000 {
+		t.Errorf("after compaction: %d slices, want the compacted one and the write made meanwhile (the newest is [%d,+%d))",
+			len(ss), ss[len(ss)-1].Pos, ss[len(ss)-1].Len)
+	}
+	fh = v.openFile(ino, syscall.O_RDONLY)
+	if got := v.read(fh, 0, len(model)); !bytes.Equal(got, model) {
+		t.Fatalf("read after compaction: %s", firstDiff(got, model))
+	}
+	v.release(fh)
+	v.checkNoLeaks()
+}
+
 // TestNeedsCompaction: when a chunk's slices are worth rewriting.
 func TestNeedsCompaction(t *testing.T) {
 	const mib = 1 << 20

@@ -24,6 +24,18 @@ type memStore struct {
 	mu   sync.Mutex
 	objs map[string][]byte
 	gets map[string]int // reads of each key, found or not
+	// onGet, if set, runs once, before the next read, without the lock.
+	onGet func()
+}
+
+func (s *memStore) beforeGet() {
+	s.mu.Lock()
+	h := s.onGet
+	s.onGet = nil
+	s.mu.Unlock()
+	if h != nil {
+		h()
+	}
 }
 
 func newMemStore() *memStore { return &memStore{objs: map[string][]byte{}, gets: map[string]int{}} }
@@ -45,6 +57,7 @@ func (s *memStore) Put(ctx context.Context, key string, data []byte) error {
 }
 
 func (s *memStore) Get(ctx context.Context, key string) ([]byte, error) {
+	s.beforeGet()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gets[key]++
@@ -58,6 +71,7 @@ func (s *memStore) Get(ctx context.Context, key string) ([]byte, error) {
 // GetInto copies into buf when the object fits, as a directory store reads
 // into it, so that tests exercise the recycled buffers of read-ahead.
 func (s *memStore) GetInto(ctx context.Context, key string, buf []byte) ([]byte, error) {
+	s.beforeGet()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gets[key]++

@@ -1,11 +1,11 @@
 package meta
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -627,8 +627,16 @@ func appendSlice(ss []Slice, s Slice) []Slice {
 	return append(ss, s)
 }
 
-// ReplaceChunk swaps a chunk's slice list for an equivalent compacted one,
-// if the chunk still holds exactly old. It reports whether it did.
+// ReplaceChunk swaps the slices old of a chunk (read earlier) for repl, an
+// equivalent compacted list (the same bytes wherever old had data), and
+// reports whether it did. Writes committed since old was read are kept: a
+// write only appends slices, dropping the ones a new slice covers whole, so
+// the chunk is then what is left of old, in order, followed by newer slices,
+// and it becomes repl followed by those. Any other change (a truncation cut
+// a slice, a copy replaced the chunk) leaves the chunk alone: false. Without
+// this, a file written in small commits faster than its chunk could be
+// compacted (fsync'd random writes) was never compacted at all, and every
+// commit rewrote an ever longer slice list.
 func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, repl []Slice) (bool, error) {
 	done := false
 	err := m.update(ctx, func(x *tx) error {
@@ -637,7 +645,8 @@ func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, re
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(encodeSlices(cur), encodeSlices(old)) {
+		kept, newer, ok := sinceRead(old, cur)
+		if !ok {
 			return nil
 		}
 		for _, s := range repl {
@@ -645,15 +654,61 @@ func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, re
 				return err
 			}
 		}
-		for _, s := range old {
+		for _, s := range kept {
 			if err := x.refSlice(s, -1); err != nil {
 				return err
 			}
 		}
 		done = true
-		return x.putChunk(ino, idx, repl)
+		return x.putChunk(ino, idx, append(append([]Slice(nil), repl...), newer...))
 	})
 	return done, err
+}
+
+// sinceRead splits cur, a chunk's slice list now, into the slices of old
+// (the list as read earlier) still in it and the newer ones after them. It
+// reports false unless cur is such a prefix of old's slices, in old's order,
+// followed by newer slices, and every slice of old missing from it lies
+// wholly inside one newer slice. Then each byte that no newer slice covers
+// is served by the same slice as in old: the slices above it in old are
+// either still there or inside a newer slice, which would cover the byte.
+func sinceRead(old, cur []Slice) (kept, newer []Slice, ok bool) {
+	present := make([]bool, len(old))
+	i, j := 0, 0
+	for ; i < len(cur); i++ {
+		k := j
+		for k < len(old) && !sameSlice(old[k], cur[i]) {
+			k++
+		}
+		if k == len(old) {
+			break
+		}
+		present[k] = true
+		j = k + 1
+	}
+	kept, newer = cur[:i], cur[i:]
+	for k, o := range old {
+		if present[k] {
+			continue
+		}
+		covered := false
+		for _, n := range newer {
+			if n.Pos <= o.Pos && o.Pos+o.Len <= n.Pos+n.Len {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			return nil, nil, false
+		}
+	}
+	return kept, newer, true
+}
+
+// sameSlice reports whether a and b are the same slice: the same bytes at
+// the same place from the same blocks.
+func sameSlice(a, b Slice) bool {
+	return a.Pos == b.Pos && a.Len == b.Len && slices.Equal(a.Blocks, b.Blocks)
 }
 
 // Orphans lists inodes whose last link is gone.

@@ -287,34 +287,86 @@ func TestReapManyChunks(t *testing.T) {
 	}
 }
 
+// TestReplaceChunk: a compaction's result replaces the slices it read, and
+// keeps what was written since (appended slices, including ones that
+// dropped or extended a slice it read); after any other change it is
+// refused and changes nothing. References end up exactly on what the chunk
+// lists.
 func TestReplaceChunk(t *testing.T) {
-	v := newVolume(t, func(f *Format) { f.BlockSize = 4096; f.ChunkSize = 64 << 10 })
-	f := v.mkfile(RootIno, "f")
-	v.writeSlice(f.Ino, 0, fakeBlock(40, 4096))
-	v.writeSlice(f.Ino, 100, fakeBlock(41, 50))
-	old := v.chunk(f.Ino, 0)
-	if len(old) != 2 {
-		t.Fatalf("setup: %d slices", len(old))
+	const bs = 4096
+	blk := func(n int) BlockRef { return fakeBlock(n, bs) }
+	sl := func(pos uint32, bb ...BlockRef) Slice {
+		return Slice{Pos: pos, Len: uint32(len(bb)) * bs, Blocks: bb}
 	}
-	repl := []Slice{{Pos: 0, Len: 4096, Blocks: []BlockRef{fakeBlock(42, 4096)}}}
-	stale := []Slice{old[0]}
-	if ok, err := v.m.ReplaceChunk(v.ctx, f.Ino, 0, stale, repl); ok || err != nil {
-		t.Errorf("ReplaceChunk with a stale list = %v, %v; want false", ok, err)
+	// Read: blocks 40 over 16 KiB, then 41 at 4 KiB and 42 at 12 KiB; the
+	// compaction's result is one slice of fresh blocks 50-53.
+	repl := []Slice{sl(0, blk(50), blk(51), blk(52), blk(53))}
+	tests := []struct {
+		name  string
+		since func(v *testVolume, ino uint64) // what happens after the read
+		want  []Slice                         // the chunk after; nil: refused, unchanged
+		gone  []int                           // blocks left with no reference
+	}{
+		{"unchanged", func(*testVolume, uint64) {}, repl, []int{40, 41, 42}},
+		{"a write appended", func(v *testVolume, ino uint64) { v.writeSlice(ino, 6*bs, blk(60)) },
+			append(slices.Clone(repl), sl(6*bs, blk(60))), []int{40, 41, 42}},
+		{"a write covered a slice read", func(v *testVolume, ino uint64) { v.writeSlice(ino, bs, blk(61)) },
+			append(slices.Clone(repl), sl(bs, blk(61))), []int{40, 41, 42}},
+		{"a write extended the newest slice read", func(v *testVolume, ino uint64) { v.writeSlice(ino, 4*bs, blk(62)) },
+			append(slices.Clone(repl), sl(3*bs, blk(42), blk(62))), []int{40, 41}},
+		{"a truncation cut a slice", func(v *testVolume, ino uint64) { v.truncate(ino, 2*bs+100) }, nil, nil},
+		{"a truncation, then a write over part of it", func(v *testVolume, ino uint64) {
+			v.truncate(ino, bs)
+			v.writeSlice(ino, 2*bs, blk(63))
+		}, nil, nil},
+		{"a truncation, then a write over all of it", func(v *testVolume, ino uint64) {
+			v.truncate(ino, bs)
+			v.writeSlice(ino, 0, blk(64), blk(65), blk(66), blk(67))
+		}, append(slices.Clone(repl), sl(0, blk(64), blk(65), blk(66), blk(67))), []int{40, 41, 42}},
 	}
-	if n := v.refcount(fakeBlock(42, 4096).ID); n != 0 {
-		t.Errorf("refused replacement left %d references", n)
-	}
-	if ok, err := v.m.ReplaceChunk(v.ctx, f.Ino, 0, old, repl); !ok || err != nil {
-		t.Fatalf("ReplaceChunk = %v, %v", ok, err)
-	}
-	got := v.chunk(f.Ino, 0)
-	if !bytes.Equal(encodeSlices(got), encodeSlices(repl)) {
-		t.Errorf("chunk after replace: %+v", got)
-	}
-	for i, want := range []int64{0, 0, 1} {
-		if n := v.refcount(fakeBlock(40+i, 0).ID); n != want {
-			t.Errorf("block %d: %d references, want %d", 40+i, n, want)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := newVolume(t, func(f *Format) { f.BlockSize = bs; f.ChunkSize = 64 << 10 })
+			f := v.mkfile(RootIno, "f")
+			v.writeSlice(f.Ino, 0, blk(40), blk(40), blk(40), blk(40))
+			v.writeSlice(f.Ino, bs, blk(41))
+			v.writeSlice(f.Ino, 3*bs, blk(42))
+			old := v.chunk(f.Ino, 0)
+			if len(old) != 3 {
+				t.Fatalf("setup: %d slices", len(old))
+			}
+			tt.since(v, f.Ino)
+			before := v.chunk(f.Ino, 0)
+			ok, err := v.m.ReplaceChunk(v.ctx, f.Ino, 0, old, repl)
+			if err != nil || ok != (tt.want != nil) {
+				t.Fatalf("ReplaceChunk = %v, %v; want %v", ok, err, tt.want != nil)
+			}
+			want := tt.want
+			if want == nil {
+				want = before
+			}
+			if got := v.chunk(f.Ino, 0); !bytes.Equal(encodeSlices(got), encodeSlices(want)) {
+				t.Errorf("chunk after:\n%+v\nwant\n%+v", got, want)
+			}
+			// Every block holds one reference per time the chunk lists it.
+			listed := map[BlockID]int64{}
+			for _, s := range v.chunk(f.Ino, 0) {
+				for _, b := range s.Blocks {
+					listed[b.ID]++
+				}
+			}
+			for n := 40; n < 70; n++ {
+				if got, want := v.refcount(blk(n).ID), listed[blk(n).ID]; got != want {
+					t.Errorf("block %d: %d references, want %d", n, got, want)
+				}
+			}
+			for _, n := range tt.gone {
+				if !v.pending()[blk(n).ID] {
+					t.Errorf("block %d is not queued for deletion", n)
+				}
+			}
+			v.wantNoErrors()
+		})
 	}
 }
 
