@@ -888,3 +888,76 @@ func TestNeedsCompaction(t *testing.T) {
 		}
 	}
 }
+
+// TestDenseCommitRewritesChunk: a buffer of many small writes over a
+// written chunk commits as that chunk rewritten (one slice per run, whole
+// blocks), not as a block and a slice per write; the same writes into an
+// unwritten region, where they are disjoint runs, commit as they are.
+func TestDenseCommitRewritesChunk(t *testing.T) {
+	const bs = 4096
+	const cs = 256 << 10
+	v := newVol(t, volConfig{blockSize: bs, chunkSize: cs, inlineMax: -1})
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	model := pattern(1, cs) // chunk 0 written
+	v.write(fh, 0, model)
+	v.flush(fh)
+	objects := len(v.storedObjects())
+	rng := rand.New(rand.NewPCG(7, 7))
+	writes := compactAt + 10
+	for i := range writes {
+		// Into chunk 0, and one crossing into chunk 1 at the end.
+		off := rng.IntN(cs - 2000)
+		if i == writes-1 {
+			off = cs - 500
+		}
+		data := pattern(uint64(100+i), 2000) // enough to be worth it: see needsCompaction
+		v.write(fh, uint64(off), data)
+		if grow := off + len(data) - len(model); grow > 0 {
+			model = append(model, make([]byte, grow)...)
+		}
+		copy(model[off:], data)
+	}
+	v.flush(fh)
+	d, err := v.m.ReadData(v.ctx, ino, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ss := d.Chunks[0]; len(ss) != 1 || ss[0].Pos != 0 || ss[0].Len != cs {
+		t.Errorf("chunk 0: %d slices, want it rewritten as one", len(ss))
+	}
+	if ss := d.Chunks[1]; len(ss) != 1 || ss[0].Pos != 0 || ss[0].Len != 1500 {
+		t.Errorf("chunk 1: %d slices, want one of the 1500 bytes that crossed into it", len(ss))
+	}
+	v.waitStoreMatchesReferences(5 * time.Second)
+	// The old blocks of chunk 0 are gone and its new ones are whole: the
+	// store holds as many objects as before, plus chunk 1's.
+	if n := len(v.storedObjects()); n != objects+1 {
+		t.Errorf("%d objects stored, want %d: the chunk's %d blocks and chunk 1's one", n, objects+1, objects)
+	}
+	// Disjoint writes into unwritten chunk 2 (sparse): kept as they are.
+	for i := range writes {
+		off := 2*cs + i*5000
+		data := pattern(uint64(500+i), 1000)
+		v.write(fh, uint64(off), data)
+		if grow := off + len(data) - len(model); grow > 0 {
+			model = append(model, make([]byte, grow)...)
+		}
+		copy(model[off:], data)
+	}
+	v.flush(fh)
+	if d, err = v.m.ReadData(v.ctx, ino, 2, 2); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.Chunks[2]); n != writes {
+		t.Errorf("chunk 2: %d slices, want the %d disjoint writes as they are", n, writes)
+	}
+	v.release(fh)
+	if got := v.content(ino); !bytes.Equal(got, model) {
+		t.Fatalf("content: %s", firstDiff(got, model))
+	}
+	v.checkNoLeaks()
+	v.reopen(v.opts)
+	if got := v.content(ino); !bytes.Equal(got, model) {
+		t.Fatalf("content after remount: %s", firstDiff(got, model))
+	}
+}

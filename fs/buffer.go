@@ -154,11 +154,15 @@ func (b *buffer) end() uint64 {
 }
 
 // overlay copies buffered bytes that fall into [off, off+len(dst)) into dst.
-func (b *buffer) overlay(off uint64, dst []byte) {
+func (b *buffer) overlay(off uint64, dst []byte) { overlay(b.extents, off, dst) }
+
+// overlay copies the bytes of es (sorted, disjoint) that fall in
+// [off, off+len(dst)) over dst.
+func overlay(es []extent, off uint64, dst []byte) {
 	end := off + uint64(len(dst))
-	i := sort.Search(len(b.extents), func(i int) bool { return b.extents[i].end() > off })
-	for ; i < len(b.extents) && b.extents[i].off < end; i++ {
-		e := b.extents[i]
+	i := sort.Search(len(es), func(i int) bool { return es[i].end() > off })
+	for ; i < len(es) && es[i].off < end; i++ {
+		e := es[i]
 		lo, hi := max(e.off, off), min(e.end(), end)
 		copy(dst[lo-off:hi-off], e.data[lo-e.off:hi-e.off])
 	}

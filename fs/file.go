@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -689,14 +688,25 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 			extents = append([]extent{{off: 0, data: d.Inline}}, extents...)
 		}
 	}
+	var rewritten []meta.ChunkWrite
+	var rheld []meta.BlockID
+	if !inlineKey {
+		extents, rewritten, rheld, err = f.rewriteDense(ctx, in.ino, extents)
+		if err != nil {
+			f.abandon(rheld)
+			f.blocks.release(rheld...)
+			return err
+		}
+	}
 	chunks, held, err := f.upload(ctx, extents, true)
+	held = append(held, rheld...)
 	defer f.blocks.release(held...)
 	if err != nil {
 		f.abandon(held)
 		f.forgetEarly(in)
 		return err
 	}
-	w.Chunks = chunks
+	w.Chunks = append(chunks, rewritten...)
 	if _, err := f.meta.Write(ctx, in.ino, w); err != nil {
 		f.abandon(held)
 		f.forgetEarly(in)
@@ -707,6 +717,95 @@ func (f *FS) flushLocked(ctx context.Context, in *inode) error {
 		f.queueCompaction(ctx, in.ino, cw.Index)
 	}
 	return nil
+}
+
+// rewriteDense commits the chunks that the extents (a buffer about to be
+// committed) would leave needing compaction, at once: each such chunk is
+// rewritten with the extents over its content (see rewrite), rather than
+// committed as one small slice per extent and compacted afterwards. A
+// random writer's 64 MiB buffer is thousands of extents: they became as
+// many blocks, each a file in the store (each staged, uploaded and fsynced,
+// then deleted after the compaction), and slice lists of thousands that
+// every commit rewrote until the compaction caught up. It returns the
+// extents left to commit as slices, the rewritten chunks, and the held
+// block ids. Chunks that extents being stored early touch are left alone.
+func (f *FS) rewriteDense(ctx context.Context, ino uint64, extents []extent) ([]extent, []meta.ChunkWrite, []meta.BlockID, error) {
+	cs := uint64(f.format.ChunkSize)
+	counts := map[uint64]int{}
+	early := map[uint64]bool{}
+	for _, e := range extents {
+		for idx := e.off / cs; idx*cs < e.end(); idx++ {
+			counts[idx]++
+			early[idx] = early[idx] || e.blk != nil
+		}
+	}
+	var dense []uint64
+	for idx, n := range counts {
+		if n >= compactAt && !early[idx] {
+			dense = append(dense, idx)
+		}
+	}
+	if len(dense) == 0 {
+		return extents, nil, nil, nil
+	}
+	slices.Sort(dense)
+	d, err := f.meta.ReadData(ctx, ino, dense[0], dense[len(dense)-1])
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var (
+		cws  []meta.ChunkWrite
+		held []meta.BlockID
+		done = map[uint64]bool{}
+	)
+	for _, idx := range dense {
+		top := clipExtents(extents, idx*cs, (idx+1)*cs)
+		ss := d.Chunks[idx]
+		after := slices.Clone(ss)
+		for _, e := range top {
+			after = append(after, meta.Slice{Pos: uint32(e.off - idx*cs), Len: uint32(len(e.data))})
+		}
+		if !needsCompaction(after) {
+			continue
+		}
+		repl, h, err := f.rewrite(ctx, idx, ss, top)
+		held = append(held, h...)
+		if err != nil {
+			return nil, nil, held, err
+		}
+		cws = append(cws, meta.ChunkWrite{Index: idx, Slices: repl})
+		done[idx] = true
+	}
+	if len(done) == 0 {
+		return extents, nil, held, nil
+	}
+	var rest []extent
+	for _, e := range extents {
+		for idx := e.off / cs; idx*cs < e.end(); idx++ {
+			if !done[idx] {
+				rest = append(rest, clipExtents([]extent{e}, idx*cs, (idx+1)*cs)...)
+			}
+		}
+	}
+	return rest, cws, held, nil
+}
+
+// clipExtents returns the parts of es inside [lo, hi); an extent cut keeps
+// no early block (that names its whole bytes).
+func clipExtents(es []extent, lo, hi uint64) []extent {
+	var out []extent
+	for _, e := range es {
+		a, b := max(e.off, lo), min(e.end(), hi)
+		if a >= b {
+			continue
+		}
+		if a == e.off && b == e.end() {
+			out = append(out, e)
+			continue
+		}
+		out = append(out, extent{off: a, data: e.data[a-e.off : b-e.off : b-e.off]})
+	}
+	return out
 }
 
 // upload cuts extents into chunk slices and blocks and stores the blocks in
@@ -928,9 +1027,9 @@ func (f *FS) compactor(ctx context.Context) {
 }
 
 // maybeCompact rewrites chunk idx of ino as fresh blocks when
-// needsCompaction says so. It works on a snapshot of the chunk and
-// replaces it only if nothing changed the chunk meanwhile, so it needs no
-// lock on the file.
+// needsCompaction says so. It works on a snapshot of the chunk and swaps
+// the result in only if nothing but appended writes changed the chunk
+// meanwhile (meta.ReplaceChunk), so it needs no lock on the file.
 func (f *FS) maybeCompact(ctx context.Context, ino, idx uint64) error {
 	d, err := f.meta.ReadData(ctx, ino, idx, idx)
 	if err != nil {
@@ -940,21 +1039,48 @@ func (f *FS) maybeCompact(ctx context.Context, ino, idx uint64) error {
 	if !needsCompaction(old) {
 		return nil
 	}
+	repl, held, err := f.rewrite(ctx, idx, old, nil)
+	defer f.blocks.release(held...)
+	if err != nil {
+		f.abandon(held)
+		return err
+	}
+	done, err := f.meta.ReplaceChunk(ctx, ino, idx, old, repl)
+	if err != nil || !done {
+		f.abandon(held)
+	}
+	return err
+}
+
+// rewrite stores chunk idx's content, as its slices ss show it with the
+// extents top (sorted, disjoint, within the chunk) written over them, as
+// fresh blocks: one slice per run of data, holes left holes. It returns the
+// slices and the held block ids (to release after the commit, and to
+// abandon if there is none).
+func (f *FS) rewrite(ctx context.Context, idx uint64, ss []meta.Slice, top []extent) ([]meta.Slice, []meta.BlockID, error) {
 	cs := uint32(f.format.ChunkSize)
-	segs := visible(old, 0, cs)
-	// Merge adjacent segments into runs of data; holes stay holes.
+	base := idx * uint64(cs)
 	type span struct{ lo, hi uint32 }
-	var spans []span
-	for _, sg := range sortSegments(segs) {
-		if n := len(spans); n > 0 && spans[n-1].hi == sg.lo {
-			spans[n-1].hi = sg.hi
+	var runs []span
+	for _, sg := range visible(ss, 0, cs) {
+		runs = append(runs, span{sg.lo, sg.hi})
+	}
+	for _, e := range top {
+		runs = append(runs, span{uint32(e.off - base), uint32(e.end() - base)})
+	}
+	// Merge overlapping and adjacent ranges into runs of data.
+	slices.SortFunc(runs, func(a, b span) int { return int(a.lo) - int(b.lo) })
+	merged := runs[:0]
+	for _, r := range runs {
+		if n := len(merged); n > 0 && r.lo <= merged[n-1].hi {
+			merged[n-1].hi = max(merged[n-1].hi, r.hi)
 		} else {
-			spans = append(spans, span{sg.lo, sg.hi})
+			merged = append(merged, r)
 		}
 	}
 	// Each run is read and stored a window of a few blocks at a time, in
 	// one reused buffer, and the windows' slices are joined back into one
-	// slice per run: compacting a 64 MiB chunk then holds 16 MiB, not the
+	// slice per run: rewriting a 64 MiB chunk then holds 16 MiB, not the
 	// whole chunk (a whole-chunk buffer set the mount's peak memory during
 	// random writes).
 	window := uint32(compactWindow * f.format.BlockSize)
@@ -963,30 +1089,24 @@ func (f *FS) maybeCompact(ctx context.Context, ino, idx uint64) error {
 	buf, scratch := buf[:w:w], buf[w:]
 	var repl []meta.Slice
 	var held []meta.BlockID
-	defer func() { f.blocks.release(held...) }()
-	for _, sp := range spans {
-		for lo := sp.lo; lo < sp.hi; lo += window {
-			data := buf[:min(window, sp.hi-lo)]
-			if err := f.compactRead(ctx, old, lo, data, scratch); err != nil {
-				f.abandon(held)
-				return err
+	for _, r := range merged {
+		for lo := r.lo; lo < r.hi; lo += window {
+			data := buf[:min(window, r.hi-lo)]
+			if err := f.compactRead(ctx, ss, lo, data, scratch); err != nil {
+				return nil, held, err
 			}
-			chunks, h, err := f.upload(ctx, []extent{{off: idx*uint64(cs) + uint64(lo), data: data}}, false)
+			overlay(top, base+uint64(lo), data)
+			chunks, h, err := f.upload(ctx, []extent{{off: base + uint64(lo), data: data}}, false)
 			held = append(held, h...)
 			if err != nil {
-				f.abandon(held)
-				return err
+				return nil, held, err
 			}
 			for _, s := range chunks[0].Slices {
 				repl = joinSlice(repl, s)
 			}
 		}
 	}
-	done, err := f.meta.ReplaceChunk(ctx, ino, idx, old, repl)
-	if err != nil || !done {
-		f.abandon(held)
-	}
-	return err
+	return repl, held, nil
 }
 
 // compactWindow is how many blocks of a chunk compaction reads and stores
@@ -1011,11 +1131,6 @@ func (f *FS) abandon(ids []meta.BlockID) {
 	if err := f.meta.QueueUnreferenced(context.Background(), ids); err != nil {
 		f.log.Warn("queue abandoned blocks; gc will find them", "blocks", len(ids), "err", err)
 	}
-}
-
-func sortSegments(segs []segment) []segment {
-	sort.Slice(segs, func(i, j int) bool { return segs[i].lo < segs[j].lo })
-	return segs
 }
 
 // truncate sets the size of the file in (which the caller holds a
