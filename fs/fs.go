@@ -55,13 +55,13 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.MemCacheBytes == 0 {
-		o.MemCacheBytes = 128 << 20
+		o.MemCacheBytes = 64 << 20
 	}
 	if o.InodeDirty <= 0 {
 		o.InodeDirty = 64 << 20
 	}
 	if o.DirtyLimit <= 0 {
-		o.DirtyLimit = 256 << 20
+		o.DirtyLimit = 128 << 20
 	}
 	if o.DirtyExpire <= 0 {
 		o.DirtyExpire = 5 * time.Second
