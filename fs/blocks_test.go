@@ -368,15 +368,7 @@ func TestCompactionWindows(t *testing.T) {
 			continue // keep the hole
 		}
 		data := pattern(uint64(100+i), n)
-		ref, err := v.f.blocks.put(v.ctx, data, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := meta.Slice{Pos: uint32(off), Len: uint32(n), Blocks: []meta.BlockRef{ref}}
-		if _, err := v.m.Write(v.ctx, ino, meta.WriteIn{Chunks: []meta.ChunkWrite{{Index: 0, Slices: []meta.Slice{s}}}, End: uint64(len(model)), Mtime: 1}); err != nil {
-			t.Fatal(err)
-		}
-		v.f.blocks.release(ref.ID)
+		v.commitSlice(ino, off, data, uint64(len(model)))
 		copy(model[off:], data)
 		for j := off; j < off+n; j++ {
 			written[j] = true
@@ -720,15 +712,7 @@ func TestCompactionReadsOnceUncached(t *testing.T) {
 		n := 500 + rng.IntN(500)
 		off := rng.IntN(len(model)/window)*window + rng.IntN(window-n)
 		data := pattern(uint64(1000+i), n)
-		ref, err := v.f.blocks.put(v.ctx, data, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := meta.Slice{Pos: uint32(off), Len: uint32(n), Blocks: []meta.BlockRef{ref}}
-		if _, err := v.m.Write(v.ctx, ino, meta.WriteIn{Chunks: []meta.ChunkWrite{{Index: 0, Slices: []meta.Slice{s}}}, End: uint64(len(model)), Mtime: 1}); err != nil {
-			t.Fatal(err)
-		}
-		v.f.blocks.release(ref.ID)
+		v.commitSlice(ino, off, data, uint64(len(model)))
 		copy(model[off:], data)
 	}
 	v.waitCompactions()
@@ -795,15 +779,7 @@ func TestCompactionKeepsConcurrentWrites(t *testing.T) {
 	v.flush(fh)
 	v.release(fh)
 	commit := func(off int, data []byte) {
-		ref, err := v.f.blocks.put(v.ctx, data, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := meta.Slice{Pos: uint32(off), Len: uint32(len(data)), Blocks: []meta.BlockRef{ref}}
-		if _, err := v.m.Write(v.ctx, ino, meta.WriteIn{Chunks: []meta.ChunkWrite{{Index: 0, Slices: []meta.Slice{s}}}, End: uint64(len(model)), Mtime: 1}); err != nil {
-			t.Fatal(err)
-		}
-		v.f.blocks.release(ref.ID)
+		v.commitSlice(ino, off, data, uint64(len(model)))
 		copy(model[off:], data)
 	}
 	rng := rand.New(rand.NewPCG(6, 6))
@@ -959,5 +935,21 @@ func TestDenseCommitRewritesChunk(t *testing.T) {
 	v.reopen(v.opts)
 	if got := v.content(ino); !bytes.Equal(got, model) {
 		t.Fatalf("content after remount: %s", firstDiff(got, model))
+	}
+}
+
+// commitSlice stores data as one block and commits it as one slice at off
+// of ino, straight to the metadata (no buffer, no compaction queued); the
+// file's size becomes end. The block is not cached.
+func (v *testVol) commitSlice(ino uint64, off int, data []byte, end uint64) {
+	v.t.Helper()
+	ref, err := v.f.blocks.put(v.ctx, data, true)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer v.f.blocks.release(ref.ID)
+	s := meta.Slice{Pos: uint32(off), Len: uint32(len(data)), Blocks: []meta.BlockRef{ref}}
+	if _, err := v.m.Write(v.ctx, ino, meta.WriteIn{Chunks: []meta.ChunkWrite{{Index: 0, Slices: []meta.Slice{s}}}, End: end, Mtime: 1}); err != nil {
+		v.t.Fatal(err)
 	}
 }
