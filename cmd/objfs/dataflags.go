@@ -32,9 +32,9 @@ func (d *dataFlags) addFlags(fl *pflag.FlagSet) {
 	// memtables and caches, whatever the collector has not reclaimed
 	// yet), plus the pages of Badger's memory-mapped files, about 600 MiB
 	// resident at the most. objfs bench, 3 rounds on a mount of each
-	// (2026-12-03): peaks of 610-636 MiB with a 128 MiB cache and a
-	// 400 MiB limit, the Go heap at its limit; 525 MiB with a 64 MiB
-	// cache and a 320 MiB limit.
+	// (2026-12-03): a peak of 636 MiB with a 128 MiB cache and a 400 MiB
+	// limit, the Go heap at its limit; 610 MiB with the cache alone
+	// halved; 525 MiB with a 64 MiB cache and a 320 MiB limit.
 	d.cacheMem, d.cacheSize, d.memoryLimit, d.stagingSize = 64<<20, 4<<30, 320<<20, 2<<30
 	fl.Var((*byteSize)(&d.cacheMem), "cache-mem", "size of the memory block cache (e.g. 256MiB)")
 	fl.StringVar(&d.cacheDir, "cache-dir", "", "directory of the disk block cache (default VOLUME_DIR/cache); it survives restarts, every read is checked")
