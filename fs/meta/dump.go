@@ -172,7 +172,16 @@ func damaged(err error) error {
 	return fmt.Errorf("%w: the dump is damaged: %v", ErrBadDump, err)
 }
 
-func (d *dumpReader) uvarint() (uint64, error) { return binary.ReadUvarint(d) }
+// uvarint reads a length; one that does not fit 64 bits (damage that got
+// past gzip's checks, as a flipped byte can) is a damaged dump like any
+// other, not a decoding error of its own.
+func (d *dumpReader) uvarint() (uint64, error) {
+	n, err := binary.ReadUvarint(d)
+	if err != nil {
+		return 0, damaged(err)
+	}
+	return n, nil
+}
 
 func (d *dumpReader) field(n uint64) ([]byte, error) {
 	if n > maxDumpField {

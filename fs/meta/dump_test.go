@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"testing"
@@ -99,6 +100,13 @@ func TestLoadRefusesDamagedDumps(t *testing.T) {
 		{"flipped byte", flip(good, len(good)/2)},
 		{"flipped byte under valid gzip", regzip(t, good, func(raw []byte) []byte { return flip(raw, len(raw)-40) })},
 		{"record dropped under valid gzip", regzip(t, good, func(raw []byte) []byte { return append(raw[:30:30], raw[60:]...) })},
+		{"length overflowing 64 bits under valid gzip", regzip(t, good, func(raw []byte) []byte {
+			// Right after the header, where the first record's key length is.
+			p := len(dumpMagic)
+			n, k := binary.Uvarint(raw[p:])
+			p += k + int(n)
+			return append(append(raw[:p:p], bytes.Repeat([]byte{0xff}, 10)...), raw[p:]...)
+		})},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
