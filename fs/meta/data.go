@@ -87,6 +87,16 @@ func (x *tx) refSlice(s Slice, n int64) error {
 	return nil
 }
 
+// refSlices is refSlice for every slice of ss.
+func (x *tx) refSlices(ss []Slice, n int64) error {
+	for _, s := range ss {
+		if err := x.refSlice(s, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // trimSlice cuts s to end at chunk offset end, releasing blocks it no longer
 // needs. It reports false if nothing of s remains.
 func (x *tx) trimSlice(s *Slice, end uint32) (bool, error) {
@@ -649,15 +659,11 @@ func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, re
 		if !ok {
 			return nil
 		}
-		for _, s := range repl {
-			if err := x.refSlice(s, 1); err != nil {
-				return err
-			}
+		if err := x.refSlices(repl, 1); err != nil {
+			return err
 		}
-		for _, s := range kept {
-			if err := x.refSlice(s, -1); err != nil {
-				return err
-			}
+		if err := x.refSlices(kept, -1); err != nil {
+			return err
 		}
 		done = true
 		return x.putChunk(ino, idx, append(append([]Slice(nil), repl...), newer...))
@@ -1042,15 +1048,11 @@ func (m *Meta) ShareRange(ctx context.Context, src, srcOff, dst, dstOff, n uint6
 			if refs > reapBlocks {
 				break // the next call, or (one chunk of too many blocks) a copy
 			}
-			for _, sl := range from {
-				if err := x.refSlice(sl, 1); err != nil {
-					return err
-				}
+			if err := x.refSlices(from, 1); err != nil {
+				return err
 			}
-			for _, sl := range to {
-				if err := x.refSlice(sl, -1); err != nil {
-					return err
-				}
+			if err := x.refSlices(to, -1); err != nil {
+				return err
 			}
 			if err := x.putChunk(dst, dstOff/cs+i, from); err != nil {
 				return err
