@@ -659,14 +659,31 @@ func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, re
 		if !ok {
 			return nil
 		}
-		if err := x.refSlices(repl, 1); err != nil {
+		// A compacted slice that a newer one covers whole would never be
+		// read (a commit rewrote the chunk meanwhile): it is left out, and
+		// a reference taken and dropped queues its blocks for deletion
+		// unless something else references them.
+		shown := make([]Slice, 0, len(repl)+len(newer))
+		for _, r := range repl {
+			if !slices.ContainsFunc(newer, func(n Slice) bool { return covers(n, r) }) {
+				shown = append(shown, r)
+				continue
+			}
+			if err := x.refSlice(r, 1); err != nil {
+				return err
+			}
+			if err := x.refSlice(r, -1); err != nil {
+				return err
+			}
+		}
+		if err := x.refSlices(shown, 1); err != nil {
 			return err
 		}
 		if err := x.refSlices(kept, -1); err != nil {
 			return err
 		}
 		done = true
-		return x.putChunk(ino, idx, append(append([]Slice(nil), repl...), newer...))
+		return x.putChunk(ino, idx, append(shown, newer...))
 	})
 	return done, err
 }
@@ -697,19 +714,15 @@ func sinceRead(old, cur []Slice) (kept, newer []Slice, ok bool) {
 		if present[k] {
 			continue
 		}
-		covered := false
-		for _, n := range newer {
-			if n.Pos <= o.Pos && o.Pos+o.Len <= n.Pos+n.Len {
-				covered = true
-				break
-			}
-		}
-		if !covered {
+		if !slices.ContainsFunc(newer, func(n Slice) bool { return covers(n, o) }) {
 			return nil, nil, false
 		}
 	}
 	return kept, newer, true
 }
+
+// covers reports whether slice n covers every byte of slice o.
+func covers(n, o Slice) bool { return n.Pos <= o.Pos && o.Pos+o.Len <= n.Pos+n.Len }
 
 // sameSlice reports whether a and b are the same slice: the same bytes at
 // the same place from the same blocks.

@@ -322,7 +322,13 @@ func TestReplaceChunk(t *testing.T) {
 		{"a truncation, then a write over all of it", func(v *testVolume, ino uint64) {
 			v.truncate(ino, bs)
 			v.writeSlice(ino, 0, blk(64), blk(65), blk(66), blk(67))
-		}, append(slices.Clone(repl), sl(0, blk(64), blk(65), blk(66), blk(67))), []int{40, 41, 42}},
+		}, []Slice{sl(0, blk(64), blk(65), blk(66), blk(67))}, []int{40, 41, 42, 50, 51, 52, 53}},
+		{"a write over all of it: the compacted slice is hidden", func(v *testVolume, ino uint64) {
+			v.writeSlice(ino, 0, blk(64), blk(65), blk(66), blk(67))
+		}, []Slice{sl(0, blk(64), blk(65), blk(66), blk(67))}, []int{40, 41, 42, 50, 51, 52, 53}},
+		{"a write over part of the compacted slice", func(v *testVolume, ino uint64) {
+			v.writeSlice(ino, 0, blk(64), blk(65))
+		}, append(slices.Clone(repl), sl(0, blk(64), blk(65))), []int{40, 41, 42}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
