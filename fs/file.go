@@ -597,15 +597,13 @@ func (f *FS) compactRead(ctx context.Context, ss []meta.Slice, pos uint32, dest,
 		covered += int(sg.hi - sg.lo)
 		lo, hi := sg.lo-sg.s.Pos, sg.hi-sg.s.Pos // in the slice
 		d := dest[sg.lo-pos : sg.hi-pos]
-		var bstart uint32
-		for _, b := range sg.s.Blocks {
-			bend := bstart + b.Size
-			if a, z := max(lo, bstart), min(hi, bend); a < z {
-				pieces = append(pieces, piece{b, a - bstart, d[a-lo : z-lo]})
-			}
-			bstart = bend
+		next := lo // first slice offset no piece serves yet
+		for _, sp := range blocksOf(sg.s, lo, hi) {
+			a, z := max(lo, sp.off), min(hi, sp.off+sp.ref.Size)
+			pieces = append(pieces, piece{sp.ref, a - sp.off, d[a-lo : z-lo]})
+			next = z
 		}
-		if bstart < hi {
+		if next < hi {
 			return fmt.Errorf("slice [%d,+%d) shorter than its length: %w", sg.s.Pos, sg.s.Len, syscall.EIO)
 		}
 	}
@@ -781,7 +779,16 @@ func (f *FS) rewriteDense(ctx context.Context, ino uint64, extents []extent) ([]
 	}
 	var rest []extent
 	for _, e := range extents {
-		for idx := e.off / cs; idx*cs < e.end(); idx++ {
+		first, last := e.off/cs, (e.end()-1)/cs
+		rewritten := false
+		for idx := first; idx <= last; idx++ {
+			rewritten = rewritten || done[idx]
+		}
+		if !rewritten {
+			rest = append(rest, e) // as it was, early block and all
+			continue
+		}
+		for idx := first; idx <= last; idx++ {
 			if !done[idx] {
 				rest = append(rest, clipExtents([]extent{e}, idx*cs, (idx+1)*cs)...)
 			}
