@@ -144,6 +144,32 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 	return nil
 }
 
+// view returns bytes [off, off+n) of the block where they already lie,
+// verified, without copying them: in a block read ahead (release must then
+// be called once the caller is done with them, so that its buffer can be
+// recycled) or in the memory cache (whose blocks are never modified;
+// release does nothing). ok is false when the block is in neither: readAt
+// fetches it.
+func (b *blocks) view(ctx context.Context, ref meta.BlockRef, off uint32, n int) (data []byte, release func(), ok bool) {
+	end := uint64(off) + uint64(n)
+	if end > uint64(ref.Size) {
+		return nil, nil, false // readAt reports the bad reference
+	}
+	if a := b.ahead.acquire(ref.ID); a != nil {
+		data, err := a.wait(ctx)
+		if err != nil || len(data) != int(ref.Size) {
+			b.ahead.release(a, -1)
+			return nil, nil, false
+		}
+		var once sync.Once
+		return data[off:end:end], func() { once.Do(func() { b.ahead.release(a, n) }) }, true
+	}
+	if data, ok := b.cache.Get(ref.ID.String()); ok && len(data) == int(ref.Size) {
+		return data[off:end:end], func() {}, true
+	}
+	return nil, nil, false
+}
+
 // readWhole returns the block's verified content for a reader that will
 // not read it again (compaction, which replaces it): from the memory cache
 // when there, else from the disk cache or the store into scratch (or a

@@ -153,6 +153,13 @@ func (b *buffer) end() uint64 {
 	return b.extents[len(b.extents)-1].end()
 }
 
+// covers reports whether any buffered byte falls in [off, end).
+func (b *buffer) covers(off, end uint64) bool {
+	es := b.extents
+	i := sort.Search(len(es), func(i int) bool { return es[i].end() > off })
+	return i < len(es) && es[i].off < end
+}
+
 // overlay copies buffered bytes that fall into [off, off+len(dst)) into dst.
 func (b *buffer) overlay(off uint64, dst []byte) { overlay(b.extents, off, dst) }
 

@@ -391,16 +391,101 @@ func (f *FS) Read(ctx context.Context, fh uint64, off uint64, dest []byte) (int,
 	return f.readLocked(ctx, h.ino, off, dest)
 }
 
-func (f *FS) readLocked(ctx context.Context, in *inode, off uint64, dest []byte) (int, error) {
+// ReadView is Read for a caller that can send bytes from where they lie
+// (the FUSE front end hands them to the kernel in one writev). When the
+// bytes asked for lie in one block already at hand (read ahead, or in the
+// memory cache) and nothing buffered covers them, it returns them there,
+// without copying; otherwise it reads them into buf, as Read does, and
+// returns that. Either way the caller must call release once it is done
+// with data. A sequential reader's requests take the first path once
+// read-ahead has started, which saves copying every byte once more on the
+// way out.
+func (f *FS) ReadView(ctx context.Context, fh uint64, off uint64, buf []byte) (data []byte, release func(), err error) {
+	h, err := f.handle(fh)
+	if err != nil {
+		return nil, nil, err
+	}
+	if h.flags&accMode == syscall.O_WRONLY {
+		return nil, nil, syscall.EBADF
+	}
+	h.ino.mu.Lock()
+	defer h.ino.mu.Unlock()
+	if len(buf) == 0 {
+		return buf, noRelease, nil
+	}
+	d, err := f.readData(ctx, h.ino, off, uint64(len(buf)))
+	if err != nil {
+		return nil, nil, err
+	}
+	if data, release, ok := f.view(ctx, h.ino, d, off, len(buf)); ok {
+		return data, release, nil
+	}
+	n, err := f.readFrom(ctx, h.ino, d, off, buf)
+	if err != nil {
+		return nil, nil, err
+	}
+	return buf[:n], noRelease, nil
+}
+
+func noRelease() {}
+
+// view returns the n bytes at off where they lie, when one block at hand
+// holds them all and nothing buffered covers them (see ReadView); d is
+// the file's data around them. Reads that run past the end of the file,
+// into a hole, or across blocks are left to readFrom.
+func (f *FS) view(ctx context.Context, in *inode, d *meta.Data, off uint64, n int) ([]byte, func(), bool) {
 	cs := uint64(f.format.ChunkSize)
-	end := off + uint64(len(dest))
+	end := off + uint64(n)
+	idx := off / cs
+	size := max(d.Attr.Size, in.buf.end())
+	if end < off || (end-1)/cs != idx || end > size || len(d.Inline) > 0 || in.buf.covers(off, end) {
+		return nil, nil, false
+	}
+	ss, ok := d.Chunks[idx]
+	if !ok || needsCompaction(ss) {
+		return nil, nil, false
+	}
+	base := idx * cs
+	segs := visible(ss, uint32(off-base), uint32(end-base))
+	if len(segs) != 1 || segs[0].lo != uint32(off-base) || segs[0].hi != uint32(end-base) {
+		return nil, nil, false
+	}
+	sg := segs[0]
+	spans := blocksOf(sg.s, sg.lo-sg.s.Pos, sg.hi-sg.s.Pos)
+	if len(spans) != 1 {
+		return nil, nil, false
+	}
+	data, release, ok := f.blocks.view(ctx, spans[0].ref, sg.lo-sg.s.Pos-spans[0].off, n)
+	if !ok {
+		return nil, nil, false
+	}
+	f.touchAtime(ctx, d.Attr)
+	f.readAhead(ctx, in, off, end, size)
+	return data, release, true
+}
+
+func (f *FS) readLocked(ctx context.Context, in *inode, off uint64, dest []byte) (int, error) {
 	if len(dest) == 0 {
 		return 0, nil
 	}
-	d, err := f.meta.ReadData(ctx, in.ino, off/cs, (end-1)/cs)
+	d, err := f.readData(ctx, in, off, uint64(len(dest)))
 	if err != nil {
 		return 0, err
 	}
+	return f.readFrom(ctx, in, d, off, dest)
+}
+
+// readData reads the metadata of the chunks that hold [off, off+n), n > 0.
+func (f *FS) readData(ctx context.Context, in *inode, off, n uint64) (*meta.Data, error) {
+	cs := uint64(f.format.ChunkSize)
+	return f.meta.ReadData(ctx, in.ino, off/cs, (off+n-1)/cs)
+}
+
+// readFrom fills dest with the file's bytes at off, as readLocked does,
+// from d, which readData returned for them.
+func (f *FS) readFrom(ctx context.Context, in *inode, d *meta.Data, off uint64, dest []byte) (int, error) {
+	cs := uint64(f.format.ChunkSize)
+	end := off + uint64(len(dest))
 	size := max(d.Attr.Size, in.buf.end())
 	if off >= size {
 		return 0, nil

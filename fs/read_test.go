@@ -332,3 +332,111 @@ func TestHolesReadAsZeros(t *testing.T) {
 		})
 	}
 }
+
+// ReadView hands a sequential reader the bytes of blocks read ahead, and
+// of blocks in the memory cache, where they lie: the same bytes Read
+// gives. A block read ahead keeps its buffer until its view is released,
+// however far the reader moves on. Whatever one block at hand cannot
+// serve whole and unchanged is read into the caller's buffer, as Read
+// does.
+func TestReadView(t *testing.T) {
+	const bs = 64 << 10
+	v, _ := readVol(t, Options{ReadAhead: 4 * bs})
+	ino, data := v.storedFile(pattern(5, 16*bs))
+	fh := v.openFile(ino, syscall.O_RDONLY)
+	defer v.release(fh)
+	// view reads n bytes at off and reports whether they came as a view
+	// (not in the buffer given).
+	view := func(fh, off uint64, n int) ([]byte, func(), bool) {
+		t.Helper()
+		buf := make([]byte, n)
+		got, release, err := v.f.ReadView(v.ctx, fh, off, buf)
+		if err != nil {
+			t.Fatalf("view of [%d,+%d): %v", off, n, err)
+		}
+		return got, release, len(got) > 0 && &got[0] != &buf[0]
+	}
+
+	// Nothing at hand yet (no memory cache, no read-ahead): read.
+	if got, _, ok := view(fh, 0, 4096); ok || !bytes.Equal(got, data[:4096]) {
+		t.Fatalf("first read: viewed %v, %s", ok, firstDiff(got, data[:4096]))
+	}
+	v.read(fh, 0, bs) // starts read-ahead
+	var held []byte
+	var releaseHeld func()
+	for off := uint64(bs); off < 16*bs; off += bs / 2 {
+		waitFor(t, fmt.Sprintf("block at %d read ahead", off), func() bool {
+			return v.f.blocks.cached(v.blockAt(ino, off))
+		})
+		got, release, ok := view(fh, off, bs/2)
+		if !ok {
+			t.Fatalf("sequential view at %d declined with its block read ahead", off)
+		}
+		if !bytes.Equal(got, data[off:off+bs/2]) {
+			t.Fatalf("view at %d: %s", off, firstDiff(got, data[off:off+bs/2]))
+		}
+		if off == 2*bs {
+			held, releaseHeld = got, release // kept while the reader moves on
+			continue
+		}
+		release()
+		release() // a second call does nothing
+	}
+	if !bytes.Equal(held, data[2*bs:2*bs+bs/2]) {
+		t.Fatalf("a view not released was overwritten: %s", firstDiff(held, data[2*bs:2*bs+bs/2]))
+	}
+	releaseHeld()
+	if st := v.f.ReadAheadStats(); st.Buffers > 9 {
+		t.Fatalf("%d read-ahead buffers for a 16-block stream: released views were not recycled", st.Buffers)
+	}
+
+	// A block in the memory cache is viewed wherever the read falls.
+	v.f.blocks.cache = cache.NewMemory(64 << 20)
+	v.read(fh, 9*bs, 10)
+	if got, release, ok := view(fh, 9*bs+100, 1000); !ok || !bytes.Equal(got, data[9*bs+100:9*bs+1100]) {
+		t.Fatalf("view of a cached block: ok %v", ok)
+	} else {
+		release()
+	}
+
+	// Read, not viewed: across two blocks, past the end, over buffered
+	// writes.
+	for _, c := range []struct {
+		off uint64
+		n   int
+	}{{bs - 100, 200}, {9*bs - 100, 200}, {16*bs - 100, 200}, {16 * bs, 10}} {
+		got, release, ok := view(fh, c.off, c.n)
+		want := data[min(c.off, 16*bs):min(c.off+uint64(c.n), 16*bs)]
+		if ok || !bytes.Equal(got, want) {
+			t.Errorf("read of [%d,+%d): viewed %v, %s", c.off, c.n, ok, firstDiff(got, want))
+		}
+		release()
+	}
+	rw := v.openFile(ino, syscall.O_RDWR)
+	defer v.release(rw)
+	v.write(rw, 9*bs+500, []byte("buffered"))
+	if got, _, ok := view(rw, 9*bs+496, 16); ok || string(got[4:12]) != "buffered" {
+		t.Errorf("read over a buffered write: viewed %v, %q", ok, got)
+	}
+	wo := v.openFile(ino, syscall.O_WRONLY)
+	defer v.release(wo)
+	if _, _, err := v.f.ReadView(v.ctx, wo, 0, make([]byte, 10)); err != syscall.EBADF {
+		t.Errorf("view through a write-only handle: %v, want EBADF", err)
+	}
+
+	// A hole and an inline file have no block to view.
+	_, sfh := v.create(meta.RootIno, "sparse", syscall.O_RDWR)
+	defer v.release(sfh)
+	v.write(sfh, 4*bs, []byte("end"))
+	v.flush(sfh)
+	_, mfh := v.create(meta.RootIno, "small", syscall.O_RDWR)
+	defer v.release(mfh)
+	v.write(mfh, 0, []byte("inline"))
+	v.flush(mfh)
+	if got, _, ok := view(sfh, 100, 1000); ok || !bytes.Equal(got, make([]byte, 1000)) {
+		t.Errorf("read of a hole: viewed %v, %q", ok, got)
+	}
+	if got, _, ok := view(mfh, 0, 6); ok || string(got) != "inline" {
+		t.Errorf("read of an inline file: viewed %v, %q", ok, got)
+	}
+}

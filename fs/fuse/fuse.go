@@ -530,12 +530,29 @@ func (a *FS) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse
 	defer a.ops.Observe("read", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	n, err := a.fs.Read(c, in.Fh, in.Offset, buf[:min(len(buf), int(in.Size))])
+	data, release, err := a.fs.ReadView(c, in.Fh, in.Offset, buf[:min(len(buf), int(in.Size))])
 	if err != nil {
 		return nil, a.errno("read", err)
 	}
-	return gofuse.ReadResultData(buf[:n]), gofuse.OK
+	return &viewResult{data: data, release: release}, gofuse.OK
 }
+
+// viewResult answers a READ with bytes where they lie (fs.ReadView: in
+// go-fuse's buffer, or in a block at hand): go-fuse writes them to the
+// kernel straight from there (Slices; one writev with the header) and
+// calls Done once they are sent, which lets a block read ahead go.
+type viewResult struct {
+	data    []byte
+	release func()
+}
+
+func (r *viewResult) Size() int { return len(r.data) }
+
+func (r *viewResult) Bytes([]byte) ([]byte, gofuse.Status) { return r.data, gofuse.OK }
+
+func (r *viewResult) Slices() ([][]byte, gofuse.Status) { return [][]byte{r.data}, gofuse.OK }
+
+func (r *viewResult) Done() { r.release() }
 
 func (a *FS) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
 	defer a.ops.Observe("write", time.Now())
