@@ -100,6 +100,13 @@ func TestNFSChangesReachFUSECaches(t *testing.T) {
 	if n, _ := fd.ReadAt(buf, 0); string(buf[:n]) != "VERSION-2 longer" {
 		t.Errorf("FUSE read through an open descriptor right after the NFS write: %q, want %q", buf[:n], "VERSION-2 longer")
 	}
+	// The same size again, so that only the NFS front end's word can tell
+	// the kernel: a new descriptor must not be served the pages it kept
+	// (FOPEN_KEEP_CACHE).
+	nfsWrite(t, target, "shared", []byte("version-3 LONGER"))
+	if got, err := os.ReadFile(path); string(got) != "version-3 LONGER" {
+		t.Errorf("FUSE read through a new descriptor right after a same-size NFS write: %q (%v), want %q", got, err, "version-3 LONGER")
+	}
 
 	// FUSE learns that a name is missing (a negative entry); NFS creates
 	// it: the mount must see the new file at once.
