@@ -453,6 +453,14 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 		// blocks still share the log's group commits (4 KiB random
 		// writes: 4096 IOPS through the log, 1400 straight).
 		so.DirectFrom = int(v.meta.Format().BlockSize)
+		// The log is as durable as those stores, so holding a small block
+		// back costs nothing, and most die young: a compaction replaces
+		// a fsync'd database's 4 KiB blocks within seconds, a temporary
+		// file goes with its name. Held back for longer than a deleted
+		// block waits before it is deleted (fs.Options.DeleteGrace, 10 s,
+		// plus a deletion pass), they leave the log without ever being
+		// copied (4 KiB random writes each fsync'd: see README).
+		so.UploadDelay = localUploadDelay
 		// For the same reason, streams read ahead are not copied to the
 		// disk cache; random reads still are (it serves them by range).
 		opts.ReadAheadBypassesDiskCache = true
@@ -504,7 +512,11 @@ func closeFS(ctx context.Context, v *volume, f *fs.FS) error {
 // is down): what is left stays durable in the log and is uploaded at the
 // next start. The offline commands, which need every block in the stores,
 // wait longer for a stalled store before they give up.
+//
+// On a volume whose stores are all local directories, a small staged block
+// is held back localUploadDelay before its upload (see openFS).
 const (
+	localUploadDelay     = 30 * time.Second
 	uploadOnClose        = 60 * time.Second
 	uploadStalled        = 5 * time.Second
 	uploadStalledOffline = 30 * time.Second

@@ -83,6 +83,13 @@ type Options struct {
 	// big object only writes it twice; small objects still share the
 	// log's group commits. 0: everything is staged.
 	DirectFrom int
+	// UploadDelay holds a staged object back this long before its upload
+	// may start, so that one deleted meanwhile (a block a compaction
+	// replaced, a temporary file's) is never uploaded at all. It is for
+	// backends as durable as the log itself (a local directory), where
+	// waiting costs nothing. Drain uploads at once, and objects found in
+	// the log at Open and retries are not held back. 0: no delay.
+	UploadDelay time.Duration
 	// Paused starts the log with uploads stopped (tests; Resume starts
 	// them).
 	Paused bool
@@ -122,9 +129,11 @@ type Store struct {
 	cond    *sync.Cond // broadcast on any change of state below
 	segs    []*segment // open segments, oldest first; the last one is appended to
 	pending map[string]*entry
-	queue   []string // keys waiting for an upload worker
-	bytes   int64    // staged bytes not yet uploaded
-	memory  int64    // bytes of entries' data kept in memory
+	queue   []string  // keys waiting for an upload worker
+	delayed []delayed // keys held back (UploadDelay), oldest first
+	drains  int       // Drains running: while any is, nothing is held back
+	bytes   int64     // staged bytes not yet uploaded
+	memory  int64     // bytes of entries' data kept in memory
 	paused  bool
 	closing bool
 	failed  error // a failed fsync: nothing staged since can be trusted
@@ -135,6 +144,13 @@ type Store struct {
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
+	wake   chan struct{} // makes the releaser look again (a Drain began, room is short)
+}
+
+// delayed is a staged object held back until due (Options.UploadDelay).
+type delayed struct {
+	key string
+	due time.Time
 }
 
 type segment struct {
@@ -169,7 +185,7 @@ func Open(dir string, backend objstore.Store, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("staging: create %s: %w", dir, err)
 	}
 	s := &Store{backend: backend, dir: dir, opts: opts, log: opts.Logger,
-		pending: map[string]*entry{}, paused: opts.Paused}
+		pending: map[string]*entry{}, paused: opts.Paused, wake: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.replay(); err != nil {
 		s.closeFiles()
@@ -191,6 +207,10 @@ func Open(dir string, backend objstore.Store, opts Options) (*Store, error) {
 		s.wg.Add(1)
 		go s.uploader(ctx)
 	}
+	if opts.UploadDelay > 0 {
+		s.wg.Add(1)
+		go s.releaser(ctx)
+	}
 	return s, nil
 }
 
@@ -205,6 +225,7 @@ type Stats struct {
 	Objects  int    // staged objects not yet uploaded
 	Bytes    int64  // their size
 	Queued   int    // of which waiting for an upload worker
+	Delayed  int    // of which held back (Options.UploadDelay)
 	Segments int    // segment files on disk
 	Uploaded uint64 // objects uploaded since open
 	Direct   uint64 // objects written straight to the backend since open
@@ -215,7 +236,7 @@ type Stats struct {
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Objects: len(s.pending), Bytes: s.bytes, Queued: len(s.queue),
+	return Stats{Objects: len(s.pending), Bytes: s.bytes, Queued: len(s.queue), Delayed: len(s.delayed),
 		Segments: len(s.segs), Uploaded: s.uploaded.Load(), Direct: s.direct.Load(), Retries: s.retries.Load()}
 }
 
@@ -262,6 +283,9 @@ func (s *Store) waitForRoom(ctx context.Context, n int64) error {
 	defer s.wakeWhenDone(ctx)()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.delayed) > 0 && s.bytes+n > s.opts.MaxBytes/2 {
+		s.nudge() // what is held back must go now
+	}
 	for s.bytes > 0 && s.bytes+n > s.opts.MaxBytes {
 		if s.closing {
 			return errors.New("staging log closed")
@@ -334,8 +358,12 @@ func (s *Store) appendRecord(kind byte, key string, data []byte) (*segment, int6
 		s.pending[key] = e
 		seg.live++
 		s.bytes += int64(len(data))
-		s.queue = append(s.queue, key)
-		s.cond.Broadcast()
+		if s.opts.UploadDelay > 0 && s.drains == 0 {
+			s.delayed = append(s.delayed, delayed{key: key, due: time.Now().Add(s.opts.UploadDelay)})
+		} else {
+			s.queue = append(s.queue, key)
+			s.cond.Broadcast()
+		}
 	}
 	s.mu.Unlock()
 	return seg, end, nil
@@ -624,10 +652,66 @@ func (s *Store) Resume() {
 	s.mu.Unlock()
 }
 
-// Drain waits until nothing is left to upload. It fails when ctx ends,
-// when uploads are paused, or, with stall > 0, when no upload has finished
-// for stall (the store takes nothing), naming what is left.
+// releaser queues the objects held back (Options.UploadDelay) for upload
+// as they fall due, and all at once while a Drain runs or while the log
+// holds more than half of Options.MaxBytes.
+func (s *Store) releaser(ctx context.Context) {
+	defer s.wg.Done()
+	timer := time.NewTimer(s.opts.UploadDelay)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		now := time.Now()
+		n := 0
+		// Held back too long, they would make writers wait for room
+		// (MaxBytes) that only uploads can free: past half of it, all go.
+		for n < len(s.delayed) && (s.drains > 0 || !s.delayed[n].due.After(now) || s.bytes > s.opts.MaxBytes/2) {
+			// A key deleted meanwhile is no longer pending; the workers
+			// skip it.
+			s.queue = append(s.queue, s.delayed[n].key)
+			n++
+		}
+		if n > 0 {
+			s.delayed = slices.Delete(s.delayed, 0, n)
+			s.cond.Broadcast()
+		}
+		next := s.opts.UploadDelay
+		if len(s.delayed) > 0 {
+			next = s.delayed[0].due.Sub(now)
+		}
+		s.mu.Unlock()
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// nudge makes the releaser look at the objects held back now.
+func (s *Store) nudge() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // already told
+	}
+}
+
+// Drain waits until nothing is left to upload, holding nothing back
+// meanwhile (Options.UploadDelay). It fails when ctx ends, when uploads
+// are paused, or, with stall > 0, when no upload has finished for stall
+// (the store takes nothing), naming what is left.
 func (s *Store) Drain(ctx context.Context, stall time.Duration) error {
+	s.mu.Lock()
+	s.drains++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.drains--
+		s.mu.Unlock()
+	}()
+	s.nudge()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	progress, lastDone := time.Now(), s.uploaded.Load()

@@ -647,3 +647,105 @@ func TestGetVerified(t *testing.T) {
 		t.Errorf("uploaded: %d bytes, verified %v, %v; want the data, verified by the backend", len(got), verified, err)
 	}
 }
+
+// With UploadDelay an object is uploaded only once it has been staged
+// that long; one deleted before then is never uploaded; Drain and a full
+// log let the held-back objects go at once.
+func TestUploadDelay(t *testing.T) {
+	ctx := context.Background()
+	const delay = 300 * time.Millisecond
+
+	t.Run("held back, then uploaded", func(t *testing.T) {
+		be := newBackend(t)
+		s := open(t, t.TempDir(), be, Options{UploadDelay: delay})
+		key, data := obj(1, 10_000)
+		start := time.Now()
+		if err := s.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+		if st := s.Stats(); st.Delayed != 1 || st.Queued != 0 {
+			t.Fatalf("after Put: %d held back, %d queued; want 1, 0", st.Delayed, st.Queued)
+		}
+		if got, err := s.Get(ctx, key); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("held-back object not readable: %v", err)
+		}
+		for be.count(key) == 0 {
+			if time.Since(start) > 10*time.Second {
+				t.Fatal("never uploaded")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if waited := time.Since(start); waited < delay {
+			t.Fatalf("uploaded after %v, before the delay of %v", waited, delay)
+		}
+	})
+
+	t.Run("deleted while held back: never uploaded", func(t *testing.T) {
+		be := newBackend(t)
+		dir := t.TempDir()
+		s := open(t, dir, be, Options{UploadDelay: delay})
+		gone, goneData := obj(2, 10_000)
+		keep, keepData := obj(3, 10_000)
+		for _, o := range []struct {
+			k string
+			d []byte
+		}{{gone, goneData}, {keep, keepData}} {
+			if err := s.Put(ctx, o.k, o.d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Delete(ctx, gone); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * delay)
+		drain(t, s)
+		if be.count(gone) != 0 || be.count(keep) != 1 {
+			t.Fatalf("uploads: deleted object %d (want 0), kept object %d (want 1)", be.count(gone), be.count(keep))
+		}
+	})
+
+	t.Run("Drain does not wait", func(t *testing.T) {
+		be := newBackend(t)
+		s := open(t, t.TempDir(), be, Options{UploadDelay: time.Hour})
+		key, data := obj(4, 10_000)
+		if err := s.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, s) // fails after 20 s if it waits for the hour
+		if be.count(key) != 1 {
+			t.Fatalf("%d uploads after Drain, want 1", be.count(key))
+		}
+		// After the Drain, objects are held back again.
+		key2, data2 := obj(5, 10_000)
+		if err := s.Put(ctx, key2, data2); err != nil {
+			t.Fatal(err)
+		}
+		if st := s.Stats(); st.Delayed != 1 {
+			t.Fatalf("after the Drain: %d held back, want 1", st.Delayed)
+		}
+	})
+
+	t.Run("a log past half full lets them go", func(t *testing.T) {
+		be := newBackend(t)
+		s := open(t, t.TempDir(), be, Options{UploadDelay: time.Hour, MaxBytes: 1 << 20})
+		keys := make([]string, 4)
+		for i := range keys {
+			var data []byte
+			keys[i], data = obj(10+i, 256<<10)
+			short, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := s.Put(short, keys[i], data)
+			cancel()
+			if err != nil {
+				t.Fatalf("Put %d of 256 KiB into a 1 MiB log holding back for an hour: %v", i, err)
+			}
+		}
+		// Over half of 1 MiB staged: they go without waiting the hour.
+		deadline := time.Now().Add(10 * time.Second)
+		for be.count(keys[0]) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("nothing uploaded with %d bytes staged of 1 MiB", s.Stats().Bytes)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+}
