@@ -27,15 +27,18 @@ type dataFlags struct {
 }
 
 func (d *dataFlags) addFlags(fl *pflag.FlagSet) {
-	// The defaults are a memory budget: a Go heap held near 320 MiB (the
+	// The defaults are a memory budget: a Go heap held near 288 MiB (the
 	// memory cache, write buffers up to 128 MiB in all, Badger's
 	// memtables and caches, whatever the collector has not reclaimed
-	// yet), plus the pages of Badger's memory-mapped files, about 600 MiB
-	// resident at the most. objfs bench, 3 rounds on a mount of each
-	// (2026-12-03): a peak of 636 MiB with a 128 MiB cache and a 400 MiB
-	// limit, the Go heap at its limit; 610 MiB with the cache alone
-	// halved; 525 MiB with a 64 MiB cache and a 320 MiB limit.
-	d.cacheMem, d.cacheSize, d.memoryLimit, d.stagingSize = 64<<20, 4<<30, 320<<20, 2<<30
+	// yet), plus the pages of Badger's memory-mapped files, which grow
+	// with its value log (a page cache the kernel can reclaim). objfs
+	// bench, 3 rounds on a mount of each (2026-12-03): a peak of 636 MiB
+	// with a 128 MiB cache and a 400 MiB limit, the Go heap at its limit;
+	// 610 MiB with the cache alone halved; 525 MiB with a 64 MiB cache and
+	// a 320 MiB limit. Later the same day, fsync'd writes ran faster and
+	// the mapped pages grew to 300-330 MiB: 588-609 MiB with 320, 581 with
+	// 288 (the heap's peak 317 -> 273 MiB, no row slower).
+	d.cacheMem, d.cacheSize, d.memoryLimit, d.stagingSize = 64<<20, 4<<30, 288<<20, 2<<30
 	fl.Var((*byteSize)(&d.cacheMem), "cache-mem", "size of the memory block cache (e.g. 256MiB)")
 	fl.StringVar(&d.cacheDir, "cache-dir", "", "directory of the disk block cache (default VOLUME_DIR/cache); it survives restarts, every read is checked")
 	fl.Var((*byteSize)(&d.cacheSize), "cache-size", "size the disk block cache may reach (e.g. 4GiB); 0 turns it off")
