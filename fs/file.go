@@ -379,16 +379,25 @@ func (f *FS) forgetEarly(in *inode) {
 
 // Read reads into dest from off and returns the number of bytes read.
 func (f *FS) Read(ctx context.Context, fh uint64, off uint64, dest []byte) (int, error) {
-	h, err := f.handle(fh)
+	h, err := f.readable(fh)
 	if err != nil {
 		return 0, err
-	}
-	if h.flags&accMode == syscall.O_WRONLY {
-		return 0, syscall.EBADF
 	}
 	h.ino.mu.Lock()
 	defer h.ino.mu.Unlock()
 	return f.readLocked(ctx, h.ino, off, dest)
+}
+
+// readable returns handle fh if it was opened for reading.
+func (f *FS) readable(fh uint64) (*handle, error) {
+	h, err := f.handle(fh)
+	if err != nil {
+		return nil, err
+	}
+	if h.flags&accMode == syscall.O_WRONLY {
+		return nil, syscall.EBADF
+	}
+	return h, nil
 }
 
 // ReadView is Read for a caller that can send bytes from where they lie
@@ -401,12 +410,9 @@ func (f *FS) Read(ctx context.Context, fh uint64, off uint64, dest []byte) (int,
 // read-ahead has started, which saves copying every byte once more on the
 // way out.
 func (f *FS) ReadView(ctx context.Context, fh uint64, off uint64, buf []byte) (data []byte, release func(), err error) {
-	h, err := f.handle(fh)
+	h, err := f.readable(fh)
 	if err != nil {
 		return nil, nil, err
-	}
-	if h.flags&accMode == syscall.O_WRONLY {
-		return nil, nil, syscall.EBADF
 	}
 	h.ino.mu.Lock()
 	defer h.ino.mu.Unlock()
