@@ -362,19 +362,7 @@ func TestDeleteStaged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keep, keepData := obj(1, 10_000)
-	gone, goneData := obj(2, 10_000)
-	for _, o := range []struct {
-		k string
-		d []byte
-	}{{keep, keepData}, {gone, goneData}} {
-		if err := s.Put(ctx, o.k, o.d); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Delete(ctx, gone); err != nil {
-		t.Fatal(err)
-	}
+	keep, gone := putTwoDeleteOne(t, s, 1, 2)
 	if _, err := s.Get(ctx, gone); !errors.Is(err, objstore.ErrNotFound) {
 		t.Fatalf("deleted staged object: Get err %v", err)
 	}
@@ -386,6 +374,25 @@ func TestDeleteStaged(t *testing.T) {
 	if be.count(gone) != 0 || be.count(keep) != 1 {
 		t.Fatalf("uploads: deleted object %d (want 0), kept object %d (want 1)", be.count(gone), be.count(keep))
 	}
+}
+
+// putTwoDeleteOne stages objects keep and gone (see obj), then deletes
+// gone.
+func putTwoDeleteOne(t *testing.T, s *Store, keepIdx, goneIdx int) (keep, gone string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, i := range []int{keepIdx, goneIdx} {
+		key, data := obj(i, 10_000)
+		if err := s.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep, _ = obj(keepIdx, 10_000)
+	gone, _ = obj(goneIdx, 10_000)
+	if err := s.Delete(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	return keep, gone
 }
 
 // List shows staged objects merged in key order with the backend's, each
@@ -684,19 +691,7 @@ func TestUploadDelay(t *testing.T) {
 		be := newBackend(t)
 		dir := t.TempDir()
 		s := open(t, dir, be, Options{UploadDelay: delay})
-		gone, goneData := obj(2, 10_000)
-		keep, keepData := obj(3, 10_000)
-		for _, o := range []struct {
-			k string
-			d []byte
-		}{{gone, goneData}, {keep, keepData}} {
-			if err := s.Put(ctx, o.k, o.d); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := s.Delete(ctx, gone); err != nil {
-			t.Fatal(err)
-		}
+		keep, gone := putTwoDeleteOne(t, s, 3, 2)
 		time.Sleep(2 * delay)
 		drain(t, s)
 		if be.count(gone) != 0 || be.count(keep) != 1 {
