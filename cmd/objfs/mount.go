@@ -286,7 +286,7 @@ func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
 		mi.DiskCacheBytes, mi.DiskCacheHits, mi.DiskCacheMisses = ds.Bytes, ds.Hits, ds.Misses
 		if v.staging != nil {
 			st := v.staging.Stats()
-			mi.StagedBlocks, mi.StagedBytes, mi.UploadQueue, mi.Uploaded, mi.UploadErrors = st.Objects, st.Bytes, st.Queued, st.Uploaded, st.Retries
+			mi.StagedBlocks, mi.StagedBytes, mi.UploadQueue, mi.UploadHeld, mi.Uploaded, mi.UploadErrors = st.Objects, st.Bytes, st.Queued, st.Delayed, st.Uploaded, st.Retries
 		}
 		b, _ := json.Marshal(mi)
 		tmp := path + ".tmp"

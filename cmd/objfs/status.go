@@ -45,8 +45,8 @@ func status(ctx context.Context, dir string) error {
 			humanize.IBytes(uint64(max(mi.BufferedBytes, 0))), humanize.IBytes(uint64(max(mi.CacheBytes, 0))), mi.CacheHits, mi.CacheMisses)
 		fmt.Printf("read-ahead:  %s held, %d hits, %d blocks left unread\n", humanize.IBytes(uint64(max(mi.ReadAheadBytes, 0))), mi.ReadAheadHits, mi.ReadAheadUnread)
 		fmt.Printf("disk cache:  %s, %d hits, %d misses\n", humanize.IBytes(uint64(max(mi.DiskCacheBytes, 0))), mi.DiskCacheHits, mi.DiskCacheMisses)
-		fmt.Printf("staged:      %d blocks, %s not yet uploaded (%d queued); %d uploaded, %d failed attempts\n",
-			mi.StagedBlocks, humanize.IBytes(uint64(max(mi.StagedBytes, 0))), mi.UploadQueue, mi.Uploaded, mi.UploadErrors)
+		fmt.Printf("staged:      %d blocks, %s not yet uploaded (%d queued, %d held back); %d uploaded, %d failed attempts\n",
+			mi.StagedBlocks, humanize.IBytes(uint64(max(mi.StagedBytes, 0))), mi.UploadQueue, mi.UploadHeld, mi.Uploaded, mi.UploadErrors)
 		return nil
 	}
 	// Only metadata is read: no need to upload what a crash left staged.

@@ -400,6 +400,7 @@ type mountInfo struct {
 	StagedBlocks int    `json:"staged_blocks"`
 	StagedBytes  int64  `json:"staged_bytes"`
 	UploadQueue  int    `json:"upload_queue"`
+	UploadHeld   int    `json:"upload_held"` // held back (small blocks on a local volume)
 	Uploaded     uint64 `json:"uploaded"`
 	UploadErrors uint64 `json:"upload_errors"`
 }
