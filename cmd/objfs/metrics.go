@@ -77,6 +77,7 @@ func registerStaging(reg *prometheus.Registry, st *staging.Store) {
 	gauge("objfs_staged_blocks", "Blocks durable in the local staging log, not yet uploaded.", func(s staging.Stats) float64 { return float64(s.Objects) })
 	gauge("objfs_staged_bytes", "Bytes of blocks in the staging log not yet uploaded.", func(s staging.Stats) float64 { return float64(s.Bytes) })
 	gauge("objfs_upload_queue", "Staged blocks waiting for an upload worker.", func(s staging.Stats) float64 { return float64(s.Queued) })
+	gauge("objfs_upload_held", "Staged blocks held back before their upload (small blocks on a volume of local directory stores, 30 s).", func(s staging.Stats) float64 { return float64(s.Delayed) })
 	gauge("objfs_staging_segments", "Segment files of the staging log.", func(s staging.Stats) float64 { return float64(s.Segments) })
 	counter("objfs_uploads_total", "Staged blocks uploaded to the object store.", func(s staging.Stats) float64 { return float64(s.Uploaded) })
 	counter("objfs_direct_puts_total", "Whole blocks written straight to local directory stores, not through the staging log.", func(s staging.Stats) float64 { return float64(s.Direct) })
