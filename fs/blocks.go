@@ -101,31 +101,20 @@ func (b *blocks) put(ctx context.Context, data []byte, uncached bool) (meta.Bloc
 var errCorruptBlock = errors.New("block content does not match its hash")
 
 // readAt copies the block's bytes from off into dest (which must fit in
-// the block): from the blocks read ahead or the memory cache, else the
-// disk cache (only the range, checked piece by piece), else the whole
+// the block): from the blocks read ahead or the memory cache (view), else
+// the disk cache (only the range, checked piece by piece), else the whole
 // block from the store.
 func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest []byte) error {
-	key := ref.ID.String()
-	if uint64(off)+uint64(len(dest)) > uint64(ref.Size) {
-		return b.badRef(ref, fmt.Sprintf("read of [%d,+%d) past its %d referenced bytes", off, len(dest), ref.Size))
+	data, release, err := b.view(ctx, ref, off, len(dest))
+	if err != nil {
+		return err
 	}
-	// Blocks read ahead first: a stream's reads are not memory cache
-	// misses.
-	if a := b.ahead.acquire(ref.ID); a != nil {
-		data, err := a.wait(ctx)
-		if err == nil && len(data) == int(ref.Size) {
-			b.ahead.release(a, copy(dest, data[off:]))
-			return nil
-		}
-		b.ahead.release(a, -1)
-	}
-	if data, ok := b.cache.Get(key); ok {
-		if len(data) != int(ref.Size) {
-			return b.badRef(ref, fmt.Sprintf("%d bytes, referenced as %d", len(data), ref.Size))
-		}
-		copy(dest, data[off:])
+	if data != nil {
+		copy(dest, data)
+		release()
 		return nil
 	}
+	key := ref.ID.String()
 	if b.disk != nil {
 		n, size, ok := b.disk.ReadAt(key, dest, int64(off))
 		switch {
@@ -136,7 +125,7 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 		}
 	}
 	// Both caches were just asked: straight to the store.
-	data, err := b.load(ctx, ref, false, true)
+	data, err = b.load(ctx, ref, false, true)
 	if err != nil {
 		return err
 	}
@@ -148,26 +137,30 @@ func (b *blocks) readAt(ctx context.Context, ref meta.BlockRef, off uint32, dest
 // verified, without copying them: in a block read ahead (release must then
 // be called once the caller is done with them, so that its buffer can be
 // recycled) or in the memory cache (whose blocks are never modified;
-// release does nothing). ok is false when the block is in neither: readAt
-// fetches it.
-func (b *blocks) view(ctx context.Context, ref meta.BlockRef, off uint32, n int) (data []byte, release func(), ok bool) {
+// release does nothing). data is nil when the block is in neither: readAt
+// goes on to the disk cache and the store.
+func (b *blocks) view(ctx context.Context, ref meta.BlockRef, off uint32, n int) (data []byte, release func(), err error) {
 	end := uint64(off) + uint64(n)
 	if end > uint64(ref.Size) {
-		return nil, nil, false // readAt reports the bad reference
+		return nil, nil, b.badRef(ref, fmt.Sprintf("read of [%d,+%d) past its %d referenced bytes", off, n, ref.Size))
 	}
+	// Blocks read ahead first: a stream's reads are not memory cache
+	// misses.
 	if a := b.ahead.acquire(ref.ID); a != nil {
 		data, err := a.wait(ctx)
-		if err != nil || len(data) != int(ref.Size) {
-			b.ahead.release(a, -1)
-			return nil, nil, false
+		if err == nil && len(data) == int(ref.Size) {
+			var once sync.Once
+			return data[off:end:end], func() { once.Do(func() { b.ahead.release(a, n) }) }, nil
 		}
-		var once sync.Once
-		return data[off:end:end], func() { once.Do(func() { b.ahead.release(a, n) }) }, true
+		b.ahead.release(a, -1)
 	}
-	if data, ok := b.cache.Get(ref.ID.String()); ok && len(data) == int(ref.Size) {
-		return data[off:end:end], func() {}, true
+	if data, ok := b.cache.Get(ref.ID.String()); ok {
+		if len(data) != int(ref.Size) {
+			return nil, nil, b.badRef(ref, fmt.Sprintf("%d bytes, referenced as %d", len(data), ref.Size))
+		}
+		return data[off:end:end], noRelease, nil
 	}
-	return nil, nil, false
+	return nil, nil, nil
 }
 
 // readWhole returns the block's verified content for a reader that will

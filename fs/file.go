@@ -423,8 +423,8 @@ func (f *FS) ReadView(ctx context.Context, fh uint64, off uint64, buf []byte) (d
 	if err != nil {
 		return nil, nil, err
 	}
-	if data, release, ok := f.view(ctx, h.ino, d, off, len(buf)); ok {
-		return data, release, nil
+	if data, release, err := f.view(ctx, h.ino, d, off, len(buf)); err != nil || data != nil {
+		return data, release, err
 	}
 	n, err := f.readFrom(ctx, h.ino, d, off, buf)
 	if err != nil {
@@ -437,37 +437,38 @@ func noRelease() {}
 
 // view returns the n bytes at off where they lie, when one block at hand
 // holds them all and nothing buffered covers them (see ReadView); d is
-// the file's data around them. Reads that run past the end of the file,
-// into a hole, or across blocks are left to readFrom.
-func (f *FS) view(ctx context.Context, in *inode, d *meta.Data, off uint64, n int) ([]byte, func(), bool) {
+// the file's data around them. It returns nil data for reads that run
+// past the end of the file, into a hole, or across blocks, and for a
+// block not at hand: readFrom serves those.
+func (f *FS) view(ctx context.Context, in *inode, d *meta.Data, off uint64, n int) ([]byte, func(), error) {
 	cs := uint64(f.format.ChunkSize)
 	end := off + uint64(n)
 	idx := off / cs
 	size := max(d.Attr.Size, in.buf.end())
 	if end < off || (end-1)/cs != idx || end > size || len(d.Inline) > 0 || in.buf.covers(off, end) {
-		return nil, nil, false
+		return nil, nil, nil
 	}
 	ss, ok := d.Chunks[idx]
 	if !ok || needsCompaction(ss) {
-		return nil, nil, false
+		return nil, nil, nil
 	}
 	base := idx * cs
 	segs := visible(ss, uint32(off-base), uint32(end-base))
 	if len(segs) != 1 || segs[0].lo != uint32(off-base) || segs[0].hi != uint32(end-base) {
-		return nil, nil, false
+		return nil, nil, nil
 	}
 	sg := segs[0]
 	spans := blocksOf(sg.s, sg.lo-sg.s.Pos, sg.hi-sg.s.Pos)
 	if len(spans) != 1 {
-		return nil, nil, false
+		return nil, nil, nil
 	}
-	data, release, ok := f.blocks.view(ctx, spans[0].ref, sg.lo-sg.s.Pos-spans[0].off, n)
-	if !ok {
-		return nil, nil, false
+	data, release, err := f.blocks.view(ctx, spans[0].ref, sg.lo-sg.s.Pos-spans[0].off, n)
+	if err != nil || data == nil {
+		return nil, nil, err
 	}
 	f.touchAtime(ctx, d.Attr)
 	f.readAhead(ctx, in, off, end, size)
-	return data, release, true
+	return data, release, nil
 }
 
 func (f *FS) readLocked(ctx context.Context, in *inode, off uint64, dest []byte) (int, error) {
