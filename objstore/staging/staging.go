@@ -283,7 +283,7 @@ func (s *Store) waitForRoom(ctx context.Context, n int64) error {
 	defer s.wakeWhenDone(ctx)()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.delayed) > 0 && s.bytes+n > s.opts.MaxBytes/2 {
+	if len(s.delayed) > 0 && !s.holdingBack() {
 		s.nudge() // what is held back must go now
 	}
 	for s.bytes > 0 && s.bytes+n > s.opts.MaxBytes {
@@ -358,7 +358,7 @@ func (s *Store) appendRecord(kind byte, key string, data []byte) (*segment, int6
 		s.pending[key] = e
 		seg.live++
 		s.bytes += int64(len(data))
-		if s.opts.UploadDelay > 0 && s.drains == 0 {
+		if s.opts.UploadDelay > 0 && s.holdingBack() {
 			s.delayed = append(s.delayed, delayed{key: key, due: time.Now().Add(s.opts.UploadDelay)})
 		} else {
 			s.queue = append(s.queue, key)
@@ -663,9 +663,7 @@ func (s *Store) releaser(ctx context.Context) {
 		s.mu.Lock()
 		now := time.Now()
 		n := 0
-		// Held back too long, they would make writers wait for room
-		// (MaxBytes) that only uploads can free: past half of it, all go.
-		for n < len(s.delayed) && (s.drains > 0 || !s.delayed[n].due.After(now) || s.bytes > s.opts.MaxBytes/2) {
+		for n < len(s.delayed) && (!s.holdingBack() || !s.delayed[n].due.After(now)) {
 			// A key deleted meanwhile is no longer pending; the workers
 			// skip it.
 			s.queue = append(s.queue, s.delayed[n].key)
@@ -688,6 +686,13 @@ func (s *Store) releaser(ctx context.Context) {
 		case <-timer.C:
 		}
 	}
+}
+
+// holdingBack reports whether new objects may be held back now (mu held):
+// not while a Drain runs, nor past half of MaxBytes, where held-back
+// objects would make writers wait for room that only uploads can free.
+func (s *Store) holdingBack() bool {
+	return s.drains == 0 && s.bytes <= s.opts.MaxBytes/2
 }
 
 // nudge makes the releaser look at the objects held back now.
