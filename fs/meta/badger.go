@@ -13,7 +13,8 @@ import (
 
 // Badger is the embedded KV implementation.
 type Badger struct {
-	db *badger.DB
+	db      *badger.DB
+	adviser *adviser // nil when read-only
 }
 
 // OpenBadger opens (creating if needed) the Badger database in dir. Badger
@@ -48,7 +49,11 @@ func openBadger(dir string, readOnly bool, tweak func(badger.Options) badger.Opt
 	if err != nil {
 		return nil, fmt.Errorf("open metadata database %s: %w", dir, err)
 	}
-	return &Badger{db: db}, nil
+	b := &Badger{db: db}
+	if !readOnly {
+		b.adviser = startAdviser(dir)
+	}
+	return b, nil
 }
 
 // maxAttempts bounds conflict retries; each retry backs off a little more.
@@ -119,7 +124,12 @@ func (b *Badger) CollectGarbage(ctx context.Context) (int, error) {
 func (b *Badger) Sync() error { return b.db.Sync() }
 
 // Close implements KV.
-func (b *Badger) Close() error { return b.db.Close() }
+func (b *Badger) Close() error {
+	if b.adviser != nil {
+		b.adviser.close()
+	}
+	return b.db.Close()
+}
 
 type badgerTxn struct{ t *badger.Txn }
 

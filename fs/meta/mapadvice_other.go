@@ -1,0 +1,7 @@
+//go:build !linux
+
+package meta
+
+const canAdvise = false
+
+func adviseLogs(string) {}
