@@ -135,6 +135,9 @@ func (f *FS) Tmpfile(ctx context.Context, c *Caller, parent uint64, mode, flags 
 	if err != nil {
 		return nil, 0, err
 	}
+	f.mu.Lock()
+	in.unlinked = true // reaped at its last release unless linked by then
+	f.mu.Unlock()
 	return a, f.newHandle(in, flags&^OpenKillSuidgid), nil
 }
 

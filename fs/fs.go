@@ -153,6 +153,12 @@ type inode struct {
 	privMu     sync.Mutex
 	privs      meta.Privs
 	privsKnown bool
+
+	// unlinked (under FS.mu) says the file may have lost its last link
+	// while open: the reaper found it open, or it was made unnamed
+	// (O_TMPFILE). Its last release then looks at its link count and
+	// queues it for reaping again; other files skip that metadata read.
+	unlinked bool
 }
 
 // streamPos is the read-ahead state of an inode (see inode.readEnd).
@@ -299,9 +305,10 @@ func (f *FS) background(ctx context.Context) {
 
 func (f *FS) reapIfClosed(ctx context.Context, ino uint64) {
 	f.mu.Lock()
-	if _, open := f.inodes[ino]; open {
+	if in, open := f.inodes[ino]; open {
+		in.unlinked = true // the last release queues it again
 		f.mu.Unlock()
-		return // the last release queues it again
+		return
 	}
 	f.reaping[ino] = true
 	f.mu.Unlock()
@@ -373,13 +380,19 @@ func (f *FS) retire(ctx context.Context, in *inode) error {
 	if gone {
 		delete(f.inodes, in.ino)
 	}
+	unlinked := in.unlinked
 	f.mu.Unlock()
 	if gone {
 		if pos.readEnd != 0 {
 			f.streams.Add(in.ino, pos)
 		}
-		if a, aerr := f.meta.GetAttr(ctx, in.ino); aerr == nil && a.Nlink == 0 {
-			f.orphaned(a)
+		// A file unlinked while open was left by the reaper (see
+		// reapIfClosed); one unlinked after that found it gone from
+		// the table and is reaped without this.
+		if unlinked {
+			if a, aerr := f.meta.GetAttr(ctx, in.ino); aerr == nil && a.Nlink == 0 {
+				f.orphaned(a)
+			}
 		}
 	}
 	return err

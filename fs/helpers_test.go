@@ -126,6 +126,7 @@ type testVol struct {
 	store   objstore.Store
 	opts    Options
 	kv      *meta.Badger
+	wrapKV  func(meta.KV) meta.KV // from volConfig
 	m       *meta.Meta
 	f       *FS
 	closed  bool
@@ -138,6 +139,7 @@ type volConfig struct {
 	version                         int  // format version; 0: the current one
 	blockHash                       string
 	opts                            Options
+	wrapKV                          func(meta.KV) meta.KV // wraps the database the FS uses, when not nil
 }
 
 // quietLogger drops the expected error logs (corrupt blocks) from test output.
@@ -146,7 +148,7 @@ var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
 func newVol(t *testing.T, cfg volConfig) *testVol {
 	t.Helper()
 	ctx := context.Background()
-	v := &testVol{t: t, ctx: ctx, metaDir: t.TempDir(), opts: cfg.opts}
+	v := &testVol{t: t, ctx: ctx, metaDir: t.TempDir(), opts: cfg.opts, wrapKV: cfg.wrapKV}
 	if v.opts.DeleteGrace == 0 {
 		v.opts.DeleteGrace = time.Millisecond
 	}
@@ -208,7 +210,11 @@ func (v *testVol) open() {
 	if err != nil {
 		v.t.Fatalf("open badger: %v", err)
 	}
-	m, err := meta.Open(v.ctx, kv)
+	var used meta.KV = kv
+	if v.wrapKV != nil {
+		used = v.wrapKV(kv)
+	}
+	m, err := meta.Open(v.ctx, used)
 	if err != nil {
 		_ = kv.Close()
 		v.t.Fatalf("open meta: %v", err)

@@ -246,6 +246,16 @@ func (f *FS) Access(ctx context.Context, c *Caller, ino uint64, mask uint32) err
 
 // GetXattr, ListXattr, SetXattr and RemoveXattr manage extended attributes.
 func (f *FS) GetXattr(ctx context.Context, c *Caller, ino uint64, name string) ([]byte, error) {
+	// The kernel asks for a file's capabilities before its first write
+	// (see meta.XattrCaps); an open file often knows it has none, and
+	// reading a security.* attribute needs no permission.
+	if name == meta.XattrCaps {
+		if in := f.lookupInode(ino); in != nil {
+			if p, known := in.knownPrivs(); known && !p.Caps {
+				return nil, syscall.ENODATA
+			}
+		}
+	}
 	return f.meta.GetXattr(ctx, c, ino, name)
 }
 
