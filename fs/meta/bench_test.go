@@ -92,3 +92,20 @@ func BenchmarkUnlinkSmallFile(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCreateSmallFile creates a file and commits 4 KiB of data to it,
+// as a create, write and close do (less what the FUSE front end adds).
+func BenchmarkCreateSmallFile(b *testing.B) {
+	m := benchVolume(b)
+	ctx := context.Background()
+	data := make([]byte, 4096)
+	for i := 0; b.Loop(); i++ {
+		a, err := m.Mknod(ctx, &Root, RootIno, fmt.Sprintf("f%d", i), NewNode{Mode: syscall.S_IFREG | 0o644})
+		if err == nil {
+			_, err = m.Write(ctx, a.Ino, WriteIn{End: uint64(len(data)), Inline: data, Mtime: 1})
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
