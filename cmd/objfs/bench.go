@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -157,7 +158,15 @@ func runBench(ctx context.Context, dir string, o benchOptions) error {
 	for i, d := range dirs {
 		slog.Info("bench directory", "label", labels[i], "dir", d)
 	}
+	var sampler *bench.RSSSampler
+	if o.rssPid > 0 {
+		sampler = bench.StartRSSSampler(o.rssPid, 100*time.Millisecond)
+	}
 	res, err := bench.RunAll(ctx, dirs, cfg)
+	var sampled bench.RSSParts
+	if sampler != nil {
+		sampled = sampler.Stop()
+	}
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
@@ -175,7 +184,7 @@ func runBench(ctx context.Context, dir string, o benchOptions) error {
 		if err != nil {
 			return err
 		}
-		rep.RSS = &bench.PeakRSS{Pid: o.rssPid, Bytes: b}
+		rep.RSS = &bench.PeakRSS{Pid: o.rssPid, Bytes: b, Sampled: &sampled}
 	}
 	if o.json {
 		return rep.WriteJSON(os.Stdout)

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -49,7 +51,7 @@ func TestWriteTable(t *testing.T) {
 			{Label: "raw", Dir: "/r", Results: []Result{{Key: SeqWrite, Value: 1000, Unit: unitMiBps}, {Key: RandRead, Value: 5000, Unit: unitIOPS}}},
 			{Label: "objfs", Dir: "/o", Results: []Result{{Key: SeqWrite, Value: 850, Unit: unitMiBps}, {Key: RandRead, Value: 2000, Unit: unitIOPS, Note: "buffered: O_DIRECT open refused"}}},
 		},
-		RSS: &PeakRSS{Pid: 42, Bytes: 300 << 20},
+		RSS: &PeakRSS{Pid: 42, Bytes: 300 << 20, Sampled: &RSSParts{Anon: 200 << 20, File: 120 << 20}},
 	}
 	rep.Ratios = Ratios(rep.Runs[0].Results, rep.Runs[1].Results)
 	var b bytes.Buffer
@@ -58,6 +60,7 @@ func TestWriteTable(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{"objfs/raw", "0.850", "0.400", "2000 *", "peak RSS (VmHWM, pid 42)", "300.0",
+		"anonymous, highest sampled", "200.0", "mapped files, highest sampled", "120.0",
 		"* objfs, random read 4 KiB: buffered: O_DIRECT open refused"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -261,6 +264,67 @@ func TestParseVmHWM(t *testing.T) {
 	}
 	if _, err := ReadPeakRSS(os.Getpid()); err != nil {
 		t.Errorf("ReadPeakRSS(self): %v", err)
+	}
+}
+
+func TestStatusKB(t *testing.T) {
+	const status = "Name:\tobjfs\nVmHWM:\t   2048 kB\nRssAnon:\t  1500 kB\nRssFile:\t    300 kB\nRssShmem:\t 0 kB\n"
+	tests := []struct {
+		name, status string
+		keys         []string
+		want         map[string]int64
+		wantErr      string
+	}{
+		{"both parts", status, []string{"RssAnon", "RssFile"}, map[string]int64{"RssAnon": 1500, "RssFile": 300}, ""},
+		{"missing line", "Name:\tkthreadd\nRssAnon:\t 0 kB\n", []string{"RssAnon", "RssFile"}, nil, "no RssFile line"},
+		{"not in kB", "RssAnon:\t 12 MB\n", []string{"RssAnon"}, nil, "unexpected RssAnon line"},
+		{"not a number", "RssAnon:\t x kB\n", []string{"RssAnon"}, nil, "RssAnon"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := statusKB(strings.NewReader(tc.status), "status", tc.keys...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || len(got) != len(tc.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tc.want)
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Errorf("%s = %d, want %d", k, got[k], v)
+				}
+			}
+		})
+	}
+}
+
+// TestRSSSampler: the sampler sees memory that came and went between the
+// start and the end of a run.
+func TestRSSSampler(t *testing.T) {
+	before, err := ReadRSSParts(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := StartRSSSampler(os.Getpid(), 5*time.Millisecond)
+	const size = 64 << 20
+	buf := make([]byte, size)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1 // make it resident
+	}
+	time.Sleep(50 * time.Millisecond)
+	runtime.KeepAlive(buf)
+	buf = nil
+	runtime.GC()
+	debug.FreeOSMemory()
+	peak := s.Stop()
+	if peak.Anon < before.Anon+size {
+		t.Errorf("highest anonymous RSS sampled %d MiB, want at least %d + 64", peak.Anon>>20, before.Anon>>20)
+	}
+	if peak.File <= 0 {
+		t.Errorf("highest file-backed RSS sampled %d: the test binary itself is mapped", peak.File)
 	}
 }
 

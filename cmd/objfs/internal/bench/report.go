@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -56,10 +55,12 @@ type Ratio struct {
 	Ratio float64 `json:"ratio"` // 0 when the baseline is 0
 }
 
-// PeakRSS is the peak resident set of a process (VmHWM).
+// PeakRSS is the peak resident set of a process (VmHWM), and the highest
+// of each of its parts seen by sampling (Sampled, when taken).
 type PeakRSS struct {
-	Pid   int   `json:"pid"`
-	Bytes int64 `json:"bytes"`
+	Pid     int       `json:"pid"`
+	Bytes   int64     `json:"bytes"`
+	Sampled *RSSParts `json:"sampled_peaks,omitempty"`
 }
 
 // Ratios divides each row of run b by the same row of run a. Every row is a
@@ -166,18 +167,26 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		row(tw, cells)
 	}
 	if rep.RSS != nil {
-		cells := []string{fmt.Sprintf("peak RSS (VmHWM, pid %d)", rep.RSS.Pid), "MiB"}
-		for i := range rep.Runs {
-			if i == len(rep.Runs)-1 {
-				cells = append(cells, strconv.FormatFloat(float64(rep.RSS.Bytes)/mib, 'f', 1, 64))
-			} else {
+		// Under the last run's column: the process measured is its.
+		rssRow := func(title string, bytes int64) {
+			cells := []string{title, "MiB"}
+			for i := range rep.Runs {
+				if i == len(rep.Runs)-1 {
+					cells = append(cells, strconv.FormatFloat(float64(bytes)/mib, 'f', 1, 64))
+				} else {
+					cells = append(cells, "")
+				}
+			}
+			for range cols {
 				cells = append(cells, "")
 			}
+			row(tw, cells)
 		}
-		for range cols {
-			cells = append(cells, "")
+		rssRow(fmt.Sprintf("peak RSS (VmHWM, pid %d)", rep.RSS.Pid), rep.RSS.Bytes)
+		if p := rep.RSS.Sampled; p != nil {
+			rssRow("  anonymous, highest sampled", p.Anon)
+			rssRow("  mapped files, highest sampled", p.File)
 		}
-		row(tw, cells)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
@@ -241,24 +250,9 @@ func ReadPeakRSS(pid int) (int64, error) {
 }
 
 func parseVmHWM(r io.Reader, name string) (int64, error) {
-	s := bufio.NewScanner(r)
-	for s.Scan() {
-		rest, ok := strings.CutPrefix(s.Text(), "VmHWM:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("%s: unexpected VmHWM line %q", name, s.Text())
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: VmHWM: %w", name, err)
-		}
-		return kb << 10, nil
+	kb, err := statusKB(r, name, "VmHWM")
+	if err != nil {
+		return 0, err
 	}
-	if err := s.Err(); err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
-	}
-	return 0, fmt.Errorf("%s: no VmHWM line (a kernel thread?)", name)
+	return kb["VmHWM"] << 10, nil
 }
