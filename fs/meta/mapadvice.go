@@ -34,8 +34,9 @@ const adviseInterval = time.Second
 
 // adviser marks Badger's log mappings for random access until stopped.
 type adviser struct {
-	stop chan struct{}
-	done sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     sync.WaitGroup
 }
 
 // startAdviser starts advising the logs of the database in dir (a no-op
@@ -69,9 +70,9 @@ func startAdviser(dir string) *adviser {
 	return a
 }
 
-// close stops the goroutine and waits for it.
+// close stops the goroutine and waits for it; closing again does nothing.
 func (a *adviser) close() {
-	close(a.stop)
+	a.stopOnce.Do(func() { close(a.stop) })
 	a.done.Wait()
 }
 

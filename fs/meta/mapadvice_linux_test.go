@@ -99,4 +99,9 @@ func TestBadgerLogsAdvisedRandom(t *testing.T) {
 			t.Errorf("%s, outside the database, was advised", p)
 		}
 	}
+	// Close stops the adviser, and closing again is harmless.
+	if err := kv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = kv.Close()
 }
