@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -240,17 +239,7 @@ func formatValue(v float64) string {
 // ReadPeakRSS returns the peak resident set size of process pid, from the
 // VmHWM line of /proc/PID/status.
 func ReadPeakRSS(pid int) (int64, error) {
-	path := fmt.Sprintf("/proc/%d/status", pid)
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("peak RSS of pid %d: %w", pid, err)
-	}
-	defer f.Close()
-	return parseVmHWM(f, path)
-}
-
-func parseVmHWM(r io.Reader, name string) (int64, error) {
-	kb, err := statusKB(r, name, "VmHWM")
+	kb, err := readStatusKB(pid, "peak RSS", "VmHWM")
 	if err != nil {
 		return 0, err
 	}

@@ -22,17 +22,23 @@ type RSSParts struct {
 
 // ReadRSSParts reads the RssAnon and RssFile lines of /proc/PID/status.
 func ReadRSSParts(pid int) (RSSParts, error) {
-	path := fmt.Sprintf("/proc/%d/status", pid)
-	f, err := os.Open(path)
-	if err != nil {
-		return RSSParts{}, fmt.Errorf("resident set of pid %d: %w", pid, err)
-	}
-	defer f.Close()
-	kb, err := statusKB(f, path, "RssAnon", "RssFile")
+	kb, err := readStatusKB(pid, "resident set", "RssAnon", "RssFile")
 	if err != nil {
 		return RSSParts{}, err
 	}
 	return RSSParts{Anon: kb["RssAnon"] << 10, File: kb["RssFile"] << 10}, nil
+}
+
+// readStatusKB is statusKB of /proc/PID/status; what names the reading in
+// errors.
+func readStatusKB(pid int, what string, keys ...string) (map[string]int64, error) {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s of pid %d: %w", what, pid, err)
+	}
+	defer f.Close()
+	return statusKB(f, path, keys...)
 }
 
 // statusKB reads the "Key: N kB" lines named by keys from a
