@@ -24,6 +24,10 @@ func OpenBadger(dir string, readOnly bool) (*Badger, error) {
 	return openBadger(dir, readOnly, nil)
 }
 
+// valueThreshold: values this long or longer go to Badger's value log,
+// shorter ones stay in its LSM tree (chunk tails are kept below it).
+const valueThreshold = 1 << 10
+
 // openBadger is OpenBadger with the options changed by tweak, when not nil
 // (tests use tiny value log files to see them fill up and be collected).
 func openBadger(dir string, readOnly bool, tweak func(badger.Options) badger.Options) (*Badger, error) {
@@ -36,7 +40,7 @@ func openBadger(dir string, readOnly bool, tweak func(badger.Options) badger.Opt
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(3).
-		WithValueThreshold(1 << 10).
+		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(256 << 20).
 		WithBlockCacheSize(64 << 20).
 		WithIndexCacheSize(32 << 20).

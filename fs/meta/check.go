@@ -812,7 +812,8 @@ func (c *checker) inodeRecords() error {
 	})
 }
 
-// slices checks every slice list and counts block references.
+// slices checks every slice list (a chunk's main and tail records alike)
+// and counts block references.
 func (c *checker) slices() error {
 	f := c.m.format
 	return c.t.Scan(key1(pSlices), nil, func(k, v []byte) (bool, error) {
@@ -820,7 +821,8 @@ func (c *checker) slices() error {
 			return false, err
 		}
 		k = cloneKey(k)
-		if len(k) != 17 {
+		tail, ok := chunkKeyTail(k)
+		if !ok || tail && !c.m.tails() {
 			c.errorf(0, delKeys(k), "malformed slice list key %x", k)
 			return true, nil
 		}
@@ -845,6 +847,9 @@ func (c *checker) slices() error {
 			return true, nil
 		}
 		c.flagLie(a, FlagNoChunks, fmt.Sprintf("chunk %d", idx))
+		if tail && a.Flags&FlagTails == 0 {
+			c.errorf(ino, setFlag(ino, FlagTails), "chunk %d: a tail record on an inode not marked as having tails (reads skip it)", idx)
+		}
 		if idx >= MaxFileSize/uint64(f.ChunkSize) {
 			c.errorf(ino, nil, "chunk %d lies beyond the largest file size", idx)
 		}
@@ -879,7 +884,13 @@ func (c *checker) pastEnd(a *Attr, idx uint64, ss []Slice) error {
 		end := a.Size - start
 		for _, s := range ss {
 			if end < cs && uint64(s.Pos)+uint64(s.Len) > end {
-				c.errorf(a.Ino, func(x *tx) error { _, err := x.trimChunk(a.Ino, idx, uint32(end)); return err },
+				c.errorf(a.Ino, func(x *tx) error {
+					cur, err := x.inode(a.Ino)
+					if err == nil {
+						_, err = x.trimChunk(cur, idx, uint32(end))
+					}
+					return err
+				},
 					"chunk %d: a slice runs past the end of the file (%d bytes)", idx, a.Size)
 				break
 			}
@@ -893,6 +904,19 @@ func (c *checker) pastEnd(a *Attr, idx uint64, ss []Slice) error {
 	c.errorf(a.Ino, markTruncating(a.Ino),
 		"chunk %d lies wholly beyond the end of the file (%d bytes) with no truncation under way", idx, a.Size)
 	return nil
+}
+
+// setFlag is a fix that sets flag on inode ino.
+func setFlag(ino uint64, flag uint32) func(x *tx) error {
+	return func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		a.Flags |= flag
+		x.touch(a)
+		return nil
+	}
 }
 
 // clearFlag is a fix that clears flag on inode ino.

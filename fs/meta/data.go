@@ -13,21 +13,38 @@ import (
 // MaxFileSize is the largest file size objfs accepts.
 const MaxFileSize = 1 << 50
 
-func (x *tx) chunk(ino uint64, idx uint64) ([]Slice, error) {
-	k := keyChunk(ino, idx)
+// chunk reads chunk idx of file a: its slices, oldest first, of which the
+// last tail came from its tail record.
+func (x *tx) chunk(a *Attr, idx uint64) (ss []Slice, tail int, err error) {
+	if ss, err = x.chunkRecord(keyChunk(a.Ino, idx)); err != nil || a.Flags&FlagTails == 0 {
+		return ss, 0, err
+	}
+	t, err := x.chunkRecord(keyChunkTail(a.Ino, idx))
+	return append(ss, t...), len(t), err
+}
+
+// chunkRecord reads and decodes one slice list record; nil if there is none.
+func (x *tx) chunkRecord(k []byte) ([]Slice, error) {
 	v, err := x.t.Get(k)
 	if errors.Is(err, ErrKeyNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read chunk %d of inode %d: %w", idx, ino, err)
+		return nil, fmt.Errorf("read slice list %x: %w", k, err)
 	}
 	return decodeSlices(k, v)
 }
 
-// putChunk writes chunk idx of ino, deleting it when ss is empty. The first
-// chunk a file gets clears its FlagNoChunks.
-func (x *tx) putChunk(ino uint64, idx uint64, ss []Slice) error {
+// putChunk writes the slices ss as chunk idx of ino, whole, into its main
+// record, deleting the chunk when ss is empty; hadTail says whether the
+// chunk (as read) had a tail record, which goes. The first chunk a file
+// gets clears its FlagNoChunks.
+func (x *tx) putChunk(ino uint64, idx uint64, ss []Slice, hadTail bool) error {
+	if hadTail {
+		if err := x.del(keyChunkTail(ino, idx)); err != nil {
+			return err
+		}
+	}
 	if len(ss) == 0 {
 		return x.del(keyChunk(ino, idx))
 	}
@@ -40,6 +57,54 @@ func (x *tx) putChunk(ino uint64, idx uint64, ss []Slice) error {
 		x.touch(a)
 	}
 	return x.set(keyChunk(ino, idx), encodeSlices(ss))
+}
+
+// tailMax bounds a chunk's tail record (one commit's slices longer than
+// this go to the main record at once): below Badger's value threshold it
+// stays in the LSM tree, and about 20 one-block slices fit, so a chunk
+// written in small commits has its main record rewritten once every 20
+// commits instead of at each.
+const tailMax = valueThreshold - 24
+
+// addSlices commits the new slices add to chunk idx of ino, whose slices
+// are ss, the last tail of them from its tail record (as chunk returns
+// them). Each new slice takes its block references, and the older slices
+// it covers whole are released at once (nothing of them can be read any
+// more). The new slices go to the tail record, unless the chunk has no
+// main record yet, the tail would grow past tailMax, or one of them covers
+// a slice of the main record: then the tail is folded into the main
+// record, so no tail slice ever hides a main record's slice whole.
+func (x *tx) addSlices(a *Attr, idx uint64, ss []Slice, tail int, add []Slice) error {
+	n := len(ss) - tail
+	main, newer := ss[:n:n], slices.Clone(ss[n:])
+	shadows := false
+	for _, s := range add {
+		if err := x.refSlice(s, 1); err != nil {
+			return err
+		}
+		var err error
+		if newer, err = x.dropShadowed(newer, s); err != nil {
+			return err
+		}
+		newer = appendSlice(newer, s)
+		last := newer[len(newer)-1] // s, or a slice s extended
+		shadows = shadows || slices.ContainsFunc(main, func(o Slice) bool { return covers(last, o) })
+	}
+	if len(main) > 0 && x.m.tails() && !shadows && encodedSize(newer) <= tailMax {
+		if a.Flags&FlagTails == 0 {
+			a.Flags |= FlagTails
+			x.touch(a)
+		}
+		return x.set(keyChunkTail(a.Ino, idx), encodeSlices(newer))
+	}
+	for _, s := range newer {
+		var err error
+		if main, err = x.dropShadowed(main, s); err != nil {
+			return err
+		}
+		main = appendSlice(main, s)
+	}
+	return x.putChunk(a.Ino, idx, main, tail > 0)
 }
 
 // ref adds n (+1 or -1) references to block b. A block whose count reaches
@@ -145,7 +210,7 @@ func (x *tx) truncate(a *Attr, size uint64) error {
 	cs := uint64(x.m.format.ChunkSize)
 	budget := reapBlocks
 	if end := uint32(size % cs); end != 0 {
-		n, err := x.trimChunk(a.Ino, size/cs, end)
+		n, err := x.trimChunk(a, size/cs, end)
 		if err != nil {
 			return err
 		}
@@ -168,10 +233,10 @@ func (x *tx) markTruncating(a *Attr) error {
 	return x.set(keyIno(pTruncate, a.Ino), u64bytes(uint64(x.now)))
 }
 
-// trimChunk cuts chunk idx of ino to end at chunk offset end and returns
+// trimChunk cuts chunk idx of file a to end at chunk offset end and returns
 // how many block references it released.
-func (x *tx) trimChunk(ino, idx uint64, end uint32) (int, error) {
-	ss, err := x.chunk(ino, idx)
+func (x *tx) trimChunk(a *Attr, idx uint64, end uint32) (int, error) {
+	ss, tail, err := x.chunk(a, idx)
 	if err != nil || len(ss) == 0 {
 		return 0, err
 	}
@@ -188,7 +253,7 @@ func (x *tx) trimChunk(ino, idx uint64, end uint32) (int, error) {
 			kept = append(kept, s)
 		}
 	}
-	return released, x.putChunk(ino, idx, kept)
+	return released, x.putChunk(a.Ino, idx, kept, tail > 0)
 }
 
 // errTruncating: the file still has dead chunks beyond its end from a
@@ -497,7 +562,7 @@ func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint64) (*D
 			// cost a fraction of an iterator, which Badger builds over
 			// every memtable and level.
 			for idx := first; ; idx++ {
-				ss, err := x.chunk(ino, idx)
+				ss, _, err := x.chunk(a, idx)
 				if err != nil {
 					return err
 				}
@@ -509,17 +574,62 @@ func (m *Meta) ReadData(ctx context.Context, ino uint64, first, last uint64) (*D
 				}
 			}
 		}
-		return x.t.Scan(keyIno(pSlices, ino), keyChunk(ino, first), func(k, v []byte) (bool, error) {
-			idx := binary.BigEndian.Uint64(k[9:])
+		return x.scanChunks(ino, first, a.Flags&FlagTails != 0, func(idx uint64, ss []Slice, _ int) (bool, error) {
 			if idx > last {
 				return false, nil
 			}
-			ss, err := decodeSlices(k, v)
 			d.Chunks[idx] = ss
-			return true, err
+			return true, nil
 		})
 	})
 	return d, err
+}
+
+// scanChunks calls fn with the slices of each chunk of ino from index from
+// on, in order, as chunk returns them, until fn returns false; tails says
+// whether to include tail records (as chunk does for a file marked as
+// having them). The slices are fn's to keep.
+func (x *tx) scanChunks(ino, from uint64, tails bool, fn func(idx uint64, ss []Slice, tail int) (bool, error)) error {
+	var (
+		cur  uint64
+		ss   []Slice
+		tail int
+		have bool
+	)
+	err := x.t.Scan(keyIno(pSlices, ino), keyChunk(ino, from), func(k, v []byte) (bool, error) {
+		isTail, ok := chunkKeyTail(k)
+		if !ok || isTail && !x.m.tails() {
+			return false, corrupt("slice list key", k)
+		}
+		if isTail && !tails {
+			return true, nil
+		}
+		rec, err := decodeSlices(k, v)
+		if err != nil {
+			return false, err
+		}
+		idx := binary.BigEndian.Uint64(k[9:])
+		if have && idx == cur {
+			ss, tail = append(ss, rec...), len(rec)
+			return true, nil
+		}
+		if have {
+			if more, err := fn(cur, ss, tail); !more || err != nil {
+				have = false
+				return false, err
+			}
+		}
+		cur, ss, tail, have = idx, rec, 0, true
+		if isTail {
+			tail = len(rec)
+		}
+		return true, nil
+	})
+	if err != nil || !have {
+		return err
+	}
+	_, err = fn(cur, ss, tail)
+	return err
 }
 
 // ChunkWrite is new slices for one chunk.
@@ -569,23 +679,16 @@ func (m *Meta) Write(ctx context.Context, ino uint64, in WriteIn) (*Attr, error)
 		}
 		cs := uint32(m.format.ChunkSize)
 		for _, cw := range in.Chunks {
-			ss, err := x.chunk(ino, cw.Index)
-			if err != nil {
-				return err
-			}
 			for _, s := range cw.Slices {
 				if s.Len == 0 || uint64(s.Pos)+uint64(s.Len) > uint64(cs) {
 					return fmt.Errorf("slice [%d,+%d) outside chunk", s.Pos, s.Len)
 				}
-				if err := x.refSlice(s, 1); err != nil {
-					return err
-				}
-				if ss, err = x.dropShadowed(ss, s); err != nil {
-					return err
-				}
-				ss = appendSlice(ss, s)
 			}
-			if err := x.putChunk(ino, cw.Index, ss); err != nil {
+			ss, tail, err := x.chunk(a, cw.Index)
+			if err != nil {
+				return err
+			}
+			if err := x.addSlices(a, cw.Index, ss, tail, cw.Slices); err != nil {
 				return err
 			}
 		}
@@ -651,7 +754,14 @@ func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, re
 	done := false
 	err := m.update(ctx, func(x *tx) error {
 		done = false
-		cur, err := x.chunk(ino, idx)
+		a, err := x.inode(ino)
+		if errors.Is(err, syscall.ENOENT) {
+			return nil // freed meanwhile: nothing to replace
+		}
+		if err != nil {
+			return err
+		}
+		cur, tail, err := x.chunk(a, idx)
 		if err != nil {
 			return err
 		}
@@ -683,7 +793,7 @@ func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, re
 			return err
 		}
 		done = true
-		return x.putChunk(ino, idx, append(shown, newer...))
+		return x.putChunk(ino, idx, append(shown, newer...), tail > 0)
 	})
 	return done, err
 }
@@ -785,18 +895,23 @@ func (x *tx) releaseChunks(ino, from uint64, budget int) (bool, error) {
 	// The scan hands over each chunk's slices; the deletions come after
 	// it, not under its iterator.
 	type chunk struct {
-		idx uint64
-		ss  []Slice
+		idx  uint64
+		ss   []Slice
+		tail int
 	}
 	var chunks []chunk
-	blocks := 0
-	err := x.t.Scan(keyIno(pSlices, ino), keyChunk(ino, from), func(k, v []byte) (bool, error) {
-		ss, err := decodeSlices(k, v)
-		chunks = append(chunks, chunk{binary.BigEndian.Uint64(k[9:]), ss})
+	blocks, more := 0, false
+	// Tails whatever the inode's flag says: all of it goes.
+	err := x.scanChunks(ino, from, true, func(idx uint64, ss []Slice, tail int) (bool, error) {
+		if len(chunks) == reapBatch || blocks >= budget {
+			more = true
+			return false, nil
+		}
+		chunks = append(chunks, chunk{idx, ss, tail})
 		for _, s := range ss {
 			blocks += len(s.Blocks)
 		}
-		return len(chunks) < reapBatch && blocks < budget, err
+		return true, nil
 	})
 	if err != nil {
 		return false, err
@@ -814,14 +929,14 @@ func (x *tx) releaseChunks(ino, from uint64, budget int) (bool, error) {
 			budget -= len(s.Blocks)
 			n++
 		}
-		if err := x.putChunk(ino, c.idx, c.ss[n:]); err != nil {
+		if err := x.putChunk(ino, c.idx, c.ss[n:], c.tail > 0); err != nil {
 			return false, err
 		}
 		if n < len(c.ss) {
 			return false, nil
 		}
 	}
-	return len(chunks) < reapBatch && blocks < full, nil
+	return !more, nil
 }
 
 // reapStep frees part of inode a, which has no links left, in x: up to
@@ -1045,11 +1160,11 @@ func (m *Meta) ShareRange(ctx context.Context, src, srcOff, dst, dstOff, n uint6
 			if part < cs && (srcOff+n < s.Size || d.Size > dstOff+n) {
 				break // the chunk holds more than the range in one file
 			}
-			from, err := x.chunk(src, srcOff/cs+i)
+			from, _, err := x.chunk(s, srcOff/cs+i)
 			if err != nil {
 				return err
 			}
-			to, err := x.chunk(dst, dstOff/cs+i)
+			to, tail, err := x.chunk(d, dstOff/cs+i)
 			if err != nil {
 				return err
 			}
@@ -1067,7 +1182,7 @@ func (m *Meta) ShareRange(ctx context.Context, src, srcOff, dst, dstOff, n uint6
 			if err := x.refSlices(to, -1); err != nil {
 				return err
 			}
-			if err := x.putChunk(dst, dstOff/cs+i, from); err != nil {
+			if err := x.putChunk(dst, dstOff/cs+i, from, tail > 0); err != nil {
 				return err
 			}
 			shared += part

@@ -74,6 +74,8 @@ func TestFormatBlockHash(t *testing.T) {
 		{"version 2 blake3", 2, HashBLAKE3, true, HashBLAKE3},
 		{"version 2 sha256", 2, HashSHA256, true, HashSHA256},
 		{"version 2 must name its hash", 2, "", false, ""},
+		{"version 3 blake3", 3, HashBLAKE3, true, HashBLAKE3},
+		{"version 3 must name its hash", 3, "", false, ""},
 		{"unknown hash", 2, "md5", false, ""},
 		{"hash names are exact", 2, "BLAKE3", false, ""},
 		{"version 0", 0, HashBLAKE3, false, ""},

@@ -22,8 +22,10 @@ import (
 // version from MinFormatVersion on: version 1 names blocks by SHA-256
 // only; version 2 records the block hash (BLAKE3 by default), so an objfs
 // that knows only version 1 refuses such a volume instead of finding every
-// block "corrupt".
-const FormatVersion = 2
+// block "corrupt"; version 3 adds chunk tail records (see tailSuffix),
+// which an objfs that knows only version 2 would not read. Volumes of
+// older versions keep their version, and get no tail records.
+const FormatVersion = 3
 
 // MinFormatVersion is the oldest on-disk format this code reads.
 const MinFormatVersion = 1
@@ -226,6 +228,9 @@ func Open(ctx context.Context, kv KV) (*Meta, error) {
 	}
 	return m, nil
 }
+
+// tails reports whether the volume's format has chunk tail records.
+func (m *Meta) tails() bool { return m.format.Version >= 3 }
 
 // Format returns the volume's format record.
 func (m *Meta) Format() Format { return m.format }

@@ -19,7 +19,7 @@ const (
 	pOrder    = 'O' // O parent seq             -> child, type, name (readdir order)
 	pBack     = 'B' // B child parent name      -> nil (every link of an inode, for paths and fsck)
 	pInline   = 'D' // D ino                    -> inline file bytes or symlink target
-	pSlices   = 'S' // S ino chunk              -> []Slice
+	pSlices   = 'S' // S ino chunk              -> []Slice (main record; + 't': the chunk's tail, format 3 on)
 	pXattr    = 'A' // A ino name               -> value
 	pRefcount = 'R' // R blockID(32)            -> refs(8) size(4)
 	pPending  = 'P' // P blockID(32)            -> unix nanos when refs reached 0
@@ -58,6 +58,32 @@ func keyChunk(ino uint64, chunk uint64) []byte {
 	return keyInoU64(pSlices, ino, chunk)
 }
 
+// A chunk's slices are its main record's followed by its tail record's.
+// A commit that adds slices to a chunk which already has a main record
+// writes them to the tail, as long as the tail stays short (tailMax), and
+// only then rewrites the main record with the tail folded in. Without the
+// tail, every commit rewrote the whole list: up to 23 KiB for a fragmented
+// chunk, for each fsync'd 4 KiB write, all of it into Badger's value log.
+// The tail key sorts right after its main record's and before the next
+// chunk's, so a scan meets a chunk's two records together.
+const tailSuffix = 't'
+
+func keyChunkTail(ino uint64, chunk uint64) []byte {
+	return append(keyInoU64(pSlices, ino, chunk), tailSuffix)
+}
+
+// chunkKeyTail reports whether k, a key under pSlices, is a well-formed
+// main record key (false, true) or tail record key (true, true).
+func chunkKeyTail(k []byte) (tail, ok bool) {
+	switch {
+	case len(k) == 17:
+		return false, true
+	case len(k) == 18 && k[17] == tailSuffix:
+		return true, true
+	}
+	return false, false
+}
+
 func keyBlock(p byte, id BlockID) []byte {
 	k := make([]byte, 33)
 	k[0] = p
@@ -88,7 +114,7 @@ type Attr struct {
 	Ctime   int64
 	Parent  uint64 // a directory holding an entry for this inode (exact for directories)
 	NextSeq uint64 // directories: readdir cookie of the next entry created
-	Flags   uint32 // FlagLinkable, FlagTruncating, FlagNoXattrs, FlagNoChunks
+	Flags   uint32 // FlagLinkable, FlagTruncating, FlagNoXattrs, FlagNoChunks, FlagTails
 }
 
 // FlagLinkable marks an O_TMPFILE inode: it has no links yet but may be
@@ -111,6 +137,12 @@ const (
 	FlagNoXattrs = 4
 	FlagNoChunks = 8
 )
+
+// FlagTails marks a file that has had a chunk tail record (format 3 on),
+// set in the transaction that writes its first one and never cleared:
+// only such a file's chunks are looked up twice, main record and tail, so
+// files written whole (most of them) pay nothing for tails.
+const FlagTails = 16
 
 // hasNo reports whether a is marked as having none of what flag stands for.
 func (a *Attr) hasNo(flag uint32) bool { return a.Flags&flag != 0 }
@@ -236,12 +268,17 @@ type Slice struct {
 
 const slicesVersion = 1
 
-func encodeSlices(ss []Slice) []byte {
+// encodedSize is the length of encodeSlices(ss).
+func encodedSize(ss []Slice) int {
 	n := 1
 	for _, s := range ss {
 		n += 10 + 36*len(s.Blocks)
 	}
-	b := make([]byte, 0, n)
+	return n
+}
+
+func encodeSlices(ss []Slice) []byte {
+	b := make([]byte, 0, encodedSize(ss))
 	b = append(b, slicesVersion)
 	for _, s := range ss {
 		b = binary.LittleEndian.AppendUint32(b, s.Pos)
