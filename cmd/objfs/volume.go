@@ -282,7 +282,7 @@ type diskCacheSpec struct {
 // openStore opens (or with create, creates) the object store named by url.
 func openStore(ctx context.Context, volDir, url string, create bool) (objstore.Store, error) {
 	if url == localStoreID {
-		url = "file://" + filepath.Join(volDir, localStore)
+		url = fileURL(filepath.Join(volDir, localStore))
 	}
 	open := objstore.Open
 	if create {
@@ -304,6 +304,12 @@ func redactURL(raw string) string {
 	}
 	u.User = nil
 	return u.String()
+}
+
+// fileURL is the file:// URL of the absolute path dir, escaped: a '#', '?'
+// or '%' in a volume's path is part of the name, not of the URL's syntax.
+func fileURL(dir string) string {
+	return (&url.URL{Scheme: "file", Path: dir}).String()
 }
 
 // storeDir returns the local directory of a store URL, if it has one.

@@ -64,3 +64,30 @@ func TestVolumeMarkerVersions(t *testing.T) {
 		})
 	}
 }
+
+// TestVolumePathWithURLSyntax: a volume directory whose name holds what is
+// syntax in a URL ('#', '?', '%', a space) formats and opens, its default
+// store inside it. Its file:// URL used to be made by concatenation, and
+// format failed ("fragments are not allowed").
+func TestVolumePathWithURLSyntax(t *testing.T) {
+	for _, name := range []string{"a#b", "a?b", "a%41b", "a b"} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := filepath.Join(t.TempDir(), name)
+			if err := format(ctx, dir, "", 1<<20); err != nil {
+				t.Fatalf("format: %v", err)
+			}
+			v, err := openVolume(ctx, dir)
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			defer v.close()
+			if err := v.store.Put(ctx, "probe", []byte("x")); err != nil {
+				t.Fatalf("put: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, localStore)); err != nil {
+				t.Errorf("the store is not inside the volume directory: %v", err)
+			}
+		})
+	}
+}
