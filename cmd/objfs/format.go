@@ -25,6 +25,7 @@ func formatCmd() *cobra.Command {
 		writeQuorum int
 		blockSize   int
 		blockHash   string
+		version     int
 	)
 	cmd := &cobra.Command{
 		Use:   "format [flags] VOLUME_DIR",
@@ -41,7 +42,11 @@ used, nothing is created.
 
 Blocks are named by a hash of their content: BLAKE3 by default, SHA-256 with
 --block-hash sha256 (slower; for sites that require it). The choice is fixed
-for the life of the volume.`,
+for the life of the volume.
+
+--format-version makes a volume of an older format version, which an older
+objfs can still open (version 2: objfs releases before chunk tail records);
+'objfs upgrade' raises it later.`,
 		Example: `  # a volume with blocks inside the volume directory
   objfs format /var/lib/objfs/vol
   # blocks in another directory (say, a different disk), 1 MiB blocks
@@ -60,8 +65,11 @@ for the life of the volume.`,
 			if !cmd.Flags().Changed("write-quorum") {
 				writeQuorum = replicas/2 + 1
 			}
+			if version < meta.MinFormatVersion || version > meta.FormatVersion {
+				return fmt.Errorf("--format-version %d: this objfs writes versions %d to %d", version, meta.MinFormatVersion, meta.FormatVersion)
+			}
 			return formatVolume(cmd.Context(), args[0], formatOptions{
-				stores: stores, replicas: replicas, writeQuorum: writeQuorum, blockSize: blockSize, blockHash: blockHash,
+				stores: stores, replicas: replicas, writeQuorum: writeQuorum, blockSize: blockSize, blockHash: blockHash, version: version,
 			})
 		},
 	}
@@ -71,6 +79,7 @@ for the life of the volume.`,
 	cmd.Flags().IntVar(&writeQuorum, "write-quorum", 0, "copies that must be durable before a write succeeds (default: replicas/2+1)")
 	cmd.Flags().IntVar(&blockSize, "block-size", 4<<20, "largest block size in bytes (power of two, 4 KiB to 16 MiB)")
 	cmd.Flags().StringVar(&blockHash, "block-hash", meta.HashBLAKE3, "hash that names blocks: blake3 or sha256")
+	cmd.Flags().IntVar(&version, "format-version", meta.FormatVersion, fmt.Sprintf("format version to write, %d to %d (1 only with --block-hash sha256)", meta.MinFormatVersion, meta.FormatVersion))
 	return cmd
 }
 
@@ -80,6 +89,7 @@ type formatOptions struct {
 	writeQuorum int
 	blockSize   int
 	blockHash   string // "": the default
+	version     int    // 0: meta.FormatVersion
 }
 
 // format creates a volume on one store ("" for the local one), with the
@@ -112,6 +122,9 @@ func formatVolume(ctx context.Context, dir string, o formatOptions) (err error) 
 	f.Replicas, f.WriteQuorum = o.replicas, o.writeQuorum
 	if o.blockHash != "" {
 		f.BlockHash = o.blockHash
+	}
+	if o.version != 0 {
+		f.Version = o.version
 	}
 	if err := f.Validate(); err != nil {
 		return err

@@ -63,22 +63,31 @@ type volume struct {
 	disk    *cache.Disk
 }
 
-// checkVolume verifies dir looks like a volume before anything opens it,
-// so that pointing objfs at the wrong directory changes nothing there.
-func checkVolume(dir string) error {
+// readMarker reads the VOLUME marker of dir.
+func readMarker(dir string) (marker, error) {
+	var m marker
 	b, err := os.ReadFile(filepath.Join(dir, markerFile))
 	if errors.Is(err, os.ErrNotExist) {
 		if _, serr := os.Stat(dir); serr != nil {
-			return fmt.Errorf("volume %s does not exist", dir)
+			return m, fmt.Errorf("volume %s does not exist", dir)
 		}
-		return fmt.Errorf("%s is not an objfs volume (no %s file; create one with `objfs format`)", dir, markerFile)
+		return m, fmt.Errorf("%s is not an objfs volume (no %s file; create one with `objfs format`)", dir, markerFile)
 	}
 	if err != nil {
-		return fmt.Errorf("read volume marker: %w", err)
+		return m, fmt.Errorf("read volume marker: %w", err)
 	}
-	var m marker
 	if err := json.Unmarshal(b, &m); err != nil || m.Magic != magic {
-		return fmt.Errorf("%s is not an objfs volume: damaged %s file", dir, markerFile)
+		return m, fmt.Errorf("%s is not an objfs volume: damaged %s file", dir, markerFile)
+	}
+	return m, nil
+}
+
+// checkVolume verifies dir looks like a volume before anything opens it,
+// so that pointing objfs at the wrong directory changes nothing there.
+func checkVolume(dir string) error {
+	m, err := readMarker(dir)
+	if err != nil {
+		return err
 	}
 	if m.Version < meta.MinFormatVersion || m.Version > meta.FormatVersion {
 		return fmt.Errorf("volume %s has format version %d; this objfs reads versions %d to %d", dir, m.Version, meta.MinFormatVersion, meta.FormatVersion)
@@ -144,13 +153,9 @@ func openVolumeOnly(ctx context.Context, dir string) (*volume, error) {
 	if err := checkVolume(dir); err != nil {
 		return nil, err
 	}
-	kv, err := meta.OpenBadger(filepath.Join(dir, metaDir), false)
+	kv, err := openMetaKV(dir)
 	if err != nil {
-		if strings.Contains(err.Error(), "Another process is using this Badger database") ||
-			errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("volume %s is in use by another process (mounted?)%s", dir, mountedBy(dir))
-		}
-		return nil, fmt.Errorf("volume %s is damaged: %w", dir, err)
+		return nil, err
 	}
 	m, err := meta.Open(ctx, kv)
 	if err != nil {
@@ -163,6 +168,20 @@ func openVolumeOnly(ctx context.Context, dir string) (*volume, error) {
 		return nil, err
 	}
 	return &volume{dir: dir, kv: kv, meta: m, store: store}, nil
+}
+
+// openMetaKV opens the metadata database of the volume in dir (an absolute
+// path that checkVolume accepted) for exclusive use.
+func openMetaKV(dir string) (*meta.Badger, error) {
+	kv, err := meta.OpenBadger(filepath.Join(dir, metaDir), false)
+	if err != nil {
+		if strings.Contains(err.Error(), "Another process is using this Badger database") ||
+			errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("volume %s is in use by another process (mounted?)%s", dir, mountedBy(dir))
+		}
+		return nil, fmt.Errorf("volume %s is damaged: %w", dir, err)
+	}
+	return kv, nil
 }
 
 // openStores opens every store of the volume: the store itself when there

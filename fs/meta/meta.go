@@ -229,6 +229,51 @@ func Open(ctx context.Context, kv KV) (*Meta, error) {
 	return m, nil
 }
 
+// Upgrade raises the format record of the volume in kv, which must not be
+// open elsewhere, to FormatVersion, and returns the versions before and
+// after (equal when there was nothing to do). A version 1 record gets its
+// block hash written out (SHA-256, which it always meant); nothing else
+// changes, since every later version only adds records an older objfs
+// would not read. Afterwards, no objfs that reads only older versions opens
+// the volume.
+func Upgrade(ctx context.Context, kv KV) (from, to int, err error) {
+	err = kv.Update(ctx, func(t Txn) error {
+		js, err := t.Get(key1(pFormat))
+		if errors.Is(err, ErrKeyNotFound) {
+			return errors.New("not an objfs volume: no format record")
+		}
+		if err != nil {
+			return err
+		}
+		var f Format
+		if err := json.Unmarshal(js, &f); err != nil {
+			return fmt.Errorf("%w: format record: %v", errCorrupt, err)
+		}
+		if err := f.Validate(); err != nil {
+			return err
+		}
+		from, to = f.Version, f.Version
+		if f.Version == FormatVersion {
+			return nil
+		}
+		f.BlockHash = f.BlockHashName()
+		f.Version = FormatVersion
+		if err := f.Validate(); err != nil {
+			return fmt.Errorf("upgraded format record: %w", err)
+		}
+		b, err := json.Marshal(&f)
+		if err != nil {
+			return fmt.Errorf("encode format record: %w", err)
+		}
+		to = f.Version
+		return t.Set(key1(pFormat), b)
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return from, to, nil
+}
+
 // tails reports whether the volume's format has chunk tail records.
 func (m *Meta) tails() bool { return m.format.Version >= 3 }
 

@@ -298,3 +298,56 @@ func TestCheckTailRecords(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgrade: Upgrade raises older format records to FormatVersion
+// (keeping what a version 1 record's missing hash meant), leaves a current
+// one alone, and a volume reopened after it gets tails for its chunks
+// while its data reads as before.
+func TestUpgrade(t *testing.T) {
+	tests := []struct {
+		version  int
+		hash     string
+		wantHash string
+	}{
+		{1, "", HashSHA256},
+		{2, HashBLAKE3, HashBLAKE3},
+		{2, HashSHA256, HashSHA256},
+		{FormatVersion, HashBLAKE3, HashBLAKE3},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("version %d %s", tc.version, tc.hash), func(t *testing.T) {
+			v := newVolume(t, func(f *Format) {
+				f.Version, f.BlockHash, f.BlockSize, f.ChunkSize = tc.version, tc.hash, 4096, 1<<20
+			})
+			f := v.mkfile(RootIno, "f")
+			for i := range 3 {
+				v.writeSlice(f.Ino, uint64(i)*8192, fakeBlock(i, 4096))
+			}
+			before := v.chunk(f.Ino, 0)
+			from, to, err := Upgrade(v.ctx, v.kv)
+			if err != nil || from != tc.version || to != FormatVersion {
+				t.Fatalf("Upgrade = %d, %d, %v; want %d, %d", from, to, err, tc.version, FormatVersion)
+			}
+			if v.m, err = Open(v.ctx, v.kv); err != nil {
+				t.Fatalf("open after upgrade: %v", err)
+			}
+			if got := v.m.Format(); got.Version != FormatVersion || got.BlockHash != tc.wantHash {
+				t.Errorf("format after upgrade: version %d, hash %q; want %d, %q", got.Version, got.BlockHash, FormatVersion, tc.wantHash)
+			}
+			if got := v.chunk(f.Ino, 0); !slices.EqualFunc(got, before, sameSlice) {
+				t.Errorf("chunk after upgrade: %+v, want %+v", got, before)
+			}
+			v.writeSlice(f.Ino, 3*8192, fakeBlock(3, 4096))
+			if v.record(keyChunkTail(f.Ino, 0)) == nil {
+				t.Error("a commit after the upgrade wrote no tail")
+			}
+			if got := v.chunk(f.Ino, 0); len(got) != 4 {
+				t.Errorf("chunk has %d slices after a fourth commit, want 4", len(got))
+			}
+			v.wantNoErrors()
+			if from, to, err := Upgrade(v.ctx, v.kv); err != nil || from != FormatVersion || to != FormatVersion {
+				t.Errorf("second Upgrade = %d, %d, %v; want nothing to do", from, to, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/objfs/objfs/fs/meta"
+)
+
+func init() { register(upgradeCmd) }
+
+func upgradeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "upgrade VOLUME_DIR",
+		Short: "Raise an unmounted volume to this objfs's format version",
+		Long: fmt.Sprintf(`upgrade raises the format version of the volume in VOLUME_DIR, which must not
+be mounted or served, to %d, the version this objfs writes. This objfs opens
+volumes of versions %d to %d as they are and writes them in their own format,
+which an older objfs can still read; upgrading lets it use what later versions
+add (version 3: chunk tail records, so a small commit to a large file no longer
+rewrites the file's whole slice list). No data is rewritten: only the format
+record and the VOLUME marker change. There is no way back: an objfs that reads
+only older versions refuses the volume afterwards.`, meta.FormatVersion, meta.MinFormatVersion, meta.FormatVersion),
+		Example: `  objfs upgrade /var/lib/objfs/vol`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return upgrade(cmd.Context(), args[0])
+		},
+	}
+}
+
+// upgrade raises the volume in dir to meta.FormatVersion. The format record
+// goes first, then the marker: an objfs of the old version reads the
+// marker's version before anything else, and one that finds the old
+// version there still refuses the newer format record, so a crash in
+// between leaves a volume that only a new objfs opens, and running upgrade
+// again finishes it.
+func upgrade(ctx context.Context, dir string) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := checkVolume(dir); err != nil {
+		return err
+	}
+	kv, err := openMetaKV(dir)
+	if err != nil {
+		return err
+	}
+	from, to, err := meta.Upgrade(ctx, kv)
+	if err == nil {
+		err = kv.Sync()
+	}
+	if cerr := kv.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("upgrade volume %s: %w", dir, err)
+	}
+	m, err := readMarker(dir)
+	if err != nil {
+		return err
+	}
+	if from == to && m.Version == to {
+		fmt.Printf("volume %s is already at format version %d\n", dir, to)
+		return nil
+	}
+	if from == to {
+		from = m.Version // a crash came between the record and the marker
+	}
+	m.Version = to
+	b, _ := json.MarshalIndent(m, "", "  ")
+	if err := writeFileSync(filepath.Join(dir, markerFile), append(b, '\n')); err != nil {
+		return fmt.Errorf("upgrade volume %s: write its marker: %w", dir, err)
+	}
+	fmt.Printf("upgraded volume %s from format version %d to %d\n", dir, from, to)
+	return nil
+}

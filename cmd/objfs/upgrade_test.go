@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/objfs/objfs/fs/meta"
+)
+
+// versions reads the format version a volume's marker and format record say.
+func versions(t *testing.T, dir string) (marked, recorded int) {
+	t.Helper()
+	m, err := readMarker(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := openVolumeOnly(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.close()
+	return m.Version, v.meta.Format().Version
+}
+
+// TestUpgradeCommand: format --format-version makes an older volume, and
+// upgrade raises its record and marker to this objfs's version, once; it
+// refuses a volume in use, and finishes the marker after a crash that
+// came between the two.
+func TestUpgradeCommand(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "vol")
+	if err := formatVolume(ctx, dir, formatOptions{stores: []string{localStoreID}, replicas: 1, writeQuorum: 1, blockSize: 1 << 20, version: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if m, r := versions(t, dir); m != 2 || r != 2 {
+		t.Fatalf("format --format-version 2 made marker %d, record %d", m, r)
+	}
+
+	v, err := openVolumeOnly(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = upgrade(ctx, dir)
+	_ = v.close()
+	if err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("upgrade of a volume in use: %v; want it refused as in use", err)
+	}
+	if m, r := versions(t, dir); m != 2 || r != 2 {
+		t.Fatalf("a refused upgrade changed the volume: marker %d, record %d", m, r)
+	}
+
+	if err := upgrade(ctx, dir); err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	if m, r := versions(t, dir); m != meta.FormatVersion || r != meta.FormatVersion {
+		t.Fatalf("after upgrade: marker %d, record %d; want %d", m, r, meta.FormatVersion)
+	}
+
+	// A crash after the record, before the marker: upgrade finishes it.
+	mk, err := readMarker(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk.Version = 2
+	b, _ := json.Marshal(mk)
+	if err := os.WriteFile(filepath.Join(dir, markerFile), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := upgrade(ctx, dir); err != nil {
+		t.Fatalf("upgrade after a crash: %v", err)
+	}
+	if m, r := versions(t, dir); m != meta.FormatVersion || r != meta.FormatVersion {
+		t.Fatalf("after the second upgrade: marker %d, record %d; want %d", m, r, meta.FormatVersion)
+	}
+	if err := upgrade(ctx, dir); err != nil {
+		t.Fatalf("upgrade of an upgraded volume: %v", err)
+	}
+}
+
+// TestFormatVersionFlag: --format-version takes every version this objfs
+// writes and names the range when it is outside it.
+func TestFormatVersionFlag(t *testing.T) {
+	tests := []struct {
+		args    []string
+		want    string // in the error; "" for success
+		version int    // made on success
+	}{
+		{nil, "", meta.FormatVersion},
+		{[]string{"--format-version", "2"}, "", 2},
+		{[]string{"--format-version", "1", "--block-hash", "sha256"}, "", 1},
+		{[]string{"--format-version", "1"}, "format version 1 volumes use sha256", 0},
+		{[]string{"--format-version", "0"}, "this objfs writes versions", 0},
+		{[]string{"--format-version", "4"}, "this objfs writes versions", 0},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "vol")
+			cmd := formatCmd()
+			cmd.SetArgs(append(tc.args, dir))
+			cmd.SetOut(new(strings.Builder))
+			err := cmd.ExecuteContext(context.Background())
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if m, r := versions(t, dir); m != tc.version || r != tc.version {
+					t.Errorf("made marker %d, record %d; want %d", m, r, tc.version)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("format %v: %v; want an error saying %q", tc.args, err, tc.want)
+			}
+		})
+	}
+}
