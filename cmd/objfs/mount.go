@@ -320,11 +320,8 @@ func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
 // mountBackground starts a detached copy of this mount and waits until it
 // reports that the volume is mounted.
 func mountBackground(dir, mnt string) error {
-	absDir, err := filepath.Abs(dir)
+	absDir, err := volumeDir(dir)
 	if err != nil {
-		return err
-	}
-	if err := checkVolume(absDir); err != nil {
 		return err
 	}
 	logPath := filepath.Join(absDir, "objfs.log")

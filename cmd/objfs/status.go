@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -31,11 +30,8 @@ func status(ctx context.Context, dir string) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	dir, err := filepath.Abs(dir)
+	dir, err := volumeDir(dir)
 	if err != nil {
-		return err
-	}
-	if err := checkVolume(dir); err != nil {
 		return err
 	}
 	if mi, err := readMountInfo(dir); err == nil && mountedBy(dir) != "" {

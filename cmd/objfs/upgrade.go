@@ -43,11 +43,8 @@ func upgrade(ctx context.Context, dir string) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	dir, err := filepath.Abs(dir)
+	dir, err := volumeDir(dir)
 	if err != nil {
-		return err
-	}
-	if err := checkVolume(dir); err != nil {
 		return err
 	}
 	kv, err := openMetaKV(dir)

@@ -82,6 +82,15 @@ func readMarker(dir string) (marker, error) {
 	return m, nil
 }
 
+// volumeDir returns the absolute path of dir once checkVolume accepts it.
+func volumeDir(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	return dir, checkVolume(dir)
+}
+
 // checkVolume verifies dir looks like a volume before anything opens it,
 // so that pointing objfs at the wrong directory changes nothing there.
 func checkVolume(dir string) error {
@@ -146,11 +155,8 @@ func (keepOpen) Close() error { return nil }
 
 // openVolumeOnly opens the volume without touching its staging log.
 func openVolumeOnly(ctx context.Context, dir string) (*volume, error) {
-	dir, err := filepath.Abs(dir)
+	dir, err := volumeDir(dir)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkVolume(dir); err != nil {
 		return nil, err
 	}
 	kv, err := openMetaKV(dir)
