@@ -2,7 +2,9 @@ package meta
 
 import (
 	"bufio"
+	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,6 +34,14 @@ import (
 // large folios.
 const adviseInterval = time.Second
 
+// rescanInterval is how often the memory map is read even when no new log
+// file appeared (Badger may map a file again, say after truncating a full
+// value log). Otherwise it is read only after Badger made a log file: the
+// map has a line for every mapping, and Badger maps every table, so with
+// billions of files it has hundreds of thousands of lines, and the kernel
+// holds the process's mmap lock while it writes them.
+const rescanInterval = time.Minute
+
 // adviser marks Badger's log mappings for random access until stopped.
 type adviser struct {
 	stop     chan struct{}
@@ -53,13 +63,23 @@ func startAdviser(dir string) *adviser {
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
+	files := newLogFiles(dir)
 	a.done.Add(1)
 	go func() {
 		defer a.done.Done()
 		t := time.NewTicker(adviseInterval)
 		defer t.Stop()
+		var scanned time.Time
+		again := false
 		for {
-			adviseLogs(dir)
+			// A new file's mapping follows its creation at once, but
+			// the next tick looks again in case it came just after.
+			grew := files.grew()
+			if grew || again || time.Since(scanned) >= rescanInterval {
+				adviseLogs(dir)
+				scanned = time.Now()
+			}
+			again = grew
 			select {
 			case <-a.stop:
 				return
@@ -68,6 +88,68 @@ func startAdviser(dir string) *adviser {
 		}
 	}()
 	return a
+}
+
+// logFiles follows the newest memtable log and value log of a Badger
+// directory. Badger numbers each kind in sequence ("00007.mem",
+// "000003.vlog"), so a new one is found by looking for the next number,
+// without listing a directory that holds every table.
+type logFiles struct {
+	dir       string
+	mem, vlog int // highest number seen of each kind
+}
+
+const maxLogBurst = 64 // new files of one kind grew looks for per call
+
+// newLogFiles lists dir once for the highest numbers there now.
+func newLogFiles(dir string) *logFiles {
+	l := &logFiles{dir: dir}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		for _, k := range l.kinds() {
+			if n, ok := k.number(e.Name()); ok {
+				*k.last = max(*k.last, n)
+			}
+		}
+	}
+	return l
+}
+
+type logKind struct {
+	last   *int
+	width  int
+	suffix string
+}
+
+func (l *logFiles) kinds() []logKind {
+	return []logKind{{&l.mem, 5, ".mem"}, {&l.vlog, 6, ".vlog"}}
+}
+
+// number parses a file name of this kind.
+func (k logKind) number(name string) (int, bool) {
+	digits, ok := strings.CutSuffix(name, k.suffix)
+	if !ok || digits == "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(digits)
+	return n, err == nil && n >= 0
+}
+
+// grew reports whether Badger has made log files since the last call (or
+// since newLogFiles), and moves past them.
+func (l *logFiles) grew() bool {
+	grew := false
+	for _, k := range l.kinds() {
+		for range maxLogBurst {
+			name := fmt.Sprintf("%0*d%s", k.width, *k.last+1, k.suffix)
+			if _, err := os.Lstat(filepath.Join(l.dir, name)); err != nil {
+				break
+			}
+			*k.last++
+			grew = true
+		}
+	}
+	return grew
 }
 
 // close stops the goroutine and waits for it; closing again does nothing.

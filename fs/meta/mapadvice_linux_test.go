@@ -2,12 +2,15 @@ package meta
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,4 +107,80 @@ func TestBadgerLogsAdvisedRandom(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = kv.Close()
+}
+
+// TestBadgerNewLogsAdvised: a memtable log Badger makes after opening
+// (the adviser no longer reads the memory map every second, only once it
+// sees a new log file) is advised too.
+func TestBadgerNewLogsAdvised(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := openBadger(dir, false, func(o badger.Options) badger.Options { return o.WithMemTableSize(1 << 20) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = kv.Close() }()
+	first := randomFlags(t, dir, ".mem")
+	val := make([]byte, 500)
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		mems := randomFlags(t, dir, ".mem")
+		fresh, advised := 0, true
+		for p, rr := range mems {
+			if _, ok := first[p]; !ok {
+				fresh++
+				advised = advised && rr
+			}
+		}
+		if fresh > 0 && advised {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("memtable logs made after opening not all advised after 10 s: at first %v, now %v", first, mems)
+		}
+		if fresh == 0 {
+			// Fill the memtable until Badger makes a new one.
+			err := kv.Update(ctx, func(t Txn) error {
+				for j := range 200 {
+					if err := t.Set(fmt.Appendf(nil, "k%d-%d", i, j), val); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// BenchmarkAdviseLogs: one read of the memory map by the adviser, in a
+// process with 10,000 more mappings (what a large database's tables add:
+// Badger maps every table).
+func BenchmarkAdviseLogs(b *testing.B) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "f"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(4096); err != nil {
+		b.Fatal(err)
+	}
+	for range 10000 {
+		m, err := unix.Mmap(int(f.Fd()), 0, 4096, unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = unix.Munmap(m) }()
+	}
+	dir := b.TempDir()
+	for b.Loop() {
+		adviseLogs(dir)
+	}
 }

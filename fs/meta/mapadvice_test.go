@@ -1,6 +1,8 @@
 package meta
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -35,5 +37,58 @@ func TestLogMappings(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("mapping %d: got %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+// TestLogFilesGrew: the adviser reads the memory map only after Badger
+// made a log file, which it finds by the next number of each kind.
+func TestLogFilesGrew(t *testing.T) {
+	dir := t.TempDir()
+	touch := func(names ...string) {
+		t.Helper()
+		for _, n := range names {
+			if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	touch("00003.mem", "00002.mem", "000002.vlog", "000010.sst", "MANIFEST", "x.mem", "000009.vlog.tmp")
+	l := newLogFiles(dir)
+	if l.mem != 3 || l.vlog != 2 {
+		t.Fatalf("newLogFiles found mem %d, vlog %d; want 3, 2", l.mem, l.vlog)
+	}
+	steps := []struct {
+		name   string
+		create []string
+		remove []string
+		want   bool
+	}{
+		{"nothing new", nil, nil, false},
+		{"a table", []string{"000011.sst"}, nil, false},
+		{"a memtable", []string{"00004.mem"}, nil, true},
+		{"seen already", nil, nil, false},
+		{"old ones flushed", nil, []string{"00002.mem", "00003.mem"}, false},
+		{"two value logs at once", []string{"000003.vlog", "000004.vlog"}, nil, true},
+		{"past the widths", []string{"00005.mem", "00006.mem"}, nil, true},
+	}
+	for _, s := range steps {
+		touch(s.create...)
+		for _, n := range s.remove {
+			if err := os.Remove(filepath.Join(dir, n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := l.grew(); got != s.want {
+			t.Errorf("%s: grew() = %v, want %v", s.name, got, s.want)
+		}
+	}
+	if l.mem != 6 || l.vlog != 4 {
+		t.Errorf("after all steps: mem %d, vlog %d; want 6, 4", l.mem, l.vlog)
+	}
+	// Numbers wider than Badger's padding still follow.
+	l.mem = 99999
+	touch("100000.mem")
+	if !l.grew() || l.mem != 100000 {
+		t.Errorf("memtable 100000 not found (mem %d)", l.mem)
 	}
 }
