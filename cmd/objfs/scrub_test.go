@@ -11,9 +11,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/meta"
+	"github.com/objfs/objfs/objstore"
 )
 
 // storeURLs returns n file:// store URLs under base.
@@ -279,5 +281,55 @@ func TestMissingStoreDirectory(t *testing.T) {
 		t.Fatal("volume opened with only one of three stores and a write quorum of 2")
 	} else if !strings.Contains(err.Error(), "1 of 3") {
 		t.Errorf("error %q does not say how many stores are left", err)
+	}
+}
+
+// TestReplicatedVolumeResumesRepairs: the repair journal of a replicated
+// volume (repairs.log) is replayed when the volume opens, so a copy left
+// missing by the last run is rewritten without a scrub.
+func TestReplicatedVolumeResumesRepairs(t *testing.T) {
+	ctx := context.Background()
+	base := t.TempDir()
+	dir := filepath.Join(base, "vol")
+	if err := formatVolume(ctx, dir, formatOptions{stores: storeURLs(base, 2), replicas: 2, writeQuorum: 1, blockSize: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := openVolume(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := v.meta.Format()
+	data := []byte("a block whose second copy was never written")
+	key := f.HashBlock(data).ObjectKey()
+	_ = v.close()
+	s0, err := objstore.NewDir(filepath.Join(base, "s0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s0.Put(ctx, key, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, repairJournal), []byte("A 1 "+key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err = openVolume(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.close()
+	s1, err := objstore.NewDir(filepath.Join(base, "s1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := s1.Get(ctx, key)
+		if err == nil && string(got) == string(data) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second copy was not restored from the journal: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -33,14 +33,17 @@ import (
 //	staging/       the write-back log: blocks not yet uploaded to the stores
 //	cache/         the disk block cache (unless --cache-dir puts it elsewhere)
 //	mount.json     written while mounted: pid, mountpoint, statistics
+//	repairs.log    replicated volumes: copies still to rewrite, resumed at
+//	               the next start (replicated.Store.OpenJournal)
 const (
-	markerFile   = "VOLUME"
-	metaDir      = "meta"
-	localStore   = "store"
-	stagingDir   = "staging"
-	diskCacheDir = "cache"
-	mountFile    = "mount.json"
-	localStoreID = "local" // store URL meaning VOLUME_DIR/store
+	markerFile    = "VOLUME"
+	metaDir       = "meta"
+	localStore    = "store"
+	stagingDir    = "staging"
+	repairJournal = "repairs.log"
+	diskCacheDir  = "cache"
+	mountFile     = "mount.json"
+	localStoreID  = "local" // store URL meaning VOLUME_DIR/store
 )
 
 type marker struct {
@@ -249,6 +252,10 @@ func openStores(ctx context.Context, dir string, f meta.Format) (objstore.Store,
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("object stores: %w", err)
+	}
+	if err := rs.OpenJournal(filepath.Join(dir, repairJournal)); err != nil {
+		_ = rs.Close()
+		return nil, fmt.Errorf("volume %s: %w", dir, err)
 	}
 	return rs, nil
 }

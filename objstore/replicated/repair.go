@@ -10,8 +10,8 @@ import (
 	"github.com/objfs/objfs/objstore"
 )
 
-// Repair queue limits. The queue lives in memory only: a crash loses it,
-// and scrub restores whatever it held.
+// Repair queue limits. The queue lives in memory; with OpenJournal it is
+// also written to a journal, and the next start resumes it (see journal).
 const (
 	maxQueued      = 100_000 // keys; beyond this new repairs are dropped (scrub finds them)
 	repairAttempts = 8
@@ -118,6 +118,40 @@ func (q *repairQueue) retry(key string, it *repairItem, now time.Time) bool {
 	return true
 }
 
+// enqueue queues key's copies on targets for repair, and journals them.
+func (s *Store) enqueue(key string, targets []int) {
+	if !s.queue.add(key, targets) {
+		return // full: the warning follows, and scrub finds them
+	}
+	if j := s.journal.Load(); j != nil {
+		j.add(key, targets)
+	}
+}
+
+// OpenJournal keeps the repair queue in the journal at path from now on,
+// and queues what an earlier run left there. Call it once, before use.
+func (s *Store) OpenJournal(path string) error {
+	j, left, err := openJournal(path, s.log)
+	if err != nil {
+		return err
+	}
+	if !s.journal.CompareAndSwap(nil, j) {
+		_ = j.close()
+		return errors.New("replicated: a repair journal is open already")
+	}
+	for key, targets := range left {
+		if slices.ContainsFunc(targets, func(t int) bool { return t >= len(s.stores) }) {
+			j.done(key, targets) // a journal of another store list: scrub's job
+			continue
+		}
+		s.queue.add(key, targets)
+	}
+	if len(left) > 0 {
+		s.log.Info("replicated: resuming repairs left by the last run", "keys", len(left))
+	}
+	return nil
+}
+
 // repairLoop runs until Close, rewriting queued copies from a good one.
 func (s *Store) repairLoop() {
 	timer := time.NewTimer(time.Hour)
@@ -132,6 +166,9 @@ func (s *Store) repairLoop() {
 			ctx, cancel := context.WithTimeout(s.life, repairTimeout)
 			err := s.repairOne(ctx, key, it.targets)
 			cancel()
+			if j := s.journal.Load(); j != nil && err == nil {
+				j.done(key, it.targets)
+			}
 			if err != nil {
 				if s.life.Err() != nil {
 					return

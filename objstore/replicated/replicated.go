@@ -62,6 +62,7 @@ type Store struct {
 	background  atomic.Int64  // copies in flight after their Put returned
 	readRepairs chan struct{} // semaphore of maxReadRepairs slots
 	queue       *repairQueue
+	journal     atomic.Pointer[journal] // nil without OpenJournal
 }
 
 var _ objstore.Store = (*Store)(nil)
@@ -152,10 +153,18 @@ func (s *Store) Close() error {
 	}
 	s.cancel()
 	s.wg.Wait()
-	if n := s.queue.len(); n > 0 {
-		s.log.Warn("replicated: closing with repairs still queued; run scrub to restore them", "pending", n)
-	}
 	var errs []error
+	j := s.journal.Load()
+	if n := s.queue.len(); n > 0 && j == nil {
+		s.log.Warn("replicated: closing with repairs still queued; run scrub to restore them", "pending", n)
+	} else if n > 0 {
+		s.log.Info("replicated: closing with repairs still queued; the next start resumes them", "pending", n)
+	}
+	if j != nil {
+		if err := j.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, st := range s.stores {
 		if err := st.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("replicated: close %s: %w", st, err))
@@ -316,7 +325,7 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 			}
 		}
 		if success && len(failed) > 0 {
-			s.queue.add(key, failed)
+			s.enqueue(key, failed)
 		}
 	}()
 	if success {
@@ -411,7 +420,7 @@ func (s *Store) readRepair(key string, data []byte, bad []int) {
 	select {
 	case s.readRepairs <- struct{}{}:
 	default:
-		s.queue.add(key, bad)
+		s.enqueue(key, bad)
 		return
 	}
 	if err := s.start(1); err != nil {
@@ -430,7 +439,7 @@ func (s *Store) readRepair(key string, data []byte, bad []int) {
 			s.log.Info("replicated: repaired copy on read", "key", key, "store", s.stores[idx].String())
 		}
 		if len(failed) > 0 && s.life.Err() == nil {
-			s.queue.add(key, failed)
+			s.enqueue(key, failed)
 		}
 	}()
 }
