@@ -69,7 +69,12 @@ func keyChunk(ino uint64, chunk uint64) []byte {
 const tailSuffix = 't'
 
 func keyChunkTail(ino uint64, chunk uint64) []byte {
-	return append(keyInoU64(pSlices, ino, chunk), tailSuffix)
+	k := make([]byte, 18)
+	k[0] = pSlices
+	binary.BigEndian.PutUint64(k[1:], ino)
+	binary.BigEndian.PutUint64(k[9:], chunk)
+	k[17] = tailSuffix
+	return k
 }
 
 // chunkKeyTail reports whether k, a key under pSlices, is a well-formed

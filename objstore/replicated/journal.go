@@ -138,6 +138,7 @@ func journalLine(op byte, targets []int, key string) string {
 	return b.String()
 }
 
+// mergeTargets adds to have the targets of add it lacks.
 func mergeTargets(have, add []int) []int {
 	for _, t := range add {
 		if !slices.Contains(have, t) {
@@ -147,6 +148,7 @@ func mergeTargets(have, add []int) []int {
 	return have
 }
 
+// removeTargets returns have without the targets of done (have is kept).
 func removeTargets(have, done []int) []int {
 	return slices.DeleteFunc(slices.Clone(have), func(t int) bool { return slices.Contains(done, t) })
 }

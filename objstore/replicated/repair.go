@@ -45,11 +45,7 @@ func (q *repairQueue) add(key string, targets []int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if it, ok := q.items[key]; ok {
-		for _, t := range targets {
-			if !slices.Contains(it.targets, t) {
-				it.targets = append(it.targets, t)
-			}
-		}
+		it.targets = mergeTargets(it.targets, targets)
 		return true
 	}
 	if len(q.items) >= maxQueued {
@@ -107,11 +103,7 @@ func (q *repairQueue) retry(key string, it *repairItem, now time.Time) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if cur, ok := q.items[key]; ok {
-		for _, t := range it.targets {
-			if !slices.Contains(cur.targets, t) {
-				cur.targets = append(cur.targets, t)
-			}
-		}
+		cur.targets = mergeTargets(cur.targets, it.targets)
 		return true
 	}
 	q.items[key] = it
