@@ -188,3 +188,34 @@ func TestRepairsResumeAfterRestart(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRepairSkipsGoodCopies: a repair of a copy that is there and good
+// (a scrub restored it before the journal was replayed) writes nothing,
+// while a missing one is rewritten.
+func TestRepairSkipsGoodCopies(t *testing.T) {
+	r := newRig(t, 3, 3, 3)
+	key, data := block(11)
+	if err := r.s.Put(r.ctx, key, data); err != nil {
+		t.Fatal(err)
+	}
+	place := r.s.Placement(key)
+	if err := r.inner[place[1]].Delete(r.ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	before := []int64{r.fault[place[0]].Calls(faulty.OpPut), r.fault[place[1]].Calls(faulty.OpPut)}
+	r.s.enqueue(key, []int{place[0], place[1]})
+	r.waitCopies(key, data, 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.s.Pending() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the repair never finished")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := r.fault[place[0]].Calls(faulty.OpPut) - before[0]; n != 0 {
+		t.Errorf("the good copy on store %d was written %d more times", place[0], n)
+	}
+	if n := r.fault[place[1]].Calls(faulty.OpPut) - before[1]; n != 1 {
+		t.Errorf("the missing copy on store %d was written %d times, want 1", place[1], n)
+	}
+}

@@ -200,8 +200,18 @@ func (s *Store) repairLoop() {
 var errNoGoodCopy = errors.New("no good copy to repair from")
 
 // repairOne copies key from a verified copy onto each store in targets.
-// A key that no store has any more (deleted meanwhile) needs no repair.
+// A key that no store has any more (deleted meanwhile) needs no repair,
+// nor does a target that holds a good copy already: restored by a scrub,
+// or a copy that landed after all (a journal replayed after a restart may
+// name repairs done meanwhile; each would rewrite a whole block).
 func (s *Store) repairOne(ctx context.Context, key string, targets []int) error {
+	targets = slices.DeleteFunc(slices.Clone(targets), func(idx int) bool {
+		data, err := s.stores[idx].Get(ctx, key)
+		return err == nil && s.verify(key, data)
+	})
+	if len(targets) == 0 {
+		return nil
+	}
 	var good []byte
 	missing := 0
 	placement := s.Placement(key)
