@@ -54,6 +54,9 @@ func status(ctx context.Context, dir string) error {
 	f := v.meta.Format()
 	fmt.Printf("volume:      %s\nuuid:        %s\nformat:      version %d, block size %d, chunk size %d, inline up to %d bytes, blocks named by %s\nstores:      %v\nmounted:     no\n",
 		dir, f.UUID, f.Version, f.BlockSize, f.ChunkSize, f.InlineMax, f.BlockHashName(), f.Stores)
+	if hint := upgradeHint(f, dir); hint != "" {
+		fmt.Printf("upgrade:     %s\n", hint)
+	}
 	printStats(v.meta.Stats())
 	return nil
 }

@@ -33,6 +33,15 @@ only older versions refuses the volume afterwards.`, meta.FormatVersion, meta.Mi
 	}
 }
 
+// upgradeHint says what upgrading a volume of format f in dir would bring,
+// or "" when it is at this objfs's version.
+func upgradeHint(f meta.Format, dir string) string {
+	if f.Version >= meta.FormatVersion {
+		return ""
+	}
+	return fmt.Sprintf("volume has format version %d; this objfs writes %d (chunk tail records: small commits to large files no longer rewrite their slice lists); `objfs upgrade %s` raises it while unmounted, after which an older objfs refuses it", f.Version, meta.FormatVersion, dir)
+}
+
 // upgrade raises the volume in dir to meta.FormatVersion. The format record
 // goes first, then the marker: an objfs of the old version reads the
 // marker's version before anything else, and one that finds the old

@@ -81,6 +81,24 @@ func TestUpgradeCommand(t *testing.T) {
 	}
 }
 
+// TestUpgradeHint: status and the serving commands point a volume of an
+// older format at upgrade, and say nothing for a current one.
+func TestUpgradeHint(t *testing.T) {
+	for _, tc := range []struct {
+		version int
+		want    string
+	}{
+		{1, "format version 1; this objfs writes 3"},
+		{2, "`objfs upgrade /v` raises it"},
+		{meta.FormatVersion, ""},
+	} {
+		got := upgradeHint(meta.Format{Version: tc.version}, "/v")
+		if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("hint for version %d: %q, want one saying %q", tc.version, got, tc.want)
+		}
+	}
+}
+
 // TestFormatVersionFlag: --format-version takes every version this objfs
 // writes and names the range when it is outside it.
 func TestFormatVersionFlag(t *testing.T) {

@@ -472,6 +472,9 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 	if err != nil {
 		return nil, nil, err
 	}
+	if hint := upgradeHint(v.meta.Format(), v.dir); hint != "" {
+		slog.Info(hint)
+	}
 	if opts.Capacity == nil {
 		opts.Capacity = v.capacity()
 	}
