@@ -172,8 +172,7 @@ func load(ctx context.Context, file, dir string) error {
 	}
 	// The marker goes last, as format writes it: a directory with it is a
 	// complete volume.
-	b, _ := json.MarshalIndent(marker{Magic: magic, Version: info.Format.Version, UUID: info.Format.UUID}, "", "  ")
-	if err := writeFileSync(filepath.Join(dir, markerFile), append(b, '\n')); err != nil {
+	if err := writeMarker(dir, info.Format); err != nil {
 		return fmt.Errorf("write volume marker: %w", err)
 	}
 	for _, url := range info.Format.Stores {

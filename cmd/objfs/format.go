@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -204,8 +203,7 @@ func formatVolume(ctx context.Context, dir string, o formatOptions) (err error) 
 		return err
 	}
 	// The marker goes last: a directory with it is a complete volume.
-	b, _ := json.MarshalIndent(marker{Magic: magic, Version: f.Version, UUID: f.UUID}, "", "  ")
-	if err := writeFileSync(filepath.Join(dir, markerFile), append(b, '\n')); err != nil {
+	if err := writeMarker(dir, *f); err != nil {
 		return err
 	}
 	names := make([]string, len(opened))

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -60,7 +58,7 @@ func upgrade(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	from, to, err := meta.Upgrade(ctx, kv)
+	from, f, err := meta.Upgrade(ctx, kv)
 	if err == nil {
 		err = kv.Sync()
 	}
@@ -74,18 +72,16 @@ func upgrade(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	if from == to && m.Version == to {
-		fmt.Printf("volume %s is already at format version %d\n", dir, to)
+	if from == f.Version && m.Version == f.Version {
+		fmt.Printf("volume %s is already at format version %d\n", dir, f.Version)
 		return nil
 	}
-	if from == to {
+	if from == f.Version {
 		from = m.Version // a crash came between the record and the marker
 	}
-	m.Version = to
-	b, _ := json.MarshalIndent(m, "", "  ")
-	if err := writeFileSync(filepath.Join(dir, markerFile), append(b, '\n')); err != nil {
+	if err := writeMarker(dir, f); err != nil {
 		return fmt.Errorf("upgrade volume %s: write its marker: %w", dir, err)
 	}
-	fmt.Printf("upgraded volume %s from format version %d to %d\n", dir, from, to)
+	fmt.Printf("upgraded volume %s from format version %d to %d\n", dir, from, f.Version)
 	return nil
 }

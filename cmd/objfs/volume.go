@@ -94,6 +94,14 @@ func volumeDir(dir string) (string, error) {
 	return dir, checkVolume(dir)
 }
 
+// writeMarker writes dir's VOLUME marker for a volume of format f,
+// synced: format and load write it last, so that a directory with it is
+// a complete volume; upgrade rewrites it.
+func writeMarker(dir string, f meta.Format) error {
+	b, _ := json.MarshalIndent(marker{Magic: magic, Version: f.Version, UUID: f.UUID}, "", "  ")
+	return writeFileSync(filepath.Join(dir, markerFile), append(b, '\n'))
+}
+
 // checkVolume verifies dir looks like a volume before anything opens it,
 // so that pointing objfs at the wrong directory changes nothing there.
 func checkVolume(dir string) error {

@@ -572,7 +572,7 @@ func (c *checker) inode1(a *Attr) error {
 	}
 	if truncating(a) != nil {
 		if !a.IsRegular() {
-			c.errorf(ino, clearFlag(ino, FlagTruncating), "inode of type %o marked as truncating", a.Type())
+			c.errorf(ino, flagFix(ino, FlagTruncating, false), "inode of type %o marked as truncating", a.Type())
 		} else if _, found, err := c.get(keyIno(pTruncate, ino)); err != nil {
 			return err
 		} else if !found {
@@ -848,7 +848,7 @@ func (c *checker) slices() error {
 		}
 		c.flagLie(a, FlagNoChunks, fmt.Sprintf("chunk %d", idx))
 		if tail && a.Flags&FlagTails == 0 {
-			c.errorf(ino, setFlag(ino, FlagTails), "chunk %d: a tail record on an inode not marked as having tails (reads skip it)", idx)
+			c.errorf(ino, flagFix(ino, FlagTails, true), "chunk %d: a tail record on an inode not marked as having tails (reads skip it)", idx)
 		}
 		if idx >= MaxFileSize/uint64(f.ChunkSize) {
 			c.errorf(ino, nil, "chunk %d lies beyond the largest file size", idx)
@@ -906,27 +906,18 @@ func (c *checker) pastEnd(a *Attr, idx uint64, ss []Slice) error {
 	return nil
 }
 
-// setFlag is a fix that sets flag on inode ino.
-func setFlag(ino uint64, flag uint32) func(x *tx) error {
+// flagFix is a fix that sets (on) or clears flag on inode ino.
+func flagFix(ino uint64, flag uint32, on bool) func(x *tx) error {
 	return func(x *tx) error {
 		a, err := x.inode(ino)
 		if err != nil {
 			return err
 		}
-		a.Flags |= flag
-		x.touch(a)
-		return nil
-	}
-}
-
-// clearFlag is a fix that clears flag on inode ino.
-func clearFlag(ino uint64, flag uint32) func(x *tx) error {
-	return func(x *tx) error {
-		a, err := x.inode(ino)
-		if err != nil {
-			return err
+		if on {
+			a.Flags |= flag
+		} else {
+			a.Flags &^= flag
 		}
-		a.Flags &^= flag
 		x.touch(a)
 		return nil
 	}
@@ -940,7 +931,7 @@ func (c *checker) flagLie(a *Attr, flag uint32, what string) {
 		return
 	}
 	c.lastLie.ino, c.lastLie.flag = a.Ino, flag
-	c.errorf(a.Ino, clearFlag(a.Ino, flag), "%s on an inode marked as having none", what)
+	c.errorf(a.Ino, flagFix(a.Ino, flag, false), "%s on an inode marked as having none", what)
 }
 
 // markTruncating is a fix that leaves ino's truncation for the next

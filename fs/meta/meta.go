@@ -207,18 +207,9 @@ func Open(ctx context.Context, kv KV) (*Meta, error) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	m.boot = binary.BigEndian.Uint64(b[:])
-	err := kv.View(ctx, func(t Txn) error {
-		js, err := t.Get(key1(pFormat))
-		if errors.Is(err, ErrKeyNotFound) {
-			return errors.New("not an objfs volume: no format record")
-		}
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal(js, &m.format); err != nil {
-			return fmt.Errorf("%w: format record: %v", errCorrupt, err)
-		}
-		return m.format.Validate()
+	err := kv.View(ctx, func(t Txn) (err error) {
+		m.format, err = readFormat(t)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -229,30 +220,35 @@ func Open(ctx context.Context, kv KV) (*Meta, error) {
 	return m, nil
 }
 
+// readFormat reads and checks the volume's format record.
+func readFormat(t Txn) (Format, error) {
+	var f Format
+	js, err := t.Get(key1(pFormat))
+	if errors.Is(err, ErrKeyNotFound) {
+		return f, errors.New("not an objfs volume: no format record")
+	}
+	if err != nil {
+		return f, err
+	}
+	if err := json.Unmarshal(js, &f); err != nil {
+		return f, fmt.Errorf("%w: format record: %v", errCorrupt, err)
+	}
+	return f, f.Validate()
+}
+
 // Upgrade raises the format record of the volume in kv, which must not be
-// open elsewhere, to FormatVersion, and returns the versions before and
-// after (equal when there was nothing to do). A version 1 record gets its
-// block hash written out (SHA-256, which it always meant); nothing else
-// changes, since every later version only adds records an older objfs
-// would not read. Afterwards, no objfs that reads only older versions opens
-// the volume.
-func Upgrade(ctx context.Context, kv KV) (from, to int, err error) {
+// open elsewhere, to FormatVersion, and returns the version it had and the
+// record now (the same version when there was nothing to do). A version 1
+// record gets its block hash written out (SHA-256, which it always meant);
+// nothing else changes, since every later version only adds records an
+// older objfs would not read. Afterwards, no objfs that reads only older
+// versions opens the volume.
+func Upgrade(ctx context.Context, kv KV) (from int, f Format, err error) {
 	err = kv.Update(ctx, func(t Txn) error {
-		js, err := t.Get(key1(pFormat))
-		if errors.Is(err, ErrKeyNotFound) {
-			return errors.New("not an objfs volume: no format record")
-		}
-		if err != nil {
+		if f, err = readFormat(t); err != nil {
 			return err
 		}
-		var f Format
-		if err := json.Unmarshal(js, &f); err != nil {
-			return fmt.Errorf("%w: format record: %v", errCorrupt, err)
-		}
-		if err := f.Validate(); err != nil {
-			return err
-		}
-		from, to = f.Version, f.Version
+		from = f.Version
 		if f.Version == FormatVersion {
 			return nil
 		}
@@ -265,13 +261,12 @@ func Upgrade(ctx context.Context, kv KV) (from, to int, err error) {
 		if err != nil {
 			return fmt.Errorf("encode format record: %w", err)
 		}
-		to = f.Version
 		return t.Set(key1(pFormat), b)
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, Format{}, err
 	}
-	return from, to, nil
+	return from, f, nil
 }
 
 // tails reports whether the volume's format has chunk tail records.

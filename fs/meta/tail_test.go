@@ -324,9 +324,9 @@ func TestUpgrade(t *testing.T) {
 				v.writeSlice(f.Ino, uint64(i)*8192, fakeBlock(i, 4096))
 			}
 			before := v.chunk(f.Ino, 0)
-			from, to, err := Upgrade(v.ctx, v.kv)
-			if err != nil || from != tc.version || to != FormatVersion {
-				t.Fatalf("Upgrade = %d, %d, %v; want %d, %d", from, to, err, tc.version, FormatVersion)
+			from, ft, err := Upgrade(v.ctx, v.kv)
+			if err != nil || from != tc.version || ft.Version != FormatVersion {
+				t.Fatalf("Upgrade = %d, version %d, %v; want %d, %d", from, ft.Version, err, tc.version, FormatVersion)
 			}
 			if v.m, err = Open(v.ctx, v.kv); err != nil {
 				t.Fatalf("open after upgrade: %v", err)
@@ -345,8 +345,8 @@ func TestUpgrade(t *testing.T) {
 				t.Errorf("chunk has %d slices after a fourth commit, want 4", len(got))
 			}
 			v.wantNoErrors()
-			if from, to, err := Upgrade(v.ctx, v.kv); err != nil || from != FormatVersion || to != FormatVersion {
-				t.Errorf("second Upgrade = %d, %d, %v; want nothing to do", from, to, err)
+			if from, ft, err := Upgrade(v.ctx, v.kv); err != nil || from != FormatVersion || ft.Version != FormatVersion {
+				t.Errorf("second Upgrade = %d, version %d, %v; want nothing to do", from, ft.Version, err)
 			}
 		})
 	}

@@ -227,8 +227,8 @@ func (j *journal) done(key string, targets []int) {
 	}
 	j.append(journalLine('D', targets, key))
 	// Rewritten when mostly dead lines: each live key is one line of
-	// about the same length as the others.
-	if j.size > journalCompactMin && j.size > 8*int64(len(j.live)+1)*int64(len(journalLine('A', have, key))) {
+	// about the same length as this key's (keys are block names).
+	if j.size > journalCompactMin && j.size > 8*int64(len(j.live)+1)*int64(len(key)+8) {
 		if err := j.rewrite(); err != nil {
 			j.fail(err)
 		}
