@@ -37,6 +37,7 @@ type blocks struct {
 	cond     *sync.Cond
 	inflight map[meta.BlockID]int  // uploads whose references are not committed yet
 	deleting map[meta.BlockID]bool // objects being deleted right now
+	deleters int                   // store deletes in flight at most (Options.Uploaders)
 }
 
 func newBlocks(store objstore.Store, hash func([]byte) meta.BlockID, c *cache.Memory, disk *cache.Disk, log *slog.Logger) *blocks {
@@ -388,8 +389,23 @@ func (b *blocks) deleteBatch(ctx context.Context, m *meta.Meta, ids []meta.Block
 		done(claim...)
 		return err
 	}
+	// A store's delete is a request of tens of milliseconds to a remote
+	// store: one at a time, a mass deletion would fall behind for good.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(b.deleters, 1))
 	for i, id := range claim {
-		if deletable[i] {
+		if !deletable[i] {
+			done(id)
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() {
+				done(id)
+				<-sem
+				wg.Done()
+			}()
 			// A crash here leaves an unreferenced object, which gc removes.
 			if err := b.store.Delete(ctx, id.ObjectKey()); err != nil {
 				b.log.Warn("delete block", "block", id.ObjectKey(), "err", err)
@@ -398,8 +414,8 @@ func (b *blocks) deleteBatch(ctx context.Context, m *meta.Meta, ids []meta.Block
 			if b.disk != nil {
 				b.disk.Remove(id.String())
 			}
-		}
-		done(id)
+		}()
 	}
+	wg.Wait()
 	return nil
 }

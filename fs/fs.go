@@ -36,7 +36,7 @@ type Options struct {
 	InodeDirty  int           // buffered bytes per file before it is committed
 	DirtyLimit  int64         // buffered bytes of all files: writers beyond it commit first (back pressure)
 	DirtyExpire time.Duration // buffered writes idle this long are committed in the background
-	Uploaders   int           // parallel block uploads per commit
+	Uploaders   int           // parallel block uploads per commit, and parallel deletes of unreferenced blocks
 	ReadAhead   int           // bytes fetched ahead of a sequential reader (default 16 MiB); negative: none
 	DeleteGrace time.Duration // how long an unreferenced block waits before its object is deleted
 	MetaGCEvery time.Duration // how often the metadata database's dead space is reclaimed (default 5 minutes)
@@ -126,7 +126,12 @@ type FS struct {
 	atimes lazyAtimes // access times recorded by reads, not committed yet
 	pieces *sync.Pool // block-sized arrays of write buffers
 
-	reap   chan uint64
+	// The reaper's work: inodes that lost their last link (reap), and a
+	// request to reap every orphan the metadata lists (reapScan), made at
+	// start and whenever reap was full.
+	reap     chan uint64
+	reapScan chan struct{}
+
 	bgCtx  context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -175,24 +180,27 @@ type handle struct {
 }
 
 // New serves the volume m whose blocks live in store. It first finishes
-// what a crash may have interrupted: orphan inodes are reaped.
+// truncations a crash cut short; orphan inodes the last run left are
+// reaped in the background.
 func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) (*FS, error) {
 	opts.defaults()
 	format := m.Format()
 	f := &FS{
-		meta:    m,
-		blocks:  newBlocks(store, format.HashBlock, cache.NewMemory(opts.MemCacheBytes), opts.DiskCache, opts.Logger),
-		opts:    opts,
-		log:     opts.Logger,
-		format:  format,
-		inodes:  map[uint64]*inode{},
-		reaping: map[uint64]bool{},
-		handles: map[uint64]*handle{},
-		nextFh:  1,
-		reap:    make(chan uint64, 1024),
-		streams: newStreams(),
+		meta:     m,
+		blocks:   newBlocks(store, format.HashBlock, cache.NewMemory(opts.MemCacheBytes), opts.DiskCache, opts.Logger),
+		opts:     opts,
+		log:      opts.Logger,
+		format:   format,
+		inodes:   map[uint64]*inode{},
+		reaping:  map[uint64]bool{},
+		handles:  map[uint64]*handle{},
+		nextFh:   1,
+		reap:     make(chan uint64, reapQueue),
+		reapScan: make(chan struct{}, 1),
+		streams:  newStreams(),
 	}
 	f.blocks.aheadToDisk = !opts.ReadAheadBypassesDiskCache
+	f.blocks.deleters = opts.Uploaders
 	// Room for four streams' windows of blocks read ahead: more streams
 	// than that push each other's blocks out (they are then read as
 	// random reads are) rather than growing memory.
@@ -205,20 +213,6 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 	f.compactSet = map[compactJob]bool{}
 	f.compactQ = make(chan compactJob, 256)
 	f.bgCtx, f.cancel = context.WithCancel(context.Background())
-	orphans, err := m.Orphans(ctx)
-	if err != nil {
-		f.cancel()
-		return nil, fmt.Errorf("list orphan inodes: %w", err)
-	}
-	for _, ino := range orphans {
-		if err := m.Reap(ctx, ino); err != nil {
-			f.cancel()
-			return nil, err
-		}
-	}
-	if len(orphans) > 0 {
-		f.log.Info("reaped inodes unlinked before the last shutdown", "count", len(orphans))
-	}
 	truncated, err := m.Truncations(ctx)
 	if err != nil {
 		f.cancel()
@@ -233,8 +227,11 @@ func New(ctx context.Context, m *meta.Meta, store objstore.Store, opts Options) 
 	if len(truncated) > 0 {
 		f.log.Info("finished truncations cut short before the last shutdown", "count", len(truncated))
 	}
-	f.wg.Add(2)
+	f.reapScan <- struct{}{} // what the last run left
+	f.wg.Add(4)
 	go f.background(f.bgCtx)
+	go f.collector(f.bgCtx)
+	go f.reaper(f.bgCtx)
 	go f.compactor(f.bgCtx)
 	return f, nil
 }
@@ -261,39 +258,21 @@ func (f *FS) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// background reaps orphans, frees unreferenced blocks, folds statistics and
-// reclaims the metadata database's dead space.
+// background commits access times and idle buffers, retries failed
+// commits and folds statistics: short jobs, kept apart from the long ones
+// of collector and reaper so that buffered data never waits on them.
 func (f *FS) background(ctx context.Context) {
 	defer f.wg.Done()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	lastDelete, lastMetaGC := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case ino := <-f.reap:
-			f.reapIfClosed(ctx, ino)
 		case <-tick.C:
 			f.commitAtimes(ctx)
 			f.retryDirty(ctx)
 			f.commitIdle(ctx)
-			if time.Since(lastDelete) >= min(f.opts.DeleteGrace, 5*time.Second) {
-				lastDelete = time.Now()
-				if err := f.blocks.deletePending(ctx, f.meta, f.opts.DeleteGrace); err != nil && ctx.Err() == nil {
-					f.log.Warn("free unreferenced blocks", "err", err)
-				}
-			}
-			if time.Since(lastMetaGC) >= f.opts.MetaGCEvery {
-				lastMetaGC = time.Now()
-				// Deleted and overwritten values leave dead bytes in
-				// the database's value log; without this it only grows.
-				if n, err := f.meta.CollectGarbage(ctx); err != nil && ctx.Err() == nil {
-					f.log.Warn("reclaim metadata space", "err", err)
-				} else if n > 0 {
-					f.log.Info("reclaimed metadata space", "files rewritten", n)
-				}
-			}
 			if f.meta.PendingDeltas() > 1000 {
 				if err := f.meta.FoldStats(ctx); err != nil && ctx.Err() == nil {
 					f.log.Warn("fold statistics", "err", err)
@@ -303,35 +282,36 @@ func (f *FS) background(ctx context.Context) {
 	}
 }
 
-func (f *FS) reapIfClosed(ctx context.Context, ino uint64) {
-	f.mu.Lock()
-	if in, open := f.inodes[ino]; open {
-		in.unlinked = true // the last release queues it again
-		f.mu.Unlock()
-		return
-	}
-	f.reaping[ino] = true
-	f.mu.Unlock()
-	defer func() {
-		f.mu.Lock()
-		delete(f.reaping, ino)
-		f.mu.Unlock()
-	}()
-	if err := f.meta.Reap(ctx, ino); err != nil && ctx.Err() == nil {
-		f.log.Warn("reap unlinked inode", "ino", ino, "err", err)
-	}
-}
-
-// orphaned queues an inode that lost its last link for reaping.
-func (f *FS) orphaned(a *Attr) {
-	if a == nil || a.Nlink > 0 {
-		return
-	}
-	select {
-	case f.reap <- a.Ino:
-	default:
-		// Full queue: the orphan record stays and the next start reaps it.
-		f.log.Warn("reap queue full; inode will be reaped at next start", "ino", a.Ino)
+// collector frees unreferenced blocks and reclaims the metadata database's
+// dead space; either can take long (many deletes from a slow store, a
+// value log rewritten).
+func (f *FS) collector(ctx context.Context) {
+	defer f.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastDelete, lastMetaGC := time.Now(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if time.Since(lastDelete) >= min(f.opts.DeleteGrace, 5*time.Second) {
+			lastDelete = time.Now()
+			if err := f.blocks.deletePending(ctx, f.meta, f.opts.DeleteGrace); err != nil && ctx.Err() == nil {
+				f.log.Warn("free unreferenced blocks", "err", err)
+			}
+		}
+		if time.Since(lastMetaGC) >= f.opts.MetaGCEvery {
+			lastMetaGC = time.Now()
+			// Deleted and overwritten values leave dead bytes in the
+			// database's value log; without this it only grows.
+			if n, err := f.meta.CollectGarbage(ctx); err != nil && ctx.Err() == nil {
+				f.log.Warn("reclaim metadata space", "err", err)
+			} else if n > 0 {
+				f.log.Info("reclaimed metadata space", "files rewritten", n)
+			}
+		}
 	}
 }
 

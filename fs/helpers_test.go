@@ -119,7 +119,7 @@ func (s *memStore) Close() error   { return nil }
 
 // testVol is a formatted volume with a mounted FS.
 type testVol struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	metaDir string
 	diskDir string // root of the objstore.Dir, when on disk
@@ -145,7 +145,7 @@ type volConfig struct {
 // quietLogger drops the expected error logs (corrupt blocks) from test output.
 var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func newVol(t *testing.T, cfg volConfig) *testVol {
+func newVol(t testing.TB, cfg volConfig) *testVol {
 	t.Helper()
 	ctx := context.Background()
 	v := &testVol{t: t, ctx: ctx, metaDir: t.TempDir(), opts: cfg.opts, wrapKV: cfg.wrapKV}
@@ -420,9 +420,23 @@ func (v *testVol) waitStoreMatchesReferences(timeout time.Duration, extra ...uin
 	}
 }
 
-// checkNoLeaks fails if a stored block is neither referenced nor queued
-// for deletion (such a block would stay forever), or if a referenced block
-// is missing.
+// waitOrphansReaped waits until the metadata lists no orphan.
+func (v *testVol) waitOrphansReaped(timeout time.Duration) {
+	v.t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(5 * time.Millisecond) {
+		o, err := v.m.Orphans(v.ctx)
+		if err != nil {
+			v.t.Fatal(err)
+		}
+		if len(o) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("%d orphans still listed after %v (first %d)", len(o), timeout, o[0])
+		}
+	}
+}
+
 // waitCompactions waits until background compaction has nothing queued.
 func (v *testVol) waitCompactions() {
 	v.t.Helper()
@@ -434,6 +448,9 @@ func (v *testVol) waitCompactions() {
 	}
 }
 
+// checkNoLeaks fails if a stored block is neither referenced nor queued
+// for deletion (such a block would stay forever), or if a referenced block
+// is missing.
 func (v *testVol) checkNoLeaks(extra ...uint64) {
 	v.t.Helper()
 	v.waitCompactions()

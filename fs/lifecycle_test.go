@@ -241,7 +241,7 @@ func TestRemountKeepsEverything(t *testing.T) {
 
 // TestCrashLeavesOrphanReapedAtStart: a file unlinked while open, whose
 // handle was never released (the process died), is an orphan record at the
-// next start; New reaps it and its blocks are freed.
+// next start; the reaper frees it in the background, blocks and all.
 func TestCrashLeavesOrphanReapedAtStart(t *testing.T) {
 	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 100, onDisk: true})
 	ino, fh := v.create(meta.RootIno, "doomed", syscall.O_RDWR)
@@ -271,11 +271,9 @@ func TestCrashLeavesOrphanReapedAtStart(t *testing.T) {
 		t.Fatalf("orphans before restart: %v, %v; want %d among them", o, err, ino)
 	}
 	v.open()
+	v.waitOrphansReaped(5 * time.Second)
 	if _, err := v.f.GetAttr(v.ctx, ino); err != syscall.ENOENT {
 		t.Errorf("orphan after restart: getattr %v, want ENOENT", err)
-	}
-	if o, _ := v.m.Orphans(v.ctx); len(o) != 0 {
-		t.Errorf("orphan records after restart: %v", o)
 	}
 	if got := v.content(keep); !bytes.Equal(got, pattern(5, 30000)) {
 		t.Errorf("other file after restart: %s", firstDiff(got, pattern(5, 30000)))
@@ -514,5 +512,62 @@ func TestUnlinkRacesOpen(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	v.waitStoreMatchesReferences(6 * time.Second)
+}
+
+// TestReapQueueOverflow: a burst of orphans larger than the reaper's queue
+// (here: directories removed while the reaper is held up) is still reaped
+// without a restart, from the orphan list, and an orphan still open there
+// is left alone until its last release.
+func TestReapQueueOverflow(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 100, onDisk: true})
+	held, fh := v.create(meta.RootIno, "held", syscall.O_RDWR)
+	model := pattern(7, 20000)
+	v.write(fh, 0, model)
+	v.flush(fh)
+	if err := v.f.Unlink(v.ctx, &meta.Root, meta.RootIno, "held"); err != nil {
+		t.Fatal(err)
+	}
+	const dirs = reapQueue + 300
+	for i := range dirs {
+		if _, err := v.f.Mkdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := v.m.Stats()
+	// The reaper needs f.mu for every inode it takes; rmdir does not. So
+	// while the test holds it, the reaper takes at most one from its
+	// queue and the queue overflows.
+	v.f.mu.Lock()
+	for i := range dirs {
+		if err := v.f.Rmdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i)); err != nil {
+			v.f.mu.Unlock()
+			t.Fatal(err)
+		}
+	}
+	v.f.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		o, err := v.m.Orphans(v.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(o) == 1 && o[0] == held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d orphans listed 10 s after the burst, want only the open file %d", len(o), held)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := v.m.Stats(); st.Inodes != before.Inodes-dirs {
+		t.Errorf("inodes after reaping: %d, want %d", st.Inodes, before.Inodes-dirs)
+	}
+	if got := v.read(fh, 0, len(model)+10); !bytes.Equal(got, model) {
+		t.Fatalf("read of the open orphan after the reaper walked the list: %s", firstDiff(got, model))
+	}
+	v.release(fh)
+	v.waitOrphansReaped(5 * time.Second)
+	v.waitGone(held, 3*time.Second)
 	v.waitStoreMatchesReferences(6 * time.Second)
 }

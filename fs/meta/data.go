@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"syscall"
 	"time"
@@ -289,19 +290,23 @@ func (m *Meta) updateFile(ctx context.Context, ino uint64, fn func(x *tx) error)
 // Truncations lists the inodes whose truncation is still releasing chunks
 // (left by a crash, or by a truncating call that was cancelled).
 func (m *Meta) Truncations(ctx context.Context) ([]uint64, error) {
-	return m.inodesListed(ctx, pTruncate)
+	return m.inodesListed(ctx, pTruncate, 0, 0)
 }
 
 // inodesListed returns the inodes named by the records of prefix p, keyed
-// by inode alone (orphans, truncations).
-func (m *Meta) inodesListed(ctx context.Context, p byte) ([]uint64, error) {
+// by inode alone (orphans, truncations), in ascending order: those after
+// inode after, at most limit of them (all when limit is 0).
+func (m *Meta) inodesListed(ctx context.Context, p byte, after uint64, limit int) ([]uint64, error) {
 	var out []uint64
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
 	err := m.kv.View(ctx, func(t Txn) error {
-		return t.Scan(key1(p), nil, func(k, v []byte) (bool, error) {
+		return t.Scan(key1(p), keyIno(p, after+1), func(k, v []byte) (bool, error) {
 			if len(k) == 9 {
 				out = append(out, binary.BigEndian.Uint64(k[1:]))
 			}
-			return true, nil
+			return limit == 0 || len(out) < limit, nil
 		})
 	})
 	return out, err
@@ -842,7 +847,17 @@ func sameSlice(a, b Slice) bool {
 
 // Orphans lists inodes whose last link is gone.
 func (m *Meta) Orphans(ctx context.Context) ([]uint64, error) {
-	return m.inodesListed(ctx, pOrphan)
+	return m.inodesListed(ctx, pOrphan, 0, 0)
+}
+
+// OrphansAfter lists at most limit orphans numbered above after, in
+// ascending order: a page of the orphan list, which may be long (a mass
+// deletion while the volume was closing, say).
+func (m *Meta) OrphansAfter(ctx context.Context, after uint64, limit int) ([]uint64, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list orphans: limit %d, want > 0", limit)
+	}
+	return m.inodesListed(ctx, pOrphan, after, limit)
 }
 
 // reapBatch bounds the chunks, reapBlocks the block references, released

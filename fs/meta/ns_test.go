@@ -1,6 +1,8 @@
 package meta
 
 import (
+	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"syscall"
@@ -738,5 +740,55 @@ func TestRenameRandomInvariants(t *testing.T) {
 	}
 	if ok < 20 {
 		t.Errorf("only %d of 400 random renames succeeded; the test exercises too little", ok)
+	}
+}
+
+// TestOrphansAfter: the orphan list read a page at a time gives each orphan
+// once, in ascending order, whatever the page size.
+func TestOrphansAfter(t *testing.T) {
+	v := newVolume(t, nil)
+	var want []uint64
+	for i := range 7 {
+		a := v.mkdir(RootIno, fmt.Sprint("d", i))
+		if _, err := v.m.Rmdir(v.ctx, &Root, RootIno, fmt.Sprint("d", i)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, a.Ino)
+	}
+	if got := v.orphans(); !slices.Equal(got, want) {
+		t.Fatalf("orphans %v, want %v", got, want)
+	}
+	for _, limit := range []int{1, 2, 3, 7, 8, 100} {
+		var got []uint64
+		var after uint64
+		for pages := 0; ; pages++ {
+			if pages > len(want) {
+				t.Fatalf("limit %d: more than %d pages", limit, pages)
+			}
+			page, err := v.m.OrphansAfter(v.ctx, after, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) > limit {
+				t.Fatalf("limit %d: page of %d", limit, len(page))
+			}
+			got = append(got, page...)
+			if len(page) < limit {
+				break
+			}
+			after = page[len(page)-1]
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("limit %d: %v, want %v", limit, got, want)
+		}
+	}
+	if page, err := v.m.OrphansAfter(v.ctx, want[3], 100); err != nil || !slices.Equal(page, want[4:]) {
+		t.Errorf("after %d: %v, %v; want %v", want[3], page, err, want[4:])
+	}
+	if page, err := v.m.OrphansAfter(v.ctx, math.MaxUint64, 100); err != nil || len(page) != 0 {
+		t.Errorf("after the largest inode number: %v, %v", page, err)
+	}
+	if _, err := v.m.OrphansAfter(v.ctx, 0, 0); err == nil {
+		t.Error("limit 0: no error")
 	}
 }
