@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,8 @@ type blocks struct {
 	inflight map[meta.BlockID]int  // uploads whose references are not committed yet
 	deleting map[meta.BlockID]bool // objects being deleted right now
 	deleters int                   // store deletes in flight at most (Options.Uploaders)
+
+	deleted, deleteErrors atomic.Uint64 // objects deleted, deletes failed (and queued again)
 }
 
 func newBlocks(store objstore.Store, hash func([]byte) meta.BlockID, c *cache.Memory, disk *cache.Disk, log *slog.Logger) *blocks {
@@ -391,8 +394,12 @@ func (b *blocks) deleteBatch(ctx context.Context, m *meta.Meta, ids []meta.Block
 	}
 	// A store's delete is a request of tens of milliseconds to a remote
 	// store: one at a time, a mass deletion would fall behind for good.
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, max(b.deleters, 1))
+	var (
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, max(b.deleters, 1))
+		failMu sync.Mutex
+		failed []meta.BlockID
+	)
 	for i, id := range claim {
 		if !deletable[i] {
 			done(id)
@@ -402,20 +409,40 @@ func (b *blocks) deleteBatch(ctx context.Context, m *meta.Meta, ids []meta.Block
 		wg.Add(1)
 		go func() {
 			defer func() {
-				done(id)
 				<-sem
 				wg.Done()
 			}()
-			// A crash here leaves an unreferenced object, which gc removes.
-			if err := b.store.Delete(ctx, id.ObjectKey()); err != nil {
-				b.log.Warn("delete block", "block", id.ObjectKey(), "err", err)
-			}
 			b.cache.Remove(id.String())
 			if b.disk != nil {
 				b.disk.Remove(id.String())
 			}
+			// A crash here leaves an unreferenced object, which gc removes.
+			if err := b.store.Delete(ctx, id.ObjectKey()); err != nil {
+				if ctx.Err() == nil {
+					b.log.Warn("delete block; will try again", "block", id.ObjectKey(), "err", err)
+				}
+				failMu.Lock()
+				failed = append(failed, id)
+				failMu.Unlock()
+				return // still claimed: queued again below
+			}
+			b.deleted.Add(1)
+			done(id)
 		}()
 	}
 	wg.Wait()
+	if len(failed) == 0 {
+		return nil
+	}
+	b.deleteErrors.Add(uint64(len(failed)))
+	// Queued again, still unreferenced (no reference can have been
+	// committed while they were claimed), for a later pass: left out, the
+	// objects would stay in the store until gc. Also when ctx was
+	// cancelled, which is how Close stops a pass.
+	err = m.QueueUnreferenced(context.WithoutCancel(ctx), failed)
+	done(failed...)
+	if err != nil {
+		return fmt.Errorf("queue %d blocks again after failed deletes: %w", len(failed), err)
+	}
 	return nil
 }

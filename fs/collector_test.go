@@ -10,6 +10,7 @@ import (
 
 	"github.com/objfs/objfs/fs/meta"
 	"github.com/objfs/objfs/objstore"
+	"github.com/objfs/objfs/objstore/faulty"
 )
 
 // slowDeletes is a store whose deletes take delay each, or wait for gate
@@ -181,4 +182,26 @@ func BenchmarkDeletePending(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestFailedDeletesAreRetried: an object whose delete failed is deleted by a
+// later pass, not left in the store until gc; the counts say so.
+func TestFailedDeletesAreRetried(t *testing.T) {
+	fst := faulty.New(newMemStore(), 5)
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 100})
+	v.close()
+	v.store = fst
+	v.open()
+	v.writeFiles(6, "f")
+	fst.FailNext(faulty.OpDelete, 4)
+	for i := range 6 {
+		if err := v.f.Unlink(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("f", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.waitStoreMatchesReferences(15 * time.Second)
+	if got := v.f.FreedStats(); got.BlocksDeleted != 6 || got.DeleteErrors != 4 {
+		t.Errorf("freed stats %+v, want 6 blocks deleted after 4 failed deletes", got)
+	}
+	v.checkNoLeaks()
 }

@@ -131,6 +131,7 @@ type FS struct {
 	// start and whenever reap was full.
 	reap     chan uint64
 	reapScan chan struct{}
+	reaped   atomic.Uint64 // orphans freed
 
 	bgCtx  context.Context
 	cancel context.CancelFunc
@@ -477,6 +478,22 @@ func (f *FS) DiskCacheStats() cache.DiskStats {
 		return cache.DiskStats{}
 	}
 	return f.blocks.disk.Stats()
+}
+
+// FreedStats counts what the background gave back since the volume was
+// opened: orphan inodes reaped, unreferenced blocks deleted from the store,
+// and deletes that failed (each block queued again for a later pass).
+type FreedStats struct {
+	Reaped, BlocksDeleted, DeleteErrors uint64
+}
+
+// FreedStats reports the reaper's and the block deleter's progress.
+func (f *FS) FreedStats() FreedStats {
+	return FreedStats{
+		Reaped:        f.reaped.Load(),
+		BlocksDeleted: f.blocks.deleted.Load(),
+		DeleteErrors:  f.blocks.deleteErrors.Load(),
+	}
 }
 
 // ReadAheadStats counts the blocks fetched ahead of sequential readers.

@@ -117,5 +117,6 @@ func (f *FS) reapIfClosed(ctx context.Context, ino uint64) reapOutcome {
 		}
 		return reapFailed
 	}
+	f.reaped.Add(1)
 	return reapDone
 }

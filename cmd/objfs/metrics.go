@@ -62,6 +62,9 @@ func registerFS(reg *prometheus.Registry, f *fs.FS) {
 	counter("objfs_disk_cache_hits_total", "Block reads served by the disk cache.", func() float64 { return float64(f.DiskCacheStats().Hits) })
 	counter("objfs_disk_cache_misses_total", "Block reads the disk cache did not have.", func() float64 { return float64(f.DiskCacheStats().Misses) })
 	counter("objfs_disk_cache_corrupt_total", "Disk cache entries found damaged (dropped, read from the store instead).", func() float64 { return float64(f.DiskCacheStats().Corrupt) })
+	counter("objfs_inodes_reaped_total", "Unlinked inodes freed in the background (open when unlinked, directories, large files).", func() float64 { return float64(f.FreedStats().Reaped) })
+	counter("objfs_blocks_deleted_total", "Unreferenced blocks deleted from the object store.", func() float64 { return float64(f.FreedStats().BlocksDeleted) })
+	counter("objfs_block_delete_failures_total", "Failed deletes of unreferenced blocks (each queued again for a later pass).", func() float64 { return float64(f.FreedStats().DeleteErrors) })
 	counter("objfs_disk_cache_dropped_total", "Blocks not written to the disk cache because its queue was full.", func() float64 { return float64(f.DiskCacheStats().Dropped) })
 }
 

@@ -284,6 +284,8 @@ func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
 		mi.ReadAheadHits, mi.ReadAheadUnread, mi.ReadAheadBytes = ra.Hits, ra.Unread, ra.Bytes
 		ds := f.DiskCacheStats()
 		mi.DiskCacheBytes, mi.DiskCacheHits, mi.DiskCacheMisses = ds.Bytes, ds.Hits, ds.Misses
+		fr := f.FreedStats()
+		mi.Reaped, mi.BlocksDeleted, mi.DeleteErrors = fr.Reaped, fr.BlocksDeleted, fr.DeleteErrors
 		if v.staging != nil {
 			st := v.staging.Stats()
 			mi.StagedBlocks, mi.StagedBytes, mi.UploadQueue, mi.UploadHeld, mi.Uploaded, mi.UploadErrors = st.Objects, st.Bytes, st.Queued, st.Delayed, st.Uploaded, st.Retries

@@ -43,6 +43,8 @@ func status(ctx context.Context, dir string) error {
 		fmt.Printf("disk cache:  %s, %d hits, %d misses\n", humanize.IBytes(uint64(max(mi.DiskCacheBytes, 0))), mi.DiskCacheHits, mi.DiskCacheMisses)
 		fmt.Printf("staged:      %d blocks, %s not yet uploaded (%d queued, %d held back); %d uploaded, %d failed attempts\n",
 			mi.StagedBlocks, humanize.IBytes(uint64(max(mi.StagedBytes, 0))), mi.UploadQueue, mi.UploadHeld, mi.Uploaded, mi.UploadErrors)
+		fmt.Printf("freed:       %d unlinked inodes reaped, %d unreferenced blocks deleted, %d failed deletes (retried) since the mount\n",
+			mi.Reaped, mi.BlocksDeleted, mi.DeleteErrors)
 		return nil
 	}
 	// Only metadata is read: no need to upload what a crash left staged.

@@ -449,6 +449,11 @@ type mountInfo struct {
 	UploadHeld   int    `json:"upload_held"` // held back (small blocks on a local volume)
 	Uploaded     uint64 `json:"uploaded"`
 	UploadErrors uint64 `json:"upload_errors"`
+	// What the background freed since the mount: a mass deletion's
+	// progress.
+	Reaped        uint64 `json:"reaped"`
+	BlocksDeleted uint64 `json:"blocks_deleted"`
+	DeleteErrors  uint64 `json:"delete_errors"`
 }
 
 func readMountInfo(dir string) (*mountInfo, error) {
