@@ -188,6 +188,21 @@ func (f *FS) FsyncInode(ctx context.Context, ino uint64) error {
 	return f.sync()
 }
 
+// Seek answers SEEK_DATA (hole false) and SEEK_HOLE (hole true) from off;
+// see meta.Seek. Buffered writes are committed first, so they count as the
+// data they are.
+func (f *FS) Seek(ctx context.Context, ino, off uint64, hole bool) (uint64, error) {
+	if in := f.lookupInode(ino); in != nil {
+		in.mu.Lock()
+		err := f.flushLocked(ctx, in)
+		in.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+	}
+	return f.meta.Seek(ctx, ino, off, hole)
+}
+
 func (f *FS) sync() error {
 	if err := f.meta.Sync(); err != nil {
 		return fmt.Errorf("sync metadata: %w", err)

@@ -621,30 +621,24 @@ func (a *FS) CopyFileRange(cancel <-chan struct{}, in *gofuse.CopyFileRangeIn) (
 	return uint32(n), gofuse.OK
 }
 
-// Lseek answers SEEK_DATA and SEEK_HOLE treating the whole file as data,
-// which POSIX allows.
+// Lseek answers SEEK_DATA and SEEK_HOLE from the file's chunks: holes are
+// the ranges no write covered (see fs.FS.Seek).
 func (a *FS) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
 	defer a.ops.Observe("lseek", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	at, err := a.fs.GetAttr(c, in.NodeId)
+	const seekData, seekHole = 3, 4
+	if in.Whence != seekData && in.Whence != seekHole {
+		return gofuse.EINVAL
+	}
+	off, err := a.fs.Seek(c, in.NodeId, in.Offset, in.Whence == seekHole)
+	if errors.Is(err, syscall.ENXIO) {
+		return gofuse.Status(syscall.ENXIO) // the end of the file: an answer, not a failure
+	}
 	if err != nil {
 		return a.errno("lseek", err)
 	}
-	switch in.Whence {
-	case 3: // SEEK_DATA
-		if in.Offset >= at.Size {
-			return gofuse.Status(syscall.ENXIO)
-		}
-		out.Offset = in.Offset
-	case 4: // SEEK_HOLE
-		if in.Offset > at.Size {
-			return gofuse.Status(syscall.ENXIO)
-		}
-		out.Offset = at.Size
-	default:
-		return gofuse.EINVAL
-	}
+	out.Offset = off
 	return gofuse.OK
 }
 
