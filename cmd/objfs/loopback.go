@@ -11,6 +11,8 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/objfs/objfs/fs/fuse"
 	"github.com/spf13/cobra"
 )
 
@@ -34,8 +36,9 @@ func loopbackCmd() *cobra.Command {
 		Hidden: true,
 		Long: `loopback mounts go-fuse's own passthrough file system of SRC_DIR at
 MOUNTPOINT, with the kernel-facing settings of objfs mount (1 MiB writes and
-read-ahead, 64 background requests, default_permissions, entries, missing
-entries and attributes cached for a minute). It exists as the FUSE reference
+read-ahead, 64 background requests, the kernel's permission checks where
+objfs mount asks for them, entries, missing entries and attributes cached for
+a minute). It exists as the FUSE reference
 of objfs bench (make bench): a file system that does no work of its own but
 pays every FUSE round trip, so its rate is the best any go-fuse file system
 reaches on the machine.
@@ -140,7 +143,7 @@ func loopback(src, mnt string) (err error) {
 			MaxReadAhead:  1 << 20,
 			MaxBackground: 64,
 			EnableLocks:   false,
-			Options:       []string{"default_permissions"},
+			Options:       fuse.PermissionOptions(false, false, os.Geteuid()),
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,

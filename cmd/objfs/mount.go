@@ -31,6 +31,7 @@ type mountOptions struct {
 	background bool
 	debug      bool
 	allowOther bool // every user may use the mount (FUSE allow_other)
+	kernelPerm bool // the kernel checks permissions even on a root-only mount
 	data       dataFlags
 	nfs        nfsFlags // nfs.listen empty: no NFS server
 	pprof      string   // loopback address for Go's profiling endpoints
@@ -64,6 +65,7 @@ VOLUME_DIR/objfs.log.`,
 	cmd.Flags().BoolVar(&o.background, "background", false, "return once mounted; keep serving in the background")
 	cmd.Flags().BoolVar(&o.debug, "debug", false, "log every FUSE request")
 	cmd.Flags().BoolVar(&o.allowOther, "allow-other", false, "let every user use the mount, not only the one who mounted it (permissions are checked per caller; a mount by a user other than root needs user_allow_other in /etc/fuse.conf)")
+	cmd.Flags().BoolVar(&o.kernelPerm, "kernel-permissions", false, "have the kernel check permissions (default_permissions) also on a mount by root without --allow-other, where objfs alone checks them otherwise; needed when a root process that switches its filesystem uid (knfsd, NFS-Ganesha) re-exports the mount")
 	o.data.addFlags(cmd.Flags())
 	cmd.Flags().StringVar(&o.nfs.listen, "nfs", "", "also serve the volume over NFSv3 on this TCP address (e.g. "+defaultNFSListen+"), from the same process and POSIX layer")
 	o.nfs.addFlags(cmd.Flags(), "nfs-")
@@ -162,7 +164,7 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 			err = cerr
 		}
 	}()
-	srv, err := fuse.Mount(f, mnt, fuse.MountOptions{Debug: o.debug, AllowOther: o.allowOther}, log, opsFor(reg, "fuse", "FUSE requests"))
+	srv, err := fuse.Mount(f, mnt, fuse.MountOptions{Debug: o.debug, AllowOther: o.allowOther, KernelPermissions: o.kernelPerm}, log, opsFor(reg, "fuse", "FUSE requests"))
 	if err != nil {
 		return err
 	}

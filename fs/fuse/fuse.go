@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +42,10 @@ type FS struct {
 	log                  *slog.Logger
 	ops                  *metrics.Ops   // nil: no metrics
 	srv                  *gofuse.Server // for notifications; nil before Mount
+	// noKernelChecks: mounted without default_permissions (KernelChecks),
+	// so a caller other than root is worth a warning, once (warned).
+	noKernelChecks bool
+	warned         atomic.Bool
 }
 
 // New returns the FUSE adapter for f; ops, when not nil, records every
@@ -59,6 +64,38 @@ type MountOptions struct {
 	// caller: by the kernel (default_permissions) and by objfs. A mount
 	// by anyone but root needs user_allow_other in /etc/fuse.conf.
 	AllowOther bool
+	// KernelPermissions keeps the kernel's own permission checks
+	// (default_permissions) on a mount that root alone can use, where
+	// they are otherwise left to objfs (see KernelChecks).
+	KernelPermissions bool
+}
+
+// KernelChecks reports whether a mount asks the kernel to check every
+// access against the mode bits (default_permissions) before objfs checks
+// it again. That costs a GETATTR of each directory a create, unlink or
+// rename touches, since the kernel drops a directory's attributes at each
+// change of it: 2 of a rename's 5 requests, 1 of an unlink's 2. On a
+// mount by root without allow_other the kernel lets only processes whose
+// uid and gid are 0 in, which the checks would let through anyway (objfs
+// still refuses to execute a file without an execute bit, and the kernel
+// asks it for access() and chdir()), so they are left out there. The one
+// thing only the kernel can check is search permission on directories
+// whose entries it has cached, for a root process that switched its
+// filesystem uid (knfsd, NFS-Ganesha re-exporting the mount): such a
+// mount needs kernelPermissions. Any other mounter's processes are
+// ordinary users, and with allowOther everyone's are.
+func KernelChecks(allowOther, kernelPermissions bool, euid int) bool {
+	return allowOther || kernelPermissions || euid != 0
+}
+
+// PermissionOptions are the mount options that KernelChecks asks for,
+// also for other go-fuse file systems that should be mounted the way objfs
+// is.
+func PermissionOptions(allowOther, kernelPermissions bool, euid int) []string {
+	if KernelChecks(allowOther, kernelPermissions, euid) {
+		return []string{"default_permissions"}
+	}
+	return nil
 }
 
 // Mount mounts f at mountpoint and starts serving; the caller waits on the
@@ -74,7 +111,7 @@ func Mount(f *fs.FS, mountpoint string, mo MountOptions, log *slog.Logger, ops *
 		AllowOther:    mo.AllowOther,
 		// The kernel keeps flock and POSIX locks for the mount itself.
 		EnableLocks: false,
-		Options:     []string{"default_permissions"},
+		Options:     PermissionOptions(mo.AllowOther, mo.KernelPermissions, os.Geteuid()),
 		// objfs drops setuid, setgid and file capabilities itself on
 		// write, truncate and chown (see Write, SetAttr, Create). In
 		// exchange the kernel sets SB_NOSEC and asks for
@@ -88,6 +125,7 @@ func Mount(f *fs.FS, mountpoint string, mo MountOptions, log *slog.Logger, ops *
 		DisableSplice: true,
 	}
 	a := New(f, log, ops)
+	a.noKernelChecks = !KernelChecks(mo.AllowOther, mo.KernelPermissions, os.Geteuid())
 	srv, err := gofuse.NewServer(a, mountpoint, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
@@ -141,9 +179,15 @@ func ctx(<-chan struct{}) (context.Context, func()) {
 // supplementary groups, so they are read from /proc, for non-root callers,
 // when a check first depends on them (reading them costs about as much CPU
 // as serving a whole GETATTR).
-func caller(h *gofuse.InHeader) *meta.Caller {
+func (a *FS) caller(h *gofuse.InHeader) *meta.Caller {
 	if h.Uid == 0 {
 		return &meta.Caller{Uid: h.Uid, Gid: h.Gid}
+	}
+	if a.noKernelChecks && !a.warned.Swap(true) {
+		// Only a root process that switched its filesystem uid gets here.
+		a.log.Warn("a process acting as another user uses a mount without the kernel's permission checks: "+
+			"directories whose entries the kernel caches are searched without a check of their permissions; "+
+			"mount with --kernel-permissions for such a process", "uid", h.Uid, "pid", h.Pid)
 	}
 	return lazyCaller(h)
 }
@@ -239,7 +283,7 @@ func (a *FS) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out
 	defer a.ops.Observe("lookup", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	at, err := a.fs.Lookup(c, caller(h), h.NodeId, name)
+	at, err := a.fs.Lookup(c, a.caller(h), h.NodeId, name)
 	if errors.Is(err, syscall.ENOENT) {
 		// A negative entry: the kernel remembers that the name is
 		// missing, so a create or a search path does not ask again.
@@ -323,7 +367,7 @@ func (a *FS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.A
 	if s.KillSuidgid {
 		who = unprivileged(&in.InHeader)()
 	} else {
-		who = caller(&in.InHeader)
+		who = a.caller(&in.InHeader)
 	}
 	at, err := a.fs.SetAttr(c, who, in.NodeId, s, fh)
 	if err != nil {
@@ -338,7 +382,7 @@ func (a *FS) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out 
 	defer a.ops.Observe("mknod", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	at, err := a.fs.Mknod(c, caller(&in.InHeader), in.NodeId, name, meta.NewNode{Mode: in.Mode, Rdev: in.Rdev})
+	at, err := a.fs.Mknod(c, a.caller(&in.InHeader), in.NodeId, name, meta.NewNode{Mode: in.Mode, Rdev: in.Rdev})
 	if err != nil {
 		return a.errno("mknod", err)
 	}
@@ -350,7 +394,7 @@ func (a *FS) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out 
 	defer a.ops.Observe("mkdir", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	at, err := a.fs.Mkdir(c, caller(&in.InHeader), in.NodeId, name, in.Mode)
+	at, err := a.fs.Mkdir(c, a.caller(&in.InHeader), in.NodeId, name, in.Mode)
 	if err != nil {
 		return a.errno("mkdir", err)
 	}
@@ -362,28 +406,28 @@ func (a *FS) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name string) gof
 	defer a.ops.Observe("unlink", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("unlink", a.fs.Unlink(c, caller(h), h.NodeId, name))
+	return a.errno("unlink", a.fs.Unlink(c, a.caller(h), h.NodeId, name))
 }
 
 func (a *FS) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
 	defer a.ops.Observe("rmdir", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("rmdir", a.fs.Rmdir(c, caller(h), h.NodeId, name))
+	return a.errno("rmdir", a.fs.Rmdir(c, a.caller(h), h.NodeId, name))
 }
 
 func (a *FS) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) gofuse.Status {
 	defer a.ops.Observe("rename", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("rename", a.fs.Rename(c, caller(&in.InHeader), in.NodeId, oldName, in.Newdir, newName, in.Flags))
+	return a.errno("rename", a.fs.Rename(c, a.caller(&in.InHeader), in.NodeId, oldName, in.Newdir, newName, in.Flags))
 }
 
 func (a *FS) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) gofuse.Status {
 	defer a.ops.Observe("link", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	at, err := a.fs.Link(c, caller(&in.InHeader), in.Oldnodeid, in.NodeId, name)
+	at, err := a.fs.Link(c, a.caller(&in.InHeader), in.Oldnodeid, in.NodeId, name)
 	if err != nil {
 		return a.errno("link", err)
 	}
@@ -395,7 +439,7 @@ func (a *FS) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name st
 	defer a.ops.Observe("symlink", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	at, err := a.fs.Symlink(c, caller(h), h.NodeId, name, target)
+	at, err := a.fs.Symlink(c, a.caller(h), h.NodeId, name, target)
 	if err != nil {
 		return a.errno("symlink", err)
 	}
@@ -418,14 +462,14 @@ func (a *FS) Access(cancel <-chan struct{}, in *gofuse.AccessIn) gofuse.Status {
 	defer a.ops.Observe("access", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("access", a.fs.Access(c, caller(&in.InHeader), in.NodeId, in.Mask))
+	return a.errno("access", a.fs.Access(c, a.caller(&in.InHeader), in.NodeId, in.Mask))
 }
 
 func (a *FS) GetXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string, dest []byte) (uint32, gofuse.Status) {
 	defer a.ops.Observe("getxattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	v, err := a.fs.GetXattr(c, caller(h), h.NodeId, attr)
+	v, err := a.fs.GetXattr(c, a.caller(h), h.NodeId, attr)
 	if err != nil {
 		return 0, a.errno("getxattr", err)
 	}
@@ -448,7 +492,7 @@ func (a *FS) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest []byte) 
 	defer a.ops.Observe("listxattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	names, err := a.fs.ListXattr(c, caller(h), h.NodeId)
+	names, err := a.fs.ListXattr(c, a.caller(h), h.NodeId)
 	if err != nil {
 		return 0, a.errno("listxattr", err)
 	}
@@ -463,14 +507,14 @@ func (a *FS) SetXAttr(cancel <-chan struct{}, in *gofuse.SetXAttrIn, attr string
 	defer a.ops.Observe("setxattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("setxattr", a.fs.SetXattr(c, caller(&in.InHeader), in.NodeId, attr, data, in.Flags))
+	return a.errno("setxattr", a.fs.SetXattr(c, a.caller(&in.InHeader), in.NodeId, attr, data, in.Flags))
 }
 
 func (a *FS) RemoveXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string) gofuse.Status {
 	defer a.ops.Observe("removexattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("removexattr", a.fs.RemoveXattr(c, caller(h), h.NodeId, attr))
+	return a.errno("removexattr", a.fs.RemoveXattr(c, a.caller(h), h.NodeId, attr))
 }
 
 func (a *FS) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) gofuse.Status {
@@ -480,7 +524,7 @@ func (a *FS) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, ou
 	// CREATE carries the open(2) flags, O_TRUNC included. The name may
 	// exist (another creator won a race): then an O_TRUNC by a caller
 	// without CAP_FSETID, flagged by the kernel, drops setuid and setgid.
-	at, fh, err := a.fs.Create(c, caller(&in.InHeader), in.NodeId, name, in.Mode, openFlags(in.Flags, in.OpenFlags))
+	at, fh, err := a.fs.Create(c, a.caller(&in.InHeader), in.NodeId, name, in.Mode, openFlags(in.Flags, in.OpenFlags))
 	if err != nil {
 		return a.errno("create", err)
 	}
@@ -493,7 +537,7 @@ func (a *FS) Tmpfile(cancel <-chan struct{}, in *gofuse.CreateIn, out *gofuse.Cr
 	defer a.ops.Observe("tmpfile", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	at, fh, err := a.fs.Tmpfile(c, caller(&in.InHeader), in.NodeId, in.Mode, in.Flags)
+	at, fh, err := a.fs.Tmpfile(c, a.caller(&in.InHeader), in.NodeId, in.Mode, in.Flags)
 	if err != nil {
 		return a.errno("tmpfile", err)
 	}
@@ -509,7 +553,7 @@ func (a *FS) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut
 	// Without CAP_ATOMIC_O_TRUNC (not negotiated) the kernel strips
 	// O_TRUNC from OPEN, so the kill flag never comes here today: the
 	// truncation comes as a SETATTR with FATTR_KILL_SUIDGID instead.
-	fh, err := a.fs.Open(c, caller(&in.InHeader), in.NodeId, openFlags(in.Flags, in.Mode))
+	fh, err := a.fs.Open(c, a.caller(&in.InHeader), in.NodeId, openFlags(in.Flags, in.Mode))
 	if err != nil {
 		return a.errno("open", err)
 	}
@@ -698,7 +742,7 @@ func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.St
 		return a.errno("fallocate", err)
 	}
 	if end := in.Offset + in.Length; end > at.Size {
-		_, err = a.fs.SetAttr(c, caller(&in.InHeader), in.NodeId, meta.SetAttrIn{Valid: meta.SetSize, Size: end, OpenForWrite: true}, in.Fh)
+		_, err = a.fs.SetAttr(c, a.caller(&in.InHeader), in.NodeId, meta.SetAttrIn{Valid: meta.SetSize, Size: end, OpenForWrite: true}, in.Fh)
 	}
 	return a.errno("fallocate", err)
 }
@@ -707,7 +751,7 @@ func (a *FS) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.Open
 	defer a.ops.Observe("opendir", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	fh, err := a.fs.OpenDirHandle(c, caller(&in.InHeader), in.NodeId)
+	fh, err := a.fs.OpenDirHandle(c, a.caller(&in.InHeader), in.NodeId)
 	if err != nil {
 		return a.errno("opendir", err)
 	}
@@ -761,7 +805,7 @@ func (a *FS) readDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirE
 		return gofuse.OK
 	}
 	var ferr error
-	err = a.fs.ReadDir(c, caller(&in.InHeader), in.NodeId, in.Offset, func(d meta.Dirent) bool {
+	err = a.fs.ReadDir(c, a.caller(&in.InHeader), in.NodeId, in.Offset, func(d meta.Dirent) bool {
 		var at *meta.Attr
 		if plus {
 			if at, ferr = a.fs.GetAttr(c, d.Ino); ferr != nil {

@@ -71,3 +71,31 @@ func TestOpenFlags(t *testing.T) {
 		t.Errorf("without it: %#x, want %#x", got, trunc)
 	}
 }
+
+// TestPermissionOptions: the kernel checks permissions on every mount but
+// one by root that root alone may use, unless asked to.
+func TestPermissionOptions(t *testing.T) {
+	for _, tc := range []struct {
+		allowOther, kernelPermissions bool
+		euid                          int
+		want                          bool
+	}{
+		{false, false, 0, false},
+		{false, true, 0, true},
+		{true, false, 0, true},
+		{true, true, 0, true},
+		{false, false, 1000, true},
+		{true, false, 1000, true},
+		{false, true, 1000, true},
+	} {
+		opts := PermissionOptions(tc.allowOther, tc.kernelPermissions, tc.euid)
+		got := len(opts) == 1 && opts[0] == "default_permissions"
+		if got != tc.want || (!tc.want && len(opts) != 0) {
+			t.Errorf("PermissionOptions(allowOther %v, kernelPermissions %v, euid %d) = %q, want default_permissions: %v",
+				tc.allowOther, tc.kernelPermissions, tc.euid, opts, tc.want)
+		}
+		if KernelChecks(tc.allowOther, tc.kernelPermissions, tc.euid) != tc.want {
+			t.Errorf("KernelChecks(%v, %v, %d) = %v", tc.allowOther, tc.kernelPermissions, tc.euid, !tc.want)
+		}
+	}
+}
