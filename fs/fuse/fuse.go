@@ -737,13 +737,14 @@ func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.St
 	if err != nil {
 		return a.errno("fallocate", err)
 	}
-	at, err := a.fs.GetAttr(c, in.NodeId)
-	if err != nil {
-		return a.errno("fallocate", err)
+	// The size only grows, decided in the transaction: a write from NFS
+	// (which the kernel's inode lock does not hold back) may have made
+	// the file longer than it was a moment ago.
+	end := in.Offset + in.Length
+	if end < in.Offset {
+		return gofuse.Status(syscall.EFBIG)
 	}
-	if end := in.Offset + in.Length; end > at.Size {
-		_, err = a.fs.SetAttr(c, a.caller(&in.InHeader), in.NodeId, meta.SetAttrIn{Valid: meta.SetSize, Size: end, OpenForWrite: true}, in.Fh)
-	}
+	_, err = a.fs.SetAttr(c, a.caller(&in.InHeader), in.NodeId, meta.SetAttrIn{Valid: meta.SetSize, Size: end, OpenForWrite: true, GrowOnly: true}, in.Fh)
 	return a.errno("fallocate", err)
 }
 

@@ -394,6 +394,10 @@ type SetAttrIn struct {
 	// FATTR_KILL_SUIDGID), so the truncation clears setuid and setgid as
 	// a write would. (A chown needs no flag: it always clears them.)
 	KillSuidgid bool
+	// GrowOnly: the size change only ever extends the file (fallocate),
+	// decided in the transaction; a file already that long is left as
+	// it is, even if it grew since the caller last looked.
+	GrowOnly bool
 	// Chown: the change is a chown(2) even if it names no ids. Linux's
 	// chown(path, -1, -1) of a non-directory still clears setuid, setgid
 	// (as a write would) and file capabilities; through FUSE it arrives as
@@ -419,7 +423,7 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 			return err
 		}
 		owner := c.Uid == 0 || c.Uid == a.Uid
-		if in.Valid&SetSize != 0 {
+		if in.Valid&SetSize != 0 && !(in.GrowOnly && in.Size <= a.Size) {
 			switch {
 			case a.IsDir():
 				return syscall.EISDIR

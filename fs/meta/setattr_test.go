@@ -140,6 +140,31 @@ func TestSetAttr(t *testing.T) {
 	}
 }
 
+// TestSetAttrGrowOnly: a grow-only size change (fallocate) extends a file
+// but never cuts one that is already as long or longer, whatever size the
+// caller saw before.
+func TestSetAttrGrowOnly(t *testing.T) {
+	v := newVolume(t, nil)
+	v.openRoot()
+	a := v.mknod(alice, RootIno, "f", syscall.S_IFREG|0o644)
+	for _, tc := range []struct {
+		size, want uint64
+	}{
+		{1000, 1000}, // grows
+		{500, 1000},  // would shrink: left alone
+		{1000, 1000}, // as long already
+		{4096, 4096},
+	} {
+		got, err := v.m.SetAttr(v.ctx, &alice, a.Ino, SetAttrIn{Valid: SetSize, Size: tc.size, GrowOnly: true, OpenForWrite: true})
+		if err != nil {
+			t.Fatalf("grow-only to %d: %v", tc.size, err)
+		}
+		if got.Size != tc.want || v.attr(a.Ino).Size != tc.want {
+			t.Errorf("grow-only to %d: size %d (stored %d), want %d", tc.size, got.Size, v.attr(a.Ino).Size, tc.want)
+		}
+	}
+}
+
 // TestTruncateStats: truncation adjusts the byte total exactly.
 func TestTruncateStats(t *testing.T) {
 	v := newVolume(t, nil)
