@@ -425,16 +425,22 @@ func TestVisible(t *testing.T) {
 		for i := range ss {
 			pos := uint32(rng.IntN(1000))
 			ss[i] = meta.Slice{Pos: pos, Len: 1 + uint32(rng.IntN(300))}
+			if rng.IntN(5) > 0 { // else a hole slice
+				ss[i].Blocks = []meta.BlockRef{{Size: ss[i].Len}}
+			}
 		}
 		lo := uint32(rng.IntN(1100))
 		hi := lo + uint32(rng.IntN(400))
-		// The model: the newest slice covering each byte, or none (-1).
+		// The model: the newest slice covering each byte, or none (-1)
+		// where that is a hole slice or there is none.
 		want := make([]int, hi-lo)
 		for b := range want {
 			want[b] = -1
 			for i := len(ss) - 1; i >= 0; i-- {
 				if p := lo + uint32(b); p >= ss[i].Pos && p < ss[i].Pos+ss[i].Len {
-					want[b] = i
+					if !ss[i].Hole() {
+						want[b] = i
+					}
 					break
 				}
 			}
@@ -471,9 +477,9 @@ func BenchmarkVisible(b *testing.B) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	ss := make([]meta.Slice, 24)
 	for i := range ss {
-		ss[i] = meta.Slice{Pos: uint32(rng.IntN(64<<20 - 4096)), Len: 4096}
+		ss[i] = meta.Slice{Pos: uint32(rng.IntN(64<<20 - 4096)), Len: 4096, Blocks: []meta.BlockRef{{Size: 4096}}}
 	}
-	ss[0] = meta.Slice{Pos: 0, Len: 64 << 20}
+	ss[0] = meta.Slice{Pos: 0, Len: 64 << 20, Blocks: []meta.BlockRef{{Size: 64 << 20}}} // not a hole slice
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		lo := uint32(i*4096) % (64<<20 - 4096)

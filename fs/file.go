@@ -639,7 +639,8 @@ type segment struct {
 }
 
 // visible resolves which slice serves each byte of [lo, hi): newer slices
-// win. Bytes no slice covers are holes and read as zeros.
+// win. Bytes no slice covers, or a hole slice covers, are holes: they get
+// no segment and read as zeros.
 func visible(ss []meta.Slice, lo, hi uint32) []segment {
 	type span struct{ lo, hi uint32 }
 	// Two span lists take turns, so a chunk of many slices costs no
@@ -658,7 +659,9 @@ func visible(ss []meta.Slice, lo, hi uint32) []segment {
 				next = append(next, o)
 				continue
 			}
-			out = append(out, segment{a, b, s})
+			if !s.Hole() {
+				out = append(out, segment{a, b, s})
+			}
 			if o.lo < a {
 				next = append(next, span{o.lo, a})
 			}

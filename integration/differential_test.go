@@ -729,6 +729,7 @@ var diffOps = []diffOp{
 	{"hwrite", 8, (*diffRun).opHWrite},
 	{"hread", 4, (*diffRun).opHRead},
 	{"htruncate", 2, (*diffRun).opHTruncate},
+	{"hpunch", 2, (*diffRun).opHPunch},
 	{"hfsync", 1, (*diffRun).opHFsync},
 	{"hfstat", 2, (*diffRun).opHFstat},
 	{"hpathgone", 2, (*diffRun).opHPathGone},
@@ -1333,6 +1334,31 @@ func (r *diffRun) opHTruncate() error {
 	r.op("ftruncate h%d %d", h.id, size)
 	delete(r.mtimes, h.refIno)
 	_, err := r.pair(func(s diffSide) opResult { return res(unix.Ftruncate(h.fd[s.idx], size), "") })
+	return err
+}
+
+// opHPunch punches a hole in (or zeroes a range of) an open file: the
+// reference directory's file system must support both (ext4 does).
+func (r *diffRun) opHPunch() error {
+	h := r.pickHandle()
+	if h == nil {
+		return r.opOpen()
+	}
+	off := r.randOffset(r.handleSize(h))
+	n := 1 + r.rng.Int64N(256<<10)
+	if r.chance(0.1) {
+		n = 1 + r.rng.Int64N(8<<20)
+	}
+	mode, name := uint32(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE), "punch"
+	switch x := r.rng.Float64(); {
+	case x < 0.2:
+		mode, name = unix.FALLOC_FL_ZERO_RANGE, "zero range"
+	case x < 0.35:
+		mode, name = unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, "zero range (keep size)"
+	}
+	r.op("fallocate %s h%d %d+%d", name, h.id, off, n)
+	delete(r.mtimes, h.refIno)
+	_, err := r.pair(func(s diffSide) opResult { return res(unix.Fallocate(h.fd[s.idx], mode, off, n), "") })
 	return err
 }
 

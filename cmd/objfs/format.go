@@ -44,7 +44,8 @@ Blocks are named by a hash of their content: BLAKE3 by default, SHA-256 with
 for the life of the volume.
 
 --format-version makes a volume of an older format version, which an older
-objfs can still open (version 2: objfs releases before chunk tail records);
+objfs can still open (version 2: objfs releases before chunk tail records;
+version 3: before hole slices);
 'objfs upgrade' raises it later.`,
 		Example: `  # a volume with blocks inside the volume directory
   objfs format /var/lib/objfs/vol

@@ -20,7 +20,8 @@ be mounted or served, to %d, the version this objfs writes. This objfs opens
 volumes of versions %d to %d as they are and writes them in their own format,
 which an older objfs can still read; upgrading lets it use what later versions
 add (version 3: chunk tail records, so a small commit to a large file no longer
-rewrites the file's whole slice list). No data is rewritten: only the format
+rewrites the file's whole slice list; version 4: hole slices, so fallocate can
+punch holes and zero ranges). No data is rewritten: only the format
 record and the VOLUME marker change. There is no way back: an objfs that reads
 only older versions refuses the volume afterwards.`, meta.FormatVersion, meta.MinFormatVersion, meta.FormatVersion),
 		Example: `  objfs upgrade /var/lib/objfs/vol`,
@@ -37,7 +38,7 @@ func upgradeHint(f meta.Format, dir string) string {
 	if f.Version >= meta.FormatVersion {
 		return ""
 	}
-	return fmt.Sprintf("volume has format version %d; this objfs writes %d (chunk tail records: small commits to large files no longer rewrite their slice lists); `objfs upgrade %s` raises it while unmounted, after which an older objfs refuses it", f.Version, meta.FormatVersion, dir)
+	return fmt.Sprintf("volume has format version %d; this objfs writes %d (version 3: chunk tail records, so small commits to large files no longer rewrite their slice lists; version 4: hole slices, so fallocate can punch holes); `objfs upgrade %s` raises it while unmounted, after which an older objfs refuses it", f.Version, meta.FormatVersion, dir)
 }
 
 // upgrade raises the volume in dir to meta.FormatVersion. The format record

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,7 +89,7 @@ func TestUpgradeHint(t *testing.T) {
 		version int
 		want    string
 	}{
-		{1, "format version 1; this objfs writes 3"},
+		{1, fmt.Sprintf("format version 1; this objfs writes %d", meta.FormatVersion)},
 		{2, "`objfs upgrade /v` raises it"},
 		{meta.FormatVersion, ""},
 	} {
@@ -112,7 +113,8 @@ func TestFormatVersionFlag(t *testing.T) {
 		{[]string{"--format-version", "1", "--block-hash", "sha256"}, "", 1},
 		{[]string{"--format-version", "1"}, "format version 1 volumes use sha256", 0},
 		{[]string{"--format-version", "0"}, "this objfs writes versions", 0},
-		{[]string{"--format-version", "4"}, "this objfs writes versions", 0},
+		{[]string{"--format-version", "3"}, "", 3},
+		{[]string{"--format-version", fmt.Sprint(meta.FormatVersion + 1)}, "this objfs writes versions", 0},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

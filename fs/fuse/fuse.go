@@ -46,6 +46,7 @@ type FS struct {
 	// so a caller other than root is worth a warning, once (warned).
 	noKernelChecks bool
 	warned         atomic.Bool
+	punchWarned    atomic.Bool // a punch refused on an older format, logged
 }
 
 // New returns the FUSE adapter for f; ops, when not nil, records every
@@ -711,15 +712,26 @@ func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.St
 	defer a.ops.Observe("fallocate", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	const keepSize = 1 // FALLOC_FL_KEEP_SIZE
+	const (
+		keepSize  = 0x01 // FALLOC_FL_KEEP_SIZE
+		punchHole = 0x02 // FALLOC_FL_PUNCH_HOLE
+		zeroRange = 0x10 // FALLOC_FL_ZERO_RANGE
+	)
+	punch := false
 	switch in.Mode {
 	case 0:
 	case keepSize:
 		// Blocks are allocated when written; there is nothing to reserve
 		// in an object store, and the size stays.
 		return gofuse.OK
+	case punchHole | keepSize, zeroRange, zeroRange | keepSize:
+		// A zeroed range is a punched one: holes read as zeros, and
+		// there is nothing to allocate for the zeros.
+		punch = true
 	default:
-		// Punching holes, zeroing and collapsing ranges are not supported.
+		// Collapsing and inserting ranges, unsharing, and a punch that
+		// would change the size (the kernel refuses that first) are not
+		// supported.
 		return gofuse.Status(syscall.EOPNOTSUPP)
 	}
 	// A fallocate changes the file as a write does, and Linux drops
@@ -735,6 +747,13 @@ func (a *FS) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.St
 		a.privsDropped(in.NodeId)
 	}
 	if err != nil {
+		return a.errno("fallocate", err)
+	}
+	if punch {
+		err := a.fs.Punch(c, in.NodeId, in.Offset, in.Length, in.Mode&keepSize != 0)
+		if errors.Is(err, syscall.EOPNOTSUPP) && !a.punchWarned.Swap(true) {
+			a.log.Warn("fallocate refused (logged once)", "ino", in.NodeId, "err", err)
+		}
 		return a.errno("fallocate", err)
 	}
 	// The size only grows, decided in the transaction: a write from NFS

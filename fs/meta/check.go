@@ -860,6 +860,9 @@ func (c *checker) slices() error {
 			if s.Len == 0 || uint64(s.Pos)+uint64(s.Len) > uint64(f.ChunkSize) {
 				c.errorf(ino, nil, "chunk %d slice %d: [%d, +%d) is empty or outside the chunk", idx, i, s.Pos, s.Len)
 			}
+			if s.Hole() && !f.HoleSlices() {
+				c.errorf(ino, nil, "chunk %d slice %d: a hole slice on a volume of format version %d (holes need 4)", idx, i, f.Version)
+			}
 			for _, b := range s.Blocks {
 				if b.Size == 0 || b.Size > uint32(f.BlockSize) {
 					c.errorf(ino, nil, "chunk %d slice %d: block %s has size %d (block size %d)", idx, i, b.ID, b.Size, f.BlockSize)

@@ -692,6 +692,9 @@ func (m *Meta) Write(ctx context.Context, ino uint64, in WriteIn) (*Attr, error)
 				if s.Len == 0 || uint64(s.Pos)+uint64(s.Len) > uint64(cs) {
 					return fmt.Errorf("slice [%d,+%d) outside chunk", s.Pos, s.Len)
 				}
+				if s.Hole() && !m.format.HoleSlices() {
+					return fmt.Errorf("hole slice on a volume of format version %d (holes need 4): %w", m.format.Version, syscall.EOPNOTSUPP)
+				}
 			}
 			ss, tail, err := x.chunk(a, cw.Index)
 			if err != nil {
@@ -740,7 +743,13 @@ func appendSlice(ss []Slice, s Slice) []Slice {
 		for _, b := range last.Blocks {
 			total += b.Size
 		}
-		if last.Pos+last.Len == s.Pos && total == last.Len && len(last.Blocks)+len(s.Blocks) <= 1<<14 {
+		switch {
+		case last.Pos+last.Len != s.Pos || last.Hole() != s.Hole():
+		case s.Hole():
+			// Two holes, one after the other, are one hole.
+			last.Len += s.Len
+			return ss
+		case total == last.Len && len(last.Blocks)+len(s.Blocks) <= 1<<14:
 			last.Len += s.Len
 			last.Blocks = append(last.Blocks, s.Blocks...)
 			return ss

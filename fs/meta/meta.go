@@ -23,9 +23,11 @@ import (
 // only; version 2 records the block hash (BLAKE3 by default), so an objfs
 // that knows only version 1 refuses such a volume instead of finding every
 // block "corrupt"; version 3 adds chunk tail records (see tailSuffix),
-// which an objfs that knows only version 2 would not read. Volumes of
-// older versions keep their version, and get no tail records.
-const FormatVersion = 3
+// which an objfs that knows only version 2 would not read; version 4 adds
+// hole slices (see Slice), which an objfs that knows only version 3 would
+// call corrupt. Volumes of older versions keep their version, and get
+// neither tail records nor hole slices.
+const FormatVersion = 4
 
 // MinFormatVersion is the oldest on-disk format this code reads.
 const MinFormatVersion = 1
@@ -271,6 +273,10 @@ func Upgrade(ctx context.Context, kv KV) (from int, f Format, err error) {
 
 // tails reports whether the volume's format has chunk tail records.
 func (m *Meta) tails() bool { return m.format.Version >= 3 }
+
+// HoleSlices reports whether a volume of format f may hold hole slices
+// (format 4 on): only then can a range of a file be punched out.
+func (f *Format) HoleSlices() bool { return f.Version >= 4 }
 
 // Format returns the volume's format record.
 func (m *Meta) Format() Format { return m.format }

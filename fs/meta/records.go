@@ -264,12 +264,18 @@ type BlockRef struct {
 
 // Slice is one write's data within a chunk: bytes [Pos, Pos+Len) of the
 // chunk are the first Len bytes of the concatenated Blocks. Later slices in a
-// chunk's list cover earlier ones.
+// chunk's list cover earlier ones. A slice without blocks is a hole slice
+// (format 4 on): its bytes read as zeros and hide what older slices held
+// there, which is how a range is punched out of a file (fallocate
+// FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE).
 type Slice struct {
 	Pos    uint32
 	Len    uint32
 	Blocks []BlockRef
 }
+
+// Hole reports whether s is a hole slice.
+func (s *Slice) Hole() bool { return len(s.Blocks) == 0 }
 
 const slicesVersion = 1
 
@@ -331,7 +337,7 @@ func decodeSlices(k, b []byte) ([]Slice, error) {
 			total += uint64(s.Blocks[i].Size)
 			b = b[36:]
 		}
-		if total < uint64(s.Len) {
+		if nb > 0 && total < uint64(s.Len) {
 			return nil, corrupt("slice shorter than its blocks", k)
 		}
 		ss = append(ss, s)

@@ -12,8 +12,8 @@ import (
 // after off that holds data, or that is in a hole, where the end of the
 // file counts as a hole. An offset at or past the end is ENXIO, as is a
 // SEEK_DATA with no data after off. Data is what some slice covers (an
-// inline file is all data); holes are the ranges no slice covers, which
-// read as zeros and take no storage. It reads only the chunk records from
+// inline file is all data); holes are the ranges no slice covers, or a hole
+// slice punched out, which read as zeros and take no storage. It reads only the chunk records from
 // off on, so a seek over a huge hole costs one lookup, not one per chunk.
 func (m *Meta) Seek(ctx context.Context, ino, off uint64, hole bool) (uint64, error) {
 	var res uint64
@@ -90,13 +90,18 @@ func (m *Meta) Seek(ctx context.Context, ino, off uint64, hole bool) (uint64, er
 // interval is a byte range [lo, hi) within a chunk.
 type interval struct{ lo, hi uint64 }
 
-// coverage returns the ranges of a chunk its slices cover, sorted and
-// merged (touching ranges joined).
+// coverage returns the ranges of a chunk that hold data, sorted and merged
+// (touching ranges joined): what its slices cover, less what hole slices
+// newer than them punched out.
 func coverage(ss []Slice) []interval {
 	ivs := make([]interval, 0, len(ss))
 	for _, s := range ss {
-		if s.Len > 0 {
-			ivs = append(ivs, interval{uint64(s.Pos), uint64(s.Pos) + uint64(s.Len)})
+		iv := interval{uint64(s.Pos), uint64(s.Pos) + uint64(s.Len)}
+		switch {
+		case s.Hole():
+			ivs = punch(ivs, iv)
+		case iv.lo < iv.hi:
+			ivs = append(ivs, iv)
 		}
 	}
 	slices.SortFunc(ivs, func(a, b interval) int {
@@ -117,4 +122,23 @@ func coverage(ss []Slice) []interval {
 		out = append(out, iv)
 	}
 	return out
+}
+
+// punch cuts the bytes of h out of ivs, in place.
+func punch(ivs []interval, h interval) []interval {
+	n := len(ivs)
+	for i := range n {
+		iv := ivs[i]
+		if iv.hi <= h.lo || iv.lo >= h.hi {
+			ivs = append(ivs, iv)
+			continue
+		}
+		if iv.lo < h.lo {
+			ivs = append(ivs, interval{iv.lo, h.lo})
+		}
+		if iv.hi > h.hi {
+			ivs = append(ivs, interval{h.hi, iv.hi})
+		}
+	}
+	return append(ivs[:0], ivs[n:]...)
 }

@@ -56,6 +56,23 @@ func TestSeekAgainstModel(t *testing.T) {
 						m.covered[i] = false
 					}
 					m.size = size
+				case 1: // a hole slice of up to 8 KiB inside the file (a punch)
+					if m.size == 0 {
+						continue
+					}
+					off := uint64(r.Int64N(int64(m.size)))
+					end := min(m.size, off+1+uint64(r.IntN(8<<10)))
+					var cws []ChunkWrite
+					for lo := off; lo < end; lo = (lo/chunk + 1) * chunk {
+						hi := min(end, (lo/chunk+1)*chunk)
+						cws = append(cws, ChunkWrite{Index: lo / chunk, Slices: []Slice{{Pos: uint32(lo % chunk), Len: uint32(hi - lo)}}})
+					}
+					if _, err := v.m.Write(v.ctx, a.Ino, WriteIn{Chunks: cws, End: m.size, Mtime: time.Now().UnixNano()}); err != nil {
+						t.Fatal(err)
+					}
+					for i := off; i < end; i++ {
+						m.covered[i] = false
+					}
 				default: // a write of up to 4 KiB, split at chunk boundaries
 					off := uint64(r.Int64N(int64(maxSize)))
 					n := 1 + uint64(r.IntN(4<<10))
