@@ -94,6 +94,10 @@ func TestPunchAgainstModel(t *testing.T) {
 					t.Fatalf("step %d, after %s: %d bytes read, %d in the model, %d differ", step, what, len(got), len(model), diffBytes(got, model))
 				}
 				checkSeeks(t, v, ino, state, r, what)
+				checkBlocks(t, v, ino, state, what)
+				if step%20 == 19 {
+					v.fsck() // which recounts every file's allocated bytes
+				}
 			}
 			v.release(fh)
 			v.checkNoLeaks()
@@ -107,6 +111,33 @@ const (
 	written
 	punched
 )
+
+// checkBlocks checks st_blocks against state: at least every byte written
+// since its last punch, at most the size less what was punched (unless
+// the file is inline: then its whole content counts).
+func checkBlocks(t *testing.T, v *testVol, ino uint64, state []byte, what string) {
+	t.Helper()
+	a, err := v.f.GetAttr(v.ctx, ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data, holes uint64
+	for _, s := range state {
+		switch s {
+		case written:
+			data++
+		case punched:
+			holes++
+		}
+	}
+	lo, hi := (data+511)/512, (a.Size+511)/512
+	if !v.inline(ino) {
+		hi = (a.Size - holes + 511) / 512
+	}
+	if b := a.Blocks(); b < lo || b > hi {
+		t.Fatalf("after %s: st_blocks %d (alloc %d, size %d), want %d to %d: %d bytes written, %d punched", what, b, a.Alloc, a.Size, lo, hi, data, holes)
+	}
+}
 
 // inline reports whether file ino keeps its bytes in its metadata.
 func (v *testVol) inline(ino uint64) bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -198,4 +199,92 @@ func countDiff(a, b []byte) int {
 		}
 	}
 	return n
+}
+
+// TestSparseAllocation: st_blocks counts what a file stores, not its size
+// (format 4), so du, cp --sparse=auto and tar --sparse see sparse and
+// punched files as such: 2 MiB written into a 101 MiB file is 4,096
+// blocks, 3,072 after punching 512 KiB of it; cp keeps the copy sparse;
+// tar --sparse archives little more than the data; a file only extended
+// by truncate stores nothing. (Before, st_blocks was the size, and tar
+// archived all 101 MiB.)
+func TestSparseAllocation(t *testing.T) {
+	for _, tool := range []string{"cp", "tar", "du"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	v := newVolume(t)
+	v.mount(t)
+	p := func(name string) string { return filepath.Join(v.mnt, name) }
+	blocks := func(name string) int64 {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Stat(p(name), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Blocks
+	}
+	f, err := os.Create(p("sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(1<<20, 4)
+	for _, off := range []int64{0, 100 << 20} {
+		if _, err := f.WriteAt(data, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b := blocks("sparse"); b != 4096 {
+		t.Errorf("2 MiB written into a 101 MiB file: st_blocks %d, want 4096", b)
+	}
+	if out, err := exec.Command("du", "-k", p("sparse")).Output(); err != nil || !strings.HasPrefix(string(out), "2048\t") {
+		t.Errorf("du -k: %q, %v; want 2048", out, err)
+	}
+	f, err = os.OpenFile(p("sparse"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 512<<10); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if b := blocks("sparse"); b != 3072 {
+		t.Errorf("after punching 512 KiB: st_blocks %d, want 3072", b)
+	}
+	if out, err := exec.Command("cp", "--sparse=auto", p("sparse"), p("copy")).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	if b := blocks("copy"); b > 3072 {
+		t.Errorf("cp --sparse=auto of a file of 3072 blocks made one of %d", b)
+	}
+	archive := filepath.Join(t.TempDir(), "a.tar")
+	if out, err := exec.Command("tar", "--sparse", "-cf", archive, "-C", v.mnt, "sparse").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	if st, err := os.Stat(archive); err != nil || st.Size() > 4<<20 {
+		t.Errorf("tar --sparse of 1.5 MiB of data in a 101 MiB file: %v bytes (%v), want under 4 MiB", st.Size(), err)
+	}
+	if err := os.Truncate(p("sparse"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("small"), []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("extended"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p("extended"), 10<<20); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int64{"sparse": 0, "small": 1, "extended": 0} {
+		if b := blocks(name); b != want {
+			t.Errorf("%s: st_blocks %d, want %d", name, b, want)
+		}
+	}
+	v.unmount(t)
+	v.fsck(t)
 }

@@ -71,7 +71,7 @@ func (s *server) putAttr(w *xdrWriter, a *meta.Attr) {
 	w.u32(a.Uid)
 	w.u32(a.Gid)
 	w.u64(a.Size)
-	w.u64((a.Size + 4095) &^ 4095) // used: data is stored in whole blocks, roughly
+	w.u64(a.Blocks() * 512) // used: what the file stores (its size, for files made before format 4)
 	w.u32(devMajor(a.Rdev))
 	w.u32(devMinor(a.Rdev))
 	w.u64(s.fsid)

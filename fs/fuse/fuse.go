@@ -261,7 +261,7 @@ func splitTime(ns int64) (uint64, uint32) {
 func fillAttr(out *gofuse.Attr, a *meta.Attr) {
 	out.Ino = a.Ino
 	out.Size = a.Size
-	out.Blocks = (a.Size + 511) / 512
+	out.Blocks = a.Blocks()
 	out.Atime, out.Atimensec = splitTime(a.Atime)
 	out.Mtime, out.Mtimensec = splitTime(a.Mtime)
 	out.Ctime, out.Ctimensec = splitTime(a.Ctime)

@@ -752,7 +752,8 @@ func (c *checker) relink(a *Attr) func(x *tx) error {
 }
 
 // inodeRecords checks that inline data, extended attributes and symlink
-// targets belong to live inodes.
+// targets belong to live inodes, that symlinks have their target, and that
+// the files that keep Alloc have it right.
 func (c *checker) inodeRecords() error {
 	for _, p := range []struct {
 		prefix byte
@@ -794,13 +795,30 @@ func (c *checker) inodeRecords() error {
 			return err
 		}
 	}
-	// Symlinks need their target.
+	// Symlinks need their target; Alloc is recounted.
+	x := &tx{m: c.m, t: c.t, inodes: map[uint64]*Attr{}, dirty: map[uint64]bool{}, gone: map[uint64]bool{}}
 	return c.t.Scan(key1(pInode), nil, func(k, v []byte) (bool, error) {
 		if len(k) != 9 {
 			return true, nil
 		}
 		a, err := decodeAttr(beU64(k[1:]), v)
-		if err != nil || a.Type() != syscall.S_IFLNK {
+		if err != nil {
+			return true, nil
+		}
+		if a.IsRegular() && a.Flags&FlagAlloc != 0 {
+			n, err := x.allocOf(a)
+			switch {
+			case errors.Is(err, errCorrupt):
+				// A damaged slice list, reported by the slices pass;
+				// its repair comes first.
+			case err != nil:
+				return false, err
+			case n != a.Alloc:
+				c.errorf(a.Ino, allocFix(a.Ino, n), "allocated bytes %d, but its data covers %d", a.Alloc, n)
+			}
+			return true, nil
+		}
+		if a.Type() != syscall.S_IFLNK {
 			return true, nil
 		}
 		if _, found, err := c.get(keyIno(pInline, a.Ino)); err != nil {
@@ -907,6 +925,19 @@ func (c *checker) pastEnd(a *Attr, idx uint64, ss []Slice) error {
 	c.errorf(a.Ino, markTruncating(a.Ino),
 		"chunk %d lies wholly beyond the end of the file (%d bytes) with no truncation under way", idx, a.Size)
 	return nil
+}
+
+// allocFix is a fix that sets inode ino's Alloc to n.
+func allocFix(ino, n uint64) func(x *tx) error {
+	return func(x *tx) error {
+		a, err := x.inode(ino)
+		if err != nil {
+			return err
+		}
+		a.Alloc = n
+		x.touch(a)
+		return nil
+	}
 }
 
 // flagFix is a fix that sets (on) or clears flag on inode ino.

@@ -37,27 +37,80 @@ func (x *tx) chunkRecord(k []byte) ([]Slice, error) {
 }
 
 // putChunk writes the slices ss as chunk idx of ino, whole, into its main
-// record, deleting the chunk when ss is empty; hadTail says whether the
-// chunk (as read) had a tail record, which goes. The first chunk a file
-// gets clears its FlagNoChunks.
-func (x *tx) putChunk(ino uint64, idx uint64, ss []Slice, hadTail bool) error {
+// record, deleting the chunk when ss is empty; before is what the chunk
+// covered (allocated(a, slices as read), taken before they were changed in
+// place), and hadTail says whether it had a tail record, which goes. The
+// first chunk a file gets clears its FlagNoChunks.
+func (x *tx) putChunk(ino uint64, idx uint64, before uint64, ss []Slice, hadTail bool) error {
 	if hadTail {
 		if err := x.del(keyChunkTail(ino, idx)); err != nil {
 			return err
 		}
 	}
-	if len(ss) == 0 {
-		return x.del(keyChunk(ino, idx))
-	}
 	a, err := x.inode(ino)
 	if err != nil {
 		return err
+	}
+	x.realloc(a, before, ss)
+	if len(ss) == 0 {
+		return x.del(keyChunk(ino, idx))
 	}
 	if a.hasNo(FlagNoChunks) {
 		a.Flags &^= FlagNoChunks
 		x.touch(a)
 	}
 	return x.set(keyChunk(ino, idx), encodeSlices(ss))
+}
+
+// allocated returns the bytes the slices ss of a chunk of a cover, for
+// Alloc; 0 when a does not keep Alloc (nothing to compute).
+func allocated(a *Attr, ss []Slice) uint64 {
+	if a.Flags&FlagAlloc == 0 {
+		return 0
+	}
+	return covered(ss)
+}
+
+// realloc changes a's Alloc for a chunk that covered before bytes and now
+// holds the slices ss (see Attr.Alloc).
+func (x *tx) realloc(a *Attr, before uint64, ss []Slice) {
+	if a.Flags&FlagAlloc == 0 {
+		return
+	}
+	if after := covered(ss); before != after {
+		a.Alloc = a.Alloc - before + after
+		x.touch(a)
+	}
+}
+
+// allocOf counts what regular file a stores, as Alloc should say: its
+// inline content, or what its chunks cover (main records and, if it has
+// them, tails, as reads see them).
+func (x *tx) allocOf(a *Attr) (uint64, error) {
+	v, err := x.t.Get(keyIno(pInline, a.Ino))
+	switch {
+	case err == nil:
+		return uint64(len(v)), nil
+	case !errors.Is(err, ErrKeyNotFound):
+		return 0, err
+	case a.hasNo(FlagNoChunks):
+		return 0, nil
+	}
+	var n uint64
+	err = x.scanChunks(a.Ino, 0, a.Flags&FlagTails != 0, func(_ uint64, ss []Slice, _ int) (bool, error) {
+		n += covered(ss)
+		return true, nil
+	})
+	return n, err
+}
+
+// covered returns how many bytes of a chunk the slices ss hold data for.
+func covered(ss []Slice) uint64 {
+	var n uint64
+	for _, iv := range coverage(ss) {
+		n += iv.hi - iv.lo
+	}
+	return n
 }
 
 // tailMax bounds a chunk's tail record (one commit's slices longer than
@@ -76,6 +129,7 @@ const tailMax = valueThreshold - 24
 // a slice of the main record: then the tail is folded into the main
 // record, so no tail slice ever hides a main record's slice whole.
 func (x *tx) addSlices(a *Attr, idx uint64, ss []Slice, tail int, add []Slice) error {
+	before := allocated(a, ss) // dropShadowed changes ss in place
 	n := len(ss) - tail
 	main, newer := ss[:n:n], slices.Clone(ss[n:])
 	shadows := false
@@ -96,6 +150,7 @@ func (x *tx) addSlices(a *Attr, idx uint64, ss []Slice, tail int, add []Slice) e
 			a.Flags |= FlagTails
 			x.touch(a)
 		}
+		x.realloc(a, before, append(main, newer...))
 		return x.set(keyChunkTail(a.Ino, idx), encodeSlices(newer))
 	}
 	for _, s := range newer {
@@ -105,7 +160,7 @@ func (x *tx) addSlices(a *Attr, idx uint64, ss []Slice, tail int, add []Slice) e
 		}
 		main = appendSlice(main, s)
 	}
-	return x.putChunk(a.Ino, idx, main, tail > 0)
+	return x.putChunk(a.Ino, idx, before, main, tail > 0)
 }
 
 // ref adds n (+1 or -1) references to block b. A block whose count reaches
@@ -204,6 +259,10 @@ func (x *tx) truncate(a *Attr, size uint64) error {
 			if err := x.set(keyIno(pInline, a.Ino), v[:size]); err != nil {
 				return err
 			}
+			if a.Flags&FlagAlloc != 0 {
+				a.Alloc -= min(a.Alloc, uint64(len(v))-size)
+				x.touch(a)
+			}
 		}
 	} else if !errors.Is(err, ErrKeyNotFound) {
 		return err
@@ -242,6 +301,7 @@ func (x *tx) trimChunk(a *Attr, idx uint64, end uint32) (int, error) {
 		return 0, err
 	}
 	released := 0
+	before := allocated(a, ss)
 	kept := ss[:0]
 	for _, s := range ss {
 		released += len(s.Blocks)
@@ -254,7 +314,7 @@ func (x *tx) trimChunk(a *Attr, idx uint64, end uint32) (int, error) {
 			kept = append(kept, s)
 		}
 	}
-	return released, x.putChunk(a.Ino, idx, kept, tail > 0)
+	return released, x.putChunk(a.Ino, idx, before, kept, tail > 0)
 }
 
 // errTruncating: the file still has dead chunks beyond its end from a
@@ -681,7 +741,20 @@ func (m *Meta) Write(ctx context.Context, ino uint64, in WriteIn) (*Attr, error)
 			if err := x.set(keyIno(pInline, ino), in.Inline); err != nil {
 				return err
 			}
+			if a.Flags&FlagAlloc != 0 {
+				// A file stays inline only while it has no chunk.
+				a.Alloc = uint64(len(in.Inline))
+				x.touch(a)
+			}
 		} else if in.DropInline {
+			if a.Flags&FlagAlloc != 0 {
+				v, err := x.t.Get(keyIno(pInline, ino))
+				if err != nil && !errors.Is(err, ErrKeyNotFound) {
+					return err
+				}
+				a.Alloc -= min(a.Alloc, uint64(len(v)))
+				x.touch(a)
+			}
 			if err := x.del(keyIno(pInline, ino)); err != nil {
 				return err
 			}
@@ -811,7 +884,7 @@ func (m *Meta) ReplaceChunk(ctx context.Context, ino uint64, idx uint64, old, re
 			return err
 		}
 		done = true
-		return x.putChunk(ino, idx, append(shown, newer...), tail > 0)
+		return x.putChunk(ino, idx, allocated(a, cur), append(shown, newer...), tail > 0)
 	})
 	return done, err
 }
@@ -944,6 +1017,10 @@ func (x *tx) releaseChunks(ino, from uint64, budget int) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	a, err := x.inode(ino)
+	if err != nil {
+		return false, err
+	}
 	full := budget
 	for _, c := range chunks {
 		n := 0 // slices of c released
@@ -957,7 +1034,7 @@ func (x *tx) releaseChunks(ino, from uint64, budget int) (bool, error) {
 			budget -= len(s.Blocks)
 			n++
 		}
-		if err := x.putChunk(ino, c.idx, c.ss[n:], c.tail > 0); err != nil {
+		if err := x.putChunk(ino, c.idx, allocated(a, c.ss), c.ss[n:], c.tail > 0); err != nil {
 			return false, err
 		}
 		if n < len(c.ss) {
@@ -1210,7 +1287,7 @@ func (m *Meta) ShareRange(ctx context.Context, src, srcOff, dst, dstOff, n uint6
 			if err := x.refSlices(to, -1); err != nil {
 				return err
 			}
-			if err := x.putChunk(dst, dstOff/cs+i, from, tail > 0); err != nil {
+			if err := x.putChunk(dst, dstOff/cs+i, allocated(d, to), from, tail > 0); err != nil {
 				return err
 			}
 			shared += part

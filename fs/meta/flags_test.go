@@ -19,7 +19,7 @@ func TestInodeFlags(t *testing.T) {
 	const both = FlagNoXattrs | FlagNoChunks
 	wantFlags := func(what string, ino uint64, want uint32) {
 		t.Helper()
-		if got := v.attr(ino).Flags; got != want {
+		if got := v.attr(ino).Flags &^ FlagAlloc; got != want { // FlagAlloc: TestAlloc
 			t.Errorf("%s: flags %#x, want %#x", what, got, want)
 		}
 	}
@@ -162,7 +162,7 @@ func TestFreeingAtUnlink(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-			} else if got := v.attr(f.Ino).Flags; got != tc.wantFlagsLeft {
+			} else if got := v.attr(f.Ino).Flags &^ FlagAlloc; got != tc.wantFlagsLeft {
 				t.Fatalf("flags before the unlink %#x, want %#x", got, tc.wantFlagsLeft)
 			}
 			rec.take()

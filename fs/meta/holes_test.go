@@ -96,3 +96,40 @@ func TestHoleSlices(t *testing.T) {
 		}
 	})
 }
+
+// TestAllocRecord: an inode record carries Alloc only with FlagAlloc (8
+// bytes more), a record whose length and flag disagree is corrupt, and a
+// volume of format 3 makes files without it, so an objfs that reads only
+// format 3 can still read their records.
+func TestAllocRecord(t *testing.T) {
+	a := &Attr{Ino: 7, Mode: syscall.S_IFREG | 0o644, Size: 1 << 20, Alloc: 4096, Flags: FlagAlloc | FlagNoXattrs}
+	b := a.encode()
+	if len(b) != attrLen+8 {
+		t.Fatalf("record of %d bytes, want %d", len(b), attrLen+8)
+	}
+	got, err := decodeAttr(7, b)
+	if err != nil || *got != *a {
+		t.Fatalf("decoded %+v, %v; want %+v", got, err, a)
+	}
+	if got.Blocks() != 8 {
+		t.Errorf("st_blocks %d, want 8", got.Blocks())
+	}
+	old := *a
+	old.Flags &^= FlagAlloc
+	if len(old.encode()) != attrLen || old.Blocks() != 2048 {
+		t.Errorf("without FlagAlloc: %d bytes, st_blocks %d; want %d, 2048 (the size)", len(old.encode()), old.Blocks(), attrLen)
+	}
+	for _, bad := range [][]byte{b[:attrLen], append(old.encode(), make([]byte, 8)...)} {
+		if _, err := decodeAttr(7, bad); !errors.Is(err, errCorrupt) {
+			t.Errorf("a record of %d bytes whose flag disagrees: %v, want corrupt", len(bad), err)
+		}
+	}
+	v3 := tailVolume(t, 3)
+	if f := v3.mkfile(RootIno, "f"); f.Flags&FlagAlloc != 0 {
+		t.Errorf("a file made on a format 3 volume has FlagAlloc")
+	}
+	v4 := tailVolume(t, 4)
+	if f := v4.mkfile(RootIno, "f"); f.Flags&FlagAlloc == 0 {
+		t.Errorf("a file made on a format 4 volume lacks FlagAlloc")
+	}
+}

@@ -279,6 +279,9 @@ func (x *tx) newInode(c *Caller, dir *Attr, ino, gen uint64, mode uint32) *Attr 
 	a := &Attr{Ino: ino, Gen: gen, Mode: mode, Uid: c.Uid, Gid: c.Gid,
 		Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: dir.Ino,
 		Flags: FlagNoXattrs | FlagNoChunks}
+	if a.IsRegular() && x.m.format.Version >= 4 {
+		a.Flags |= FlagAlloc // see Attr.Alloc
+	}
 	if dir.Mode&syscall.S_ISGID != 0 {
 		a.Gid = dir.Gid
 		if a.IsDir() {

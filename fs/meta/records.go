@@ -119,7 +119,11 @@ type Attr struct {
 	Ctime   int64
 	Parent  uint64 // a directory holding an entry for this inode (exact for directories)
 	NextSeq uint64 // directories: readdir cookie of the next entry created
-	Flags   uint32 // FlagLinkable, FlagTruncating, FlagNoXattrs, FlagNoChunks, FlagTails
+	Flags   uint32 // FlagLinkable, FlagTruncating, FlagNoXattrs, FlagNoChunks, FlagTails, FlagAlloc
+	// Alloc is what a regular file stores, in bytes, when FlagAlloc says
+	// it is kept: the length of its inline content, or the bytes its
+	// chunks' slices cover less what hole slices punched out (st_blocks).
+	Alloc uint64
 }
 
 // FlagLinkable marks an O_TMPFILE inode: it has no links yet but may be
@@ -149,6 +153,24 @@ const (
 // files written whole (most of them) pay nothing for tails.
 const FlagTails = 16
 
+// FlagAlloc marks an inode whose Alloc is kept (format 4 on, set at
+// creation): every transaction that changes its inline content or chunks
+// changes Alloc by as much. Inodes made before (or on older formats) lack
+// it, and report their size as allocated. Its record is 8 bytes longer.
+const FlagAlloc = 32
+
+// Blocks returns st_blocks for a: allocated 512-byte units. A regular file
+// that keeps Alloc reports that (never more than its size rounded up:
+// chunks beyond the end that a truncation is still releasing are not
+// counted); everything else its size.
+func (a *Attr) Blocks() uint64 {
+	n := a.Size
+	if a.Flags&FlagAlloc != 0 && a.IsRegular() {
+		n = min(a.Alloc, a.Size)
+	}
+	return (n + 511) / 512
+}
+
 // hasNo reports whether a is marked as having none of what flag stands for.
 func (a *Attr) hasNo(flag uint32) bool { return a.Flags&flag != 0 }
 
@@ -165,7 +187,7 @@ const attrVersion = 1
 const attrLen = 1 + 8 + 4*5 + 8 + 8*3 + 8 + 8 + 4
 
 func (a *Attr) encode() []byte {
-	b := make([]byte, 0, attrLen)
+	b := make([]byte, 0, attrLen+8)
 	b = append(b, attrVersion)
 	b = binary.LittleEndian.AppendUint64(b, a.Gen)
 	b = binary.LittleEndian.AppendUint32(b, a.Mode)
@@ -180,15 +202,28 @@ func (a *Attr) encode() []byte {
 	b = binary.LittleEndian.AppendUint64(b, a.Parent)
 	b = binary.LittleEndian.AppendUint64(b, a.NextSeq)
 	b = binary.LittleEndian.AppendUint32(b, a.Flags)
+	if a.Flags&FlagAlloc != 0 {
+		b = binary.LittleEndian.AppendUint64(b, a.Alloc)
+	}
 	return b
 }
 
 func decodeAttr(ino uint64, b []byte) (*Attr, error) {
-	if len(b) != attrLen || b[0] != attrVersion {
+	if len(b) < attrLen || b[0] != attrVersion {
 		return nil, corrupt("inode", keyIno(pInode, ino))
 	}
 	le := binary.LittleEndian
+	flags := le.Uint32(b[77:])
+	var alloc uint64
+	switch {
+	case flags&FlagAlloc == 0 && len(b) == attrLen:
+	case flags&FlagAlloc != 0 && len(b) == attrLen+8:
+		alloc = le.Uint64(b[attrLen:])
+	default:
+		return nil, corrupt("inode", keyIno(pInode, ino))
+	}
 	return &Attr{
+		Alloc:   alloc,
 		Ino:     ino,
 		Gen:     le.Uint64(b[1:]),
 		Mode:    le.Uint32(b[9:]),
