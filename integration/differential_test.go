@@ -292,6 +292,11 @@ func runDifferentialOn(t *testing.T, newVol func(testing.TB) *volume, seed uint6
 		return fail(-1, "comparison after remount", "trees differ:\n  "+strings.Join(diffs, "\n  "))
 	}
 	v.unmount(t)
+	// Every invariant the operations must keep (reference counts, files'
+	// allocated bytes, slices within the size...).
+	if out, err := runObjfs(5*time.Minute, "fsck", v.dir); err != nil || !strings.Contains(out, "; 0 errors") {
+		return fail(-1, "fsck", fmt.Sprintf("%v\n%s", err, out))
+	}
 	return nil
 }
 
