@@ -823,7 +823,10 @@ func TestCompactionKeepsConcurrentWrites(t *testing.T) {
 // TestNeedsCompaction: when a chunk's slices are worth rewriting.
 func TestNeedsCompaction(t *testing.T) {
 	const mib = 1 << 20
-	s := func(pos, n uint32) meta.Slice { return meta.Slice{Pos: pos, Len: n} }
+	s := func(pos, n uint32) meta.Slice {
+		return meta.Slice{Pos: pos, Len: n, Blocks: []meta.BlockRef{{Size: n}}}
+	}
+	hole := func(pos, n uint32) meta.Slice { return meta.Slice{Pos: pos, Len: n} }
 	// base, then k slices of n bytes at distinct offsets inside it
 	over := func(base meta.Slice, k int, n uint32) []meta.Slice {
 		ss := []meta.Slice{base}
@@ -863,6 +866,10 @@ func TestNeedsCompaction(t *testing.T) {
 		{"300 runs, 23 newer", append(runs(300, 1), over(s(0, 4096), compactAt-1, 100)[1:]...), false},
 		{"40 adjacent slices backwards", descending(40), true},
 		{"touching slices in order", runs(300, 0), true},
+		{"a punch of a quarter", []meta.Slice{s(0, 64*mib), hole(16*mib, 16*mib)}, true},
+		{"a punch of an eighth", []meta.Slice{s(0, 56*mib), hole(0, 8*mib)}, true},
+		{"a 4 KiB punch", []meta.Slice{s(0, 64*mib), hole(mib, 4096)}, false},
+		{"a hole beside the data", []meta.Slice{s(0, 4*mib), hole(8*mib, 8*mib)}, false},
 	}
 	for _, tt := range tests {
 		if got := needsCompaction(tt.ss); got != tt.want {

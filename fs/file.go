@@ -1067,18 +1067,27 @@ func needsCompaction(ss []meta.Slice) bool {
 	for k < len(ss) && ss[k].Pos > ss[k-1].Pos+ss[k-1].Len {
 		k++
 	}
-	switch newer := len(ss) - k; {
-	case newer < compactAt:
-		return false
-	case newer >= compactAlways:
-		return true
-	}
-	var total, newBytes uint64
+	var total, newBytes, holes uint64
 	for i, s := range ss {
 		total += uint64(s.Len)
 		if i >= k {
 			newBytes += uint64(s.Len)
+			if s.Hole() {
+				holes += uint64(s.Len)
+			}
 		}
+	}
+	newer := len(ss) - k
+	switch {
+	case holes > 0 && holes*compactGain >= total:
+		// Hole slices hide blocks that only a rewrite lets go (a punch
+		// in the middle of a slice releases none of its blocks): holes
+		// worth an eighth of what the rewrite writes start it at once.
+		return true
+	case newer < compactAt:
+		return false
+	case newer >= compactAlways:
+		return true
 	}
 	return newBytes*compactGain >= total
 }

@@ -91,6 +91,9 @@ func (f *FS) Punch(ctx context.Context, ino, off, length uint64, keepSize bool) 
 		if _, err := f.meta.Write(ctx, ino, batch); err != nil {
 			return err
 		}
+		for _, cw := range cws {
+			f.queueCompaction(ctx, ino, cw.Index) // see needsCompaction
+		}
 	}
 	// The size and times, once more when no chunk needed a hole.
 	_, err = f.meta.Write(ctx, ino, w)

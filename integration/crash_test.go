@@ -77,6 +77,7 @@ func TestCrashFsyncedSurvive(t *testing.T) {
 		t.Fatalf("after a clean unmount and remount, acknowledged data is wrong:\n  %s", strings.Join(errs, "\n  "))
 	}
 	v.unmount(t)
+	v.fsck(t) // the kills left every invariant whole (counts, allocated bytes)
 }
 
 func fsyncPath(p string) error {
@@ -251,10 +252,13 @@ func (w *crashWriter) run() {
 	defer close(w.done)
 	for i := 0; !w.killed.Load(); i++ {
 		var err error
-		if w.rng.IntN(3) < 2 {
+		switch w.rng.IntN(6) {
+		case 0, 1, 2:
 			err = w.fresh(i)
-		} else {
+		case 3, 4:
 			err = w.renameIntoPlace(i)
+		default:
+			err = w.punched(i)
 		}
 		if err != nil {
 			w.stopErr = err
@@ -275,6 +279,41 @@ func (w *crashWriter) fresh(i int) error {
 		return err
 	}
 	w.acks.set(rel, contentKey(data))
+	w.acked.Add(1)
+	return nil
+}
+
+// punched writes a new file, fsyncs it, punches a hole in it and fsyncs
+// it again: acknowledged with its first content after the first fsync,
+// with the punched one after the second (in between, either is fine).
+func (w *crashWriter) punched(i int) error {
+	rel := fmt.Sprintf("%s/p%d", w.dir, i)
+	p := filepath.Join(w.mnt, rel)
+	data := w.content()
+	if err := w.writeFsynced(p, data); err != nil {
+		return err
+	}
+	w.acks.set(rel, contentKey(data))
+	if len(data) == 0 {
+		return nil
+	}
+	off := w.rng.IntN(len(data))
+	n := 1 + w.rng.IntN(len(data)-off+(64<<10))
+	after := append([]byte(nil), data...)
+	clear(after[off:min(off+n, len(after))])
+	w.acks.pending(rel, contentKey(after))
+	fd, err := syscall.Open(p, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Fallocate(fd, 0x3, int64(off), int64(n)); err != nil { // FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE
+		return fmt.Errorf("punch %s [%d,+%d): %w", p, off, n, err)
+	}
+	if err := syscall.Fsync(fd); err != nil {
+		return fmt.Errorf("fsync %s: %w", p, err)
+	}
+	w.acks.set(rel, contentKey(after))
 	w.acked.Add(1)
 	return nil
 }
