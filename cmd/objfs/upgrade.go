@@ -21,7 +21,9 @@ volumes of versions %d to %d as they are and writes them in their own format,
 which an older objfs can still read; upgrading lets it use what later versions
 add (version 3: chunk tail records, so a small commit to a large file no longer
 rewrites the file's whole slice list; version 4: hole slices, so fallocate can
-punch holes and zero ranges). No data is rewritten: only the format
+punch holes and zero ranges, and files count what they store for st_blocks;
+files made before the upgrade report their size there until 'objfs fsck
+--repair' counts them). No data is rewritten: only the format
 record and the VOLUME marker change. There is no way back: an objfs that reads
 only older versions refuses the volume afterwards.`, meta.FormatVersion, meta.MinFormatVersion, meta.FormatVersion),
 		Example: `  objfs upgrade /var/lib/objfs/vol`,

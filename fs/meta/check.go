@@ -131,6 +131,16 @@ const LostFound = "lost+found"
 // Check runs the checks described at the top of this file.
 func (m *Meta) Check(ctx context.Context, opts CheckOptions) (*CheckResult, error) {
 	var all, store []Problem
+	if opts.Repair {
+		n, err := m.countAllocs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			all = append(all, Problem{Severity: Note, Fixed: true,
+				Msg: fmt.Sprintf("%d files made before format 4 now count what they store (st_blocks)", n)})
+		}
+	}
 	for pass := 0; ; pass++ {
 		r, err := m.checkOnce(ctx, opts)
 		if err != nil {
@@ -169,6 +179,69 @@ func (m *Meta) Check(ctx context.Context, opts CheckOptions) (*CheckResult, erro
 				all = append(all, p)
 			}
 		}
+	}
+}
+
+// countAllocs gives the regular files of a format 4 volume that were made
+// before it was (an upgraded volume) FlagAlloc and their Alloc, 256 files
+// a transaction, and returns how many it changed. Until then they report
+// their size as st_blocks.
+func (m *Meta) countAllocs(ctx context.Context) (int, error) {
+	if m.format.Version < 4 {
+		return 0, nil
+	}
+	changed := 0
+	for after := uint64(0); ; {
+		var inos []uint64
+		err := m.view(ctx, func(x *tx) error {
+			inos = inos[:0]
+			return x.t.Scan(key1(pInode), keyIno(pInode, after+1), func(k, v []byte) (bool, error) {
+				if len(k) != 9 {
+					return true, nil
+				}
+				ino := beU64(k[1:])
+				after = ino
+				if a, err := decodeAttr(ino, v); err == nil && a.IsRegular() && a.Flags&FlagAlloc == 0 {
+					inos = append(inos, ino)
+				}
+				return len(inos) < 256, nil
+			})
+		})
+		if err != nil || len(inos) == 0 {
+			return changed, err
+		}
+		done := 0
+		err = m.update(ctx, func(x *tx) error {
+			done = 0
+			for _, ino := range inos {
+				a, err := x.inode(ino)
+				if errors.Is(err, syscall.ENOENT) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if a.Flags&FlagAlloc != 0 {
+					continue
+				}
+				n, err := x.allocOf(a)
+				if errors.Is(err, errCorrupt) {
+					continue // reported, and repaired, by the check
+				}
+				if err != nil {
+					return err
+				}
+				a.Flags |= FlagAlloc
+				a.Alloc = n
+				x.touch(a)
+				done++
+			}
+			return nil
+		})
+		if err != nil {
+			return changed, err
+		}
+		changed += done
 	}
 }
 
@@ -797,6 +870,12 @@ func (c *checker) inodeRecords() error {
 	}
 	// Symlinks need their target; Alloc is recounted.
 	x := &tx{m: c.m, t: c.t, inodes: map[uint64]*Attr{}, dirty: map[uint64]bool{}, gone: map[uint64]bool{}}
+	uncounted := 0
+	defer func() {
+		if uncounted > 0 {
+			c.report(Problem{Severity: Note, Msg: fmt.Sprintf("%d files made before format 4 report their size as what they store (st_blocks); `objfs fsck --repair` counts it", uncounted)})
+		}
+	}()
 	return c.t.Scan(key1(pInode), nil, func(k, v []byte) (bool, error) {
 		if len(k) != 9 {
 			return true, nil
@@ -804,6 +883,9 @@ func (c *checker) inodeRecords() error {
 		a, err := decodeAttr(beU64(k[1:]), v)
 		if err != nil {
 			return true, nil
+		}
+		if a.IsRegular() && a.Flags&FlagAlloc == 0 && c.m.format.Version >= 4 {
+			uncounted++
 		}
 		if a.IsRegular() && a.Flags&FlagAlloc != 0 {
 			n, err := x.allocOf(a)

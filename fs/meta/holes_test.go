@@ -133,3 +133,47 @@ func TestAllocRecord(t *testing.T) {
 		t.Errorf("a file made on a format 4 volume lacks FlagAlloc")
 	}
 }
+
+// TestCountAllocsAfterUpgrade: files made on a format 3 volume keep
+// reporting their size as st_blocks after an upgrade to 4; fsck says how
+// many, and fsck --repair counts what each stores, after which st_blocks
+// is right and the check is clean.
+func TestCountAllocsAfterUpgrade(t *testing.T) {
+	v := newVolume(t, func(f *Format) { f.Version, f.BlockSize, f.ChunkSize = 3, 4096, 1<<20 })
+	sparse := v.mkfile(RootIno, "sparse")
+	v.writeSlice(sparse.Ino, 0, fakeBlock(1, 4096))
+	v.writeSlice(sparse.Ino, 3<<20, fakeBlock(2, 4096)) // a 3 MiB hole, two chunks on
+	small := v.mkfile(RootIno, "small")
+	if _, err := v.m.Write(v.ctx, small.Ino, WriteIn{Inline: []byte("hello"), End: 5, Mtime: 1}); err != nil {
+		t.Fatal(err)
+	}
+	empty := v.mkfile(RootIno, "empty")
+	if _, _, err := Upgrade(v.ctx, v.kv); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if v.m, err = Open(v.ctx, v.kv); err != nil {
+		t.Fatal(err)
+	}
+	if b := v.attr(sparse.Ino).Blocks(); b != (3<<20+4096)/512 {
+		t.Errorf("before the recount: st_blocks %d, want the size's %d", b, (3<<20+4096)/512)
+	}
+	if r := v.runCheck(false); r.Errors() != 0 || !strings.Contains(problems(r), "3 files made before format 4") {
+		t.Errorf("check of the upgraded volume:\n%s", problems(r))
+	}
+	r := v.runCheck(true)
+	if !strings.Contains(problems(r), "3 files made before format 4 now count") {
+		t.Errorf("repair:\n%s", problems(r))
+	}
+	for _, tc := range []struct {
+		ino    uint64
+		blocks uint64
+	}{{sparse.Ino, 16}, {small.Ino, 1}, {empty.Ino, 0}} {
+		if a := v.attr(tc.ino); a.Flags&FlagAlloc == 0 || a.Blocks() != tc.blocks {
+			t.Errorf("inode %d after the repair: flags %#x, st_blocks %d; want FlagAlloc, %d", tc.ino, a.Flags, a.Blocks(), tc.blocks)
+		}
+	}
+	if r := v.runCheck(false); r.Errors() != 0 || len(r.Problems) != 0 {
+		t.Errorf("check after the repair:\n%s", problems(r))
+	}
+}
