@@ -358,9 +358,19 @@ func (s *Store) appendRecord(kind byte, key string, data []byte) (*segment, int6
 		s.pending[key] = e
 		seg.live++
 		s.bytes += int64(len(data))
-		if s.opts.UploadDelay > 0 && s.holdingBack() {
+		switch {
+		case s.opts.UploadDelay > 0 && s.holdingBack():
 			s.delayed = append(s.delayed, delayed{key: key, due: time.Now().Add(s.opts.UploadDelay)})
-		} else {
+		default:
+			// Past half of MaxBytes, what is held back goes first, in
+			// order, here rather than when the releaser next looks: by
+			// then this object's upload may have brought the log back
+			// to half, and older objects would stay held back behind
+			// newer ones that went.
+			for _, d := range s.delayed {
+				s.queue = append(s.queue, d.key)
+			}
+			s.delayed = s.delayed[:0]
 			s.queue = append(s.queue, key)
 			s.cond.Broadcast()
 		}
