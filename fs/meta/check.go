@@ -653,15 +653,7 @@ func (c *checker) inode1(a *Attr) error {
 		}
 	}
 	setNlink := func(n uint32) func(x *tx) error {
-		return func(x *tx) error {
-			cur, err := x.inode(ino)
-			if err != nil {
-				return err
-			}
-			cur.Nlink = n
-			x.touch(cur)
-			return nil
-		}
+		return inodeFix(ino, func(a *Attr) { a.Nlink = n })
 	}
 	if ino == RootIno {
 		if !a.IsDir() {
@@ -1009,34 +1001,33 @@ func (c *checker) pastEnd(a *Attr, idx uint64, ss []Slice) error {
 	return nil
 }
 
-// allocFix is a fix that sets inode ino's Alloc to n.
-func allocFix(ino, n uint64) func(x *tx) error {
+// inodeFix is a fix that applies change to inode ino's attributes.
+func inodeFix(ino uint64, change func(a *Attr)) func(x *tx) error {
 	return func(x *tx) error {
 		a, err := x.inode(ino)
 		if err != nil {
 			return err
 		}
-		a.Alloc = n
+		change(a)
 		x.touch(a)
 		return nil
 	}
 }
 
+// allocFix is a fix that sets inode ino's Alloc to n.
+func allocFix(ino, n uint64) func(x *tx) error {
+	return inodeFix(ino, func(a *Attr) { a.Alloc = n })
+}
+
 // flagFix is a fix that sets (on) or clears flag on inode ino.
 func flagFix(ino uint64, flag uint32, on bool) func(x *tx) error {
-	return func(x *tx) error {
-		a, err := x.inode(ino)
-		if err != nil {
-			return err
-		}
+	return inodeFix(ino, func(a *Attr) {
 		if on {
 			a.Flags |= flag
 		} else {
 			a.Flags &^= flag
 		}
-		x.touch(a)
-		return nil
-	}
+	})
 }
 
 // flagLie reports what, a record of a, when a's flag says a has none:
