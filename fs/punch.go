@@ -68,6 +68,7 @@ func (f *FS) Punch(ctx context.Context, ino, off, length uint64, keepSize bool) 
 	if off < data && !f.format.HoleSlices() {
 		return fmt.Errorf("punch a hole in a volume of format version %d (holes need 4; objfs upgrade raises it): %w", f.format.Version, syscall.EOPNOTSUPP)
 	}
+	wrote := false // the size and times, with the first batch of holes
 	for first := off / cs; off < data && first*cs < data; first += punchChunks {
 		last := min((data-1)/cs, first+punchChunks-1)
 		d, err := f.meta.ReadData(ctx, ino, first, last)
@@ -91,11 +92,15 @@ func (f *FS) Punch(ctx context.Context, ino, off, length uint64, keepSize bool) 
 		if _, err := f.meta.Write(ctx, ino, batch); err != nil {
 			return err
 		}
+		wrote = true
 		for _, cw := range cws {
 			f.queueCompaction(ctx, ino, cw.Index) // see needsCompaction
 		}
 	}
-	// The size and times, once more when no chunk needed a hole.
+	if wrote {
+		return nil
+	}
+	// No chunk needed a hole: the size and times alone.
 	_, err = f.meta.Write(ctx, ino, w)
 	return err
 }
