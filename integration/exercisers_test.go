@@ -36,12 +36,14 @@ func requireTool(t testing.TB, name, pkg string) string {
 }
 
 // runExerciser runs an exerciser in its own process group and returns its
-// combined output. Past timeout the whole group (stress-ng forks a process
+// combined output, with dir as its working directory ("": the test's).
+// Past timeout the whole group (stress-ng forks a process
 // per instance) is killed.
-func runExerciser(timeout time.Duration, name string, args ...string) (string, error) {
+func runExerciser(timeout time.Duration, dir, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
@@ -57,7 +59,7 @@ func runExerciser(timeout time.Duration, name string, args ...string) (string, e
 
 // toolVersion is the first line of `name --version`, for the log.
 func toolVersion(name string) string {
-	out, err := runExerciser(time.Minute, name, "--version")
+	out, err := runExerciser(time.Minute, "", name, "--version")
 	line, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
 	if err != nil {
 		return fmt.Sprintf("%s --version: %v: %s", name, err, line)
@@ -229,6 +231,7 @@ func TestStressNG(t *testing.T) {
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	cwd := t.TempDir()
 
 	start := time.Now()
 	for _, s := range stressors {
@@ -252,7 +255,10 @@ func TestStressNG(t *testing.T) {
 			limit := time.Duration(timeout)*time.Second + 90*time.Second
 			stop := v.stallWatchdog(t, command, limit-30*time.Second)
 			began := time.Now()
-			out, err := runExerciser(limit, bin, args...)
+			// stress-ng 0.15's open stressor leaves empty files named
+			// stress-open-PID-N in its working directory, not in
+			// --temp-path: keep them out of the source tree.
+			out, err := runExerciser(limit, cwd, bin, args...)
 			took := time.Since(began).Round(10 * time.Millisecond)
 			stop()
 			if ok, why := v.alive(); !ok {
@@ -382,7 +388,7 @@ func fioRun(t *testing.T, v *volume, bin string, args []string) (out string, too
 	t.Helper()
 	stop := v.stallWatchdog(t, "fio", 2*time.Minute)
 	began := time.Now()
-	out, err = runExerciser(3*time.Minute, bin, args...)
+	out, err = runExerciser(3*time.Minute, t.TempDir(), bin, args...)
 	took = time.Since(began).Round(10 * time.Millisecond)
 	stop()
 	if ok, why := v.alive(); !ok {
