@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -239,6 +240,83 @@ func TestAllowOther(t *testing.T) {
 	for _, name := range []string{"pub/new", "shared/taken"} {
 		if _, err := os.Lstat(p(name)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s exists after a refused create or rename (%v)", name, err)
+		}
+	}
+	v.unmount(t)
+	v.fsck(t)
+}
+
+// TestAllowOtherWriteDropsPrivileges: a write by a user other than root
+// clears setuid, and setgid where Linux does, also when the writer does not
+// own the file: before such a write the kernel sends a SETATTR naming no
+// attribute, which objfs once refused with EPERM, failing the write
+// (pjdfstest chmod/12.t). The expected modes are what ext4 gives on the
+// same kernel; the one difference is a chown(-1, -1) by someone other than
+// the owner, which ext4 refuses with EPERM and objfs lets pass without a
+// change, as FUSE does not tell it apart from that SETATTR.
+func TestAllowOtherWriteDropsPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount for others and to act as other users")
+	}
+	const (
+		uid   = 4242 // the writer
+		staff = 4343 // a group the writer is in, in one case
+	)
+	v := newVolume(t)
+	for _, d := range []string{v.base, filepath.Dir(v.base)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.mount(t, "--allow-other")
+	write := func(path string) error {
+		return onFD(path, unix.O_WRONLY, func(fd int) error {
+			_, err := unix.Write(fd, []byte("x"))
+			return err
+		})
+	}
+	chownNone := func(path string) error { return unix.Chown(path, -1, -1) }
+	for _, tc := range []struct {
+		name       string
+		owner, gid int
+		mode       uint32
+		as         int
+		groups     []uint32
+		op         func(string) error
+		wantErr    error
+		wantMode   uint32
+	}{
+		{"setuid, written by another user", 0, 0, 0o4777, uid, nil, write, nil, 0o777},
+		{"setgid, written by another user", 0, 0, 0o2777, uid, nil, write, nil, 0o777},
+		{"setuid and setgid, written by another user", 0, 0, 0o6777, uid, nil, write, nil, 0o777},
+		{"setgid without group execute, written by a group member", 0, staff, 0o2767, uid, []uint32{staff}, write, nil, 0o2767},
+		{"setgid without group execute, written by a non-member", 0, staff, 0o2767, uid, nil, write, nil, 0o767},
+		{"setuid, written by its owner", uid, uid, 0o4755, uid, nil, write, nil, 0o755},
+		{"setuid, written by root", 0, 0, 0o4777, 0, nil, write, nil, 0o4777},
+		{"setuid, chown(-1, -1) by its owner", uid, uid, 0o4755, uid, nil, chownNone, nil, 0o755},
+		{"setuid, chown(-1, -1) by another user", 0, 0, 0o4777, uid, nil, chownNone, nil, 0o4777},
+	} {
+		path := filepath.Join(v.mnt, strings.NewReplacer(" ", "-", ",", "", "(", "", ")", "").Replace(tc.name))
+		err := os.WriteFile(path, []byte("data"), 0o600)
+		if err == nil {
+			err = os.Chown(path, tc.owner, tc.gid)
+		}
+		if err == nil {
+			err = unix.Chmod(path, tc.mode)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = asUser(tc.as, tc.as, tc.groups, func() error { return tc.op(path) })
+		if !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.wantErr)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Mode & 0o7777; got != tc.wantMode {
+			t.Errorf("%s: mode %o, want %o", tc.name, got, tc.wantMode)
 		}
 	}
 	v.unmount(t)
