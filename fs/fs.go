@@ -254,6 +254,7 @@ func (f *FS) Close(ctx context.Context) error {
 	}
 	f.cancel()
 	f.wg.Wait()
+	f.reapQueued(ctx)
 	f.commitAtimes(ctx)
 	errs = append(errs, f.meta.FoldStats(ctx), f.meta.Sync())
 	return errors.Join(errs...)

@@ -571,3 +571,51 @@ func TestReapQueueOverflow(t *testing.T) {
 	v.waitGone(held, 3*time.Second)
 	v.waitStoreMatchesReferences(6 * time.Second)
 }
+
+// TestCloseReapsQueuedOrphans: orphans queued when the volume closes (here
+// directories removed while the reaper is held up, and a file unlinked
+// while open, released last) are freed by Close, not left as orphan
+// records for the next start.
+func TestCloseReapsQueuedOrphans(t *testing.T) {
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 100, onDisk: true})
+	const dirs = 200 // fewer than reapQueue: all queued, none left to the list
+	for i := range dirs {
+		if _, err := v.f.Mkdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, fh := v.create(meta.RootIno, "open", syscall.O_RDWR)
+	v.write(fh, 0, pattern(3, 20000))
+	v.flush(fh)
+	if err := v.f.Unlink(v.ctx, &meta.Root, meta.RootIno, "open"); err != nil {
+		t.Fatal(err)
+	}
+	before := v.m.Stats()
+	// As in TestReapQueueOverflow: holding f.mu holds the reaper up.
+	v.f.mu.Lock()
+	for i := range dirs {
+		if err := v.f.Rmdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i)); err != nil {
+			v.f.mu.Unlock()
+			t.Fatal(err)
+		}
+	}
+	v.f.mu.Unlock()
+	v.release(fh)
+	v.close()
+
+	kv, err := meta.OpenBadger(v.metaDir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
+	m, err := meta.Open(v.ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := m.Orphans(v.ctx); err != nil || len(o) != 0 {
+		t.Errorf("orphans after a clean close: %d (%v), want none", len(o), err)
+	}
+	if st := m.Stats(); st.Inodes != before.Inodes-dirs-1 || st.Bytes != before.Bytes-20000 {
+		t.Errorf("stats after close: %d inodes, %d bytes; want %d, %d", st.Inodes, st.Bytes, before.Inodes-dirs-1, before.Bytes-20000)
+	}
+}

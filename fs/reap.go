@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"time"
 )
 
 // An inode that loses its last link while something has it open, a
@@ -15,6 +16,8 @@ import (
 const (
 	reapQueue = 1024 // orphans queued by unlinks
 	reapPage  = 256  // orphans read from the metadata at a time
+	// reapDrainMax bounds how long Close frees queued orphans.
+	reapDrainMax = 10 * time.Second
 )
 
 // reaper frees orphans: those queued by unlinks and releases, and every one
@@ -26,9 +29,30 @@ func (f *FS) reaper(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case ino := <-f.reap:
-			f.reapIfClosed(ctx, ino)
+			if f.reapIfClosed(ctx, ino) == reapFailed && ctx.Err() != nil {
+				f.orphaned(&Attr{Ino: ino}) // cut short by Close: for reapQueued
+			}
 		case <-f.reapScan:
 			f.reapListed(ctx)
+		}
+	}
+}
+
+// reapQueued frees the orphans still queued once the reaper has stopped,
+// so that a clean close leaves no orphan that nothing has open, except
+// what an overflow left to the orphan list and what is left after
+// reapDrainMax (the next start frees those). The queue holds at most
+// reapQueue of them; the limit is for a few huge files, whose blocks
+// take many transactions to release.
+func (f *FS) reapQueued(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, reapDrainMax)
+	defer cancel()
+	for ctx.Err() == nil {
+		select {
+		case ino := <-f.reap:
+			f.reapIfClosed(ctx, ino)
+		default:
+			return
 		}
 	}
 }
