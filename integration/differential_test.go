@@ -739,6 +739,7 @@ var diffOps = []diffOp{
 	{"hfstat", 2, (*diffRun).opHFstat},
 	{"hpathgone", 2, (*diffRun).opHPathGone},
 	{"hcopy", 3, (*diffRun).opHCopy},
+	{"xattr", 4, (*diffRun).opXattr},
 }
 
 var shrinkOps = []diffOp{
@@ -1124,6 +1125,102 @@ func (r *diffRun) opLstat() error {
 	return err
 }
 
+// xattrNames are the extended attributes the test uses: few, so that
+// sets, replaces and removes meet, and small values, so that every file
+// stays within what ext4 keeps in one block (a larger total is ENOSPC
+// there).
+var xattrNames = []string{"user.a", "user.b", "user.a-much-longer-attribute-name", "trusted.t"}
+
+// opXattr sets (with XATTR_CREATE, XATTR_REPLACE or neither), reads (into
+// a buffer large enough, too small, or none to ask the size), lists or
+// removes an extended attribute. user.* attributes of symlinks and special
+// files are refused by the kernel on both sides (EPERM).
+func (r *diffRun) opXattr() error {
+	rel := r.pathOf("fdl", 0.9)
+	name := xattrNames[r.rng.IntN(len(xattrNames))]
+	var err error
+	switch x := r.rng.Float64(); {
+	case x < 0.45:
+		value := make([]byte, r.rng.IntN(4)*r.rng.IntN(80))
+		for i := range value {
+			value[i] = byte(r.rng.IntN(256))
+		}
+		flags := 0
+		switch y := r.rng.Float64(); {
+		case y < 0.2:
+			flags = unix.XATTR_CREATE
+		case y < 0.4:
+			flags = unix.XATTR_REPLACE
+		}
+		r.op("setxattr %s %s (%d bytes, flags %d)", rel, name, len(value), flags)
+		_, err = r.pair(func(s diffSide) opResult { return res(unix.Lsetxattr(s.p(rel), name, value, flags), "") })
+	case x < 0.70:
+		size := []int{0, 3, 1024}[r.rng.IntN(3)]
+		r.op("getxattr %s %s (buffer %d)", rel, name, size)
+		_, err = r.pair(func(s diffSide) opResult {
+			var buf []byte
+			if size > 0 {
+				buf = make([]byte, size)
+			}
+			n, err := unix.Lgetxattr(s.p(rel), name, buf)
+			if err != nil {
+				return res(err, "")
+			}
+			if size == 0 {
+				return opResult{info: fmt.Sprintf("size %d", n)}
+			}
+			return opResult{data: buf[:n]}
+		})
+	case x < 0.85:
+		r.op("listxattr %s", rel)
+		_, err = r.pair(func(s diffSide) opResult {
+			names, err := listXattrs(s.p(rel))
+			return res(err, strings.Join(names, ","))
+		})
+	default:
+		r.op("removexattr %s %s", rel, name)
+		_, err = r.pair(func(s diffSide) opResult { return res(unix.Lremovexattr(s.p(rel), name), "") })
+	}
+	return err
+}
+
+// listXattrs returns the sorted names of path's extended attributes (of a
+// symlink itself).
+func listXattrs(path string) ([]string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Llistxattr(path, buf)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if name != "" {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// xattrSummary is every extended attribute of path with its value, for
+// comparing trees.
+func xattrSummary(path string) (string, error) {
+	names, err := listXattrs(path)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, name := range names {
+		buf := make([]byte, 65536)
+		n, err := unix.Lgetxattr(path, name, buf)
+		if err != nil {
+			return "", fmt.Errorf("getxattr %s: %w", name, err)
+		}
+		fmt.Fprintf(&b, "%s=%x ", name, buf[:n])
+	}
+	return b.String(), nil
+}
+
 func (r *diffRun) opReaddir() error {
 	rel := r.pathOf("d", 0.9)
 	r.op("readdir %s", rel)
@@ -1506,6 +1603,17 @@ func (r *diffRun) compareEntry(rel string, firstPath [2]map[uint64]string, add f
 	}
 	if a.Mode&unix.S_IFMT != b.Mode&unix.S_IFMT {
 		return false
+	}
+	var xa [2]string
+	for i, s := range r.sides {
+		x, err := xattrSummary(s.top + rel)
+		if err != nil {
+			add("%s: extended attributes on %s: %v", rel, s.name, err)
+		}
+		xa[i] = x
+	}
+	if xa[0] != xa[1] {
+		add("%s: extended attributes: objfs %q, reference %q", rel, xa[0], xa[1])
 	}
 	// Compare mtimes only where utimensat set them and nothing changed them
 	// since (if the reference disagrees too, our tracking missed a change).
