@@ -213,12 +213,12 @@ func (f *FS) sync() error {
 // Write buffers data at off (or at the end of file for O_APPEND handles),
 // written by a writer with CAP_FSETID: see WriteAs.
 func (f *FS) Write(ctx context.Context, fh uint64, off uint64, data []byte) (int, error) {
-	n, _, err := f.WriteAs(ctx, fh, off, data, nil)
+	n, _, err := f.WriteAs(ctx, fh, off, data, nil, false)
 	return n, err
 }
 
-// WriteAs buffers data at off (or at the end of file for O_APPEND handles)
-// and drops the file's privileges as a write does on Linux: its
+// WriteAs buffers data at off (or at the end of file for O_APPEND handles,
+// unless fromCache) and drops the file's privileges as a write does on Linux: its
 // capabilities (security.capability) whoever writes; its setuid and setgid
 // bits when unprivileged is not nil, the writer lacking CAP_FSETID.
 // unprivileged returns who writes, for the group check of a setgid file
@@ -228,7 +228,12 @@ func (f *FS) Write(ctx context.Context, fh uint64, off uint64, data []byte) (int
 // lose the data but never keep the bits with the data. dropped reports
 // that something went, so that a front end can drop what it caches of the
 // file's attributes.
-func (f *FS) WriteAs(ctx context.Context, fh uint64, off uint64, data []byte, unprivileged func() *Caller) (n int, dropped bool, err error) {
+//
+// fromCache says that the kernel writes back pages of its cache (written
+// through a shared mapping): they go at their own offsets, also when the
+// handle the kernel sends them through (one the file was mapped with) was
+// opened with O_APPEND.
+func (f *FS) WriteAs(ctx context.Context, fh uint64, off uint64, data []byte, unprivileged func() *Caller, fromCache bool) (n int, dropped bool, err error) {
 	h, err := f.handle(fh)
 	if err != nil {
 		return 0, false, err
@@ -239,7 +244,7 @@ func (f *FS) WriteAs(ctx context.Context, fh uint64, off uint64, data []byte, un
 	in := h.ino
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if h.flags&syscall.O_APPEND != 0 {
+	if h.flags&syscall.O_APPEND != 0 && !fromCache {
 		a, err := f.meta.GetAttr(ctx, in.ino)
 		if err != nil {
 			return 0, false, err

@@ -83,7 +83,7 @@ func TestCapsXattrOfOpenFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	get("after setxattr", capsValue)
-	if _, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("x"), nil); err != nil {
+	if _, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("x"), nil, false); err != nil {
 		t.Fatal(err)
 	}
 	get("after a write, which drops capabilities", nil)
@@ -104,7 +104,7 @@ func TestKillPrivWrite(t *testing.T) {
 	type op func(v *testVol, name string, ino, fh uint64) error
 	writeAs := func(c *meta.Caller) op {
 		return func(v *testVol, name string, ino, fh uint64) error {
-			n, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("data"), as(c))
+			n, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("data"), as(c), false)
 			if err == nil && n != 4 {
 				err = fmt.Errorf("short write %d", n)
 			}
@@ -263,7 +263,7 @@ func TestKillPrivDroppedReport(t *testing.T) {
 		{0o644, false, outsider, false},
 	} {
 		_, fh := privFile(v, fmt.Sprintf("r%o%v%v", tc.mode, tc.caps, tc.c != nil), tc.mode, tc.caps)
-		_, dropped, err := v.f.WriteAs(v.ctx, fh, 0, []byte("x"), as(tc.c))
+		_, dropped, err := v.f.WriteAs(v.ctx, fh, 0, []byte("x"), as(tc.c), false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +271,7 @@ func TestKillPrivDroppedReport(t *testing.T) {
 			t.Errorf("mode %o caps %v unprivileged %v: dropped %v, want %v", tc.mode, tc.caps, tc.c != nil, dropped, tc.wantDropped)
 		}
 		// A second write finds nothing left.
-		if _, dropped, _ := v.f.WriteAs(v.ctx, fh, 1, []byte("y"), as(tc.c)); dropped {
+		if _, dropped, _ := v.f.WriteAs(v.ctx, fh, 1, []byte("y"), as(tc.c), false); dropped {
 			t.Errorf("mode %o caps %v: second write dropped again", tc.mode, tc.caps)
 		}
 		v.release(fh)
@@ -290,7 +290,7 @@ func TestKillPrivCache(t *testing.T) {
 	defer v.release(fh)
 	write := func(what string, wantMode uint32, wantCaps bool) {
 		t.Helper()
-		if _, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("data"), as(outsider)); err != nil {
+		if _, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("data"), as(outsider), false); err != nil {
 			t.Fatal(err)
 		}
 		if mode, caps := privsOf(v, ino); mode != wantMode || caps != wantCaps {
@@ -367,7 +367,7 @@ func TestKillPrivPrimed(t *testing.T) {
 		if _, err := v.m.SetAttr(v.ctx, &meta.Root, ino, meta.SetAttrIn{Valid: meta.SetMode, Mode: 0o4777}); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("x"), as(outsider)); err != nil {
+		if _, _, err := v.f.WriteAs(v.ctx, fh, 0, []byte("x"), as(outsider), false); err != nil {
 			t.Fatal(err)
 		}
 		if mode, _ := privsOf(v, ino); mode != 0o4777 {

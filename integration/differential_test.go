@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -740,6 +741,7 @@ var diffOps = []diffOp{
 	{"hpathgone", 2, (*diffRun).opHPathGone},
 	{"hcopy", 3, (*diffRun).opHCopy},
 	{"xattr", 4, (*diffRun).opXattr},
+	{"hmmap", 3, (*diffRun).opHMmap},
 }
 
 var shrinkOps = []diffOp{
@@ -1360,6 +1362,54 @@ func (r *diffRun) opHWrite() error {
 		n, err := unix.Write(h.fd[s.idx], data)
 		pos, _ := unix.Seek(h.fd[s.idx], 0, io.SeekCurrent)
 		return res(err, fmt.Sprintf("n=%d pos=%d", n, pos))
+	})
+	return err
+}
+
+// opHMmap maps part of an open file (MAP_SHARED, from a page boundary) and
+// reads it, or writes into it and perhaps msyncs, as databases and linkers
+// do; the descriptor's access mode decides whether the kernel allows it.
+// The mapping never reaches past the end of the file (touching a page
+// there is SIGBUS), and it is unmapped before the operation ends.
+func (r *diffRun) opHMmap() error {
+	h := r.pickHandle()
+	if h == nil {
+		return r.opOpen()
+	}
+	size := r.handleSize(h)
+	if size == 0 {
+		return r.opHWrite()
+	}
+	const page = 4096
+	off := r.rng.Int64N(size) / page * page
+	length := min(size-off, int64(1+r.rng.IntN(256<<10)))
+	write, sync := r.chance(0.6), r.chance(0.5)
+	prot := unix.PROT_READ
+	var pos int64
+	var data []byte
+	if write {
+		prot |= unix.PROT_WRITE
+		pos = r.rng.Int64N(length)
+		data = r.randData(int(min(length-pos, int64(r.randWriteSize()))))
+		delete(r.mtimes, h.refIno)
+		r.op("mmap h%d off=%d len=%d, write %d bytes at %d, msync %v", h.id, off, length, len(data), pos, sync)
+	} else {
+		r.op("mmap h%d off=%d len=%d, read", h.id, off, length)
+	}
+	_, err := r.pair(func(s diffSide) opResult {
+		m, err := unix.Mmap(h.fd[s.idx], off, int(length), prot, unix.MAP_SHARED)
+		if err != nil {
+			return res(err, "mmap")
+		}
+		defer unix.Munmap(m)
+		if !write {
+			return opResult{data: slices.Clone(m)}
+		}
+		copy(m[pos:], data)
+		if sync {
+			return res(unix.Msync(m, unix.MS_SYNC), "msync")
+		}
+		return opResult{}
 	})
 	return err
 }

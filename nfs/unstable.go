@@ -49,7 +49,7 @@ func (s *server) writeUnstable(ctx context.Context, c *meta.Caller, a *meta.Attr
 		return false, err
 	}
 	defer s.releaseOpen(of)
-	_, _, err = s.f.WriteAs(ctx, of.fh, off, data, fs.NFSUnprivileged(c))
+	_, _, err = s.f.WriteAs(ctx, of.fh, off, data, fs.NFSUnprivileged(c), false)
 	return true, err
 }
 

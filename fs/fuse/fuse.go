@@ -628,7 +628,11 @@ func (a *FS) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uin
 	if in.WriteFlags&gofuse.WRITE_KILL_SUIDGID != 0 {
 		who = unprivileged(&in.InHeader)
 	}
-	n, dropped, err := a.fs.WriteAs(c, in.Fh, in.Offset, data, who)
+	// A write from the page cache (a shared mapping) comes at its page's
+	// offset, through a handle the file was mapped with; only a write(2)
+	// through an O_APPEND handle goes to the end of the file.
+	fromCache := in.WriteFlags&gofuse.WRITE_CACHE != 0
+	n, dropped, err := a.fs.WriteAs(c, in.Fh, in.Offset, data, who, fromCache)
 	if dropped {
 		a.privsDropped(in.NodeId)
 	}
