@@ -1507,6 +1507,10 @@ func (r *diffRun) opHPunch() error {
 		mode, name = unix.FALLOC_FL_ZERO_RANGE, "zero range"
 	case x < 0.35:
 		mode, name = unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, "zero range (keep size)"
+	case x < 0.45:
+		mode, name = 0, "allocate"
+	case x < 0.5:
+		mode, name = unix.FALLOC_FL_KEEP_SIZE, "allocate (keep size)"
 	}
 	r.op("fallocate %s h%d %d+%d", name, h.id, off, n)
 	delete(r.mtimes, h.refIno)
