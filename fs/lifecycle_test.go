@@ -529,23 +529,10 @@ func TestReapQueueOverflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	const dirs = reapQueue + 300
-	for i := range dirs {
-		if _, err := v.f.Mkdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(v, dirs)
 	before := v.m.Stats()
-	// The reaper needs f.mu for every inode it takes; rmdir does not. So
-	// while the test holds it, the reaper takes at most one from its
-	// queue and the queue overflows.
-	v.f.mu.Lock()
-	for i := range dirs {
-		if err := v.f.Rmdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i)); err != nil {
-			v.f.mu.Unlock()
-			t.Fatal(err)
-		}
-	}
-	v.f.mu.Unlock()
+	// The reaper takes at most one from its queue: it overflows.
+	rmdirsHoldingReaper(v, dirs)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		o, err := v.m.Orphans(v.ctx)
@@ -579,11 +566,7 @@ func TestReapQueueOverflow(t *testing.T) {
 func TestCloseReapsQueuedOrphans(t *testing.T) {
 	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 100, onDisk: true})
 	const dirs = 200 // fewer than reapQueue: all queued, none left to the list
-	for i := range dirs {
-		if _, err := v.f.Mkdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(v, dirs)
 	_, fh := v.create(meta.RootIno, "open", syscall.O_RDWR)
 	v.write(fh, 0, pattern(3, 20000))
 	v.flush(fh)
@@ -591,15 +574,7 @@ func TestCloseReapsQueuedOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := v.m.Stats()
-	// As in TestReapQueueOverflow: holding f.mu holds the reaper up.
-	v.f.mu.Lock()
-	for i := range dirs {
-		if err := v.f.Rmdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i)); err != nil {
-			v.f.mu.Unlock()
-			t.Fatal(err)
-		}
-	}
-	v.f.mu.Unlock()
+	rmdirsHoldingReaper(v, dirs)
 	v.release(fh)
 	v.close()
 
@@ -617,5 +592,29 @@ func TestCloseReapsQueuedOrphans(t *testing.T) {
 	}
 	if st := m.Stats(); st.Inodes != before.Inodes-dirs-1 || st.Bytes != before.Bytes-20000 {
 		t.Errorf("stats after close: %d inodes, %d bytes; want %d, %d", st.Inodes, st.Bytes, before.Inodes-dirs-1, before.Bytes-20000)
+	}
+}
+
+// mkdirs makes directories d0 ... d(n-1) in the root.
+func mkdirs(v *testVol, n int) {
+	v.t.Helper()
+	for i := range n {
+		if _, err := v.f.Mkdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i), 0o755); err != nil {
+			v.t.Fatal(err)
+		}
+	}
+}
+
+// rmdirsHoldingReaper removes what mkdirs made while the reaper cannot
+// free any of the orphans: it needs f.mu for every inode it takes, and
+// rmdir does not, so it takes at most one from its queue meanwhile.
+func rmdirsHoldingReaper(v *testVol, n int) {
+	v.t.Helper()
+	v.f.mu.Lock()
+	defer v.f.mu.Unlock()
+	for i := range n {
+		if err := v.f.Rmdir(v.ctx, &meta.Root, meta.RootIno, fmt.Sprint("d", i)); err != nil {
+			v.t.Fatal(err)
+		}
 	}
 }
