@@ -218,9 +218,10 @@ func (f *FS) Write(ctx context.Context, fh uint64, off uint64, data []byte) (int
 }
 
 // WriteAs buffers data at off (or at the end of file for O_APPEND handles,
-// unless fromCache) and drops the file's privileges as a write does on Linux: its
-// capabilities (security.capability) whoever writes; its setuid and setgid
-// bits when unprivileged is not nil, the writer lacking CAP_FSETID.
+// unless fromCache) and drops the file's privileges as a write does on
+// Linux: its capabilities (security.capability) whoever writes; its setuid
+// and setgid bits when unprivileged is not nil, the writer lacking
+// CAP_FSETID.
 // unprivileged returns who writes, for the group check of a setgid file
 // without group execute; it is called only for setuid or setgid files.
 // The privileges go in their own transaction before the data is buffered,
