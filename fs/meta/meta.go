@@ -166,6 +166,8 @@ type Meta struct {
 
 	pendingMu        sync.Mutex
 	pendingNotBefore int64 // nothing in the deletion queue is due before; see PendingBlocks
+
+	attrs *attrCache // inodes read by GetAttr and Lookup
 }
 
 // Create writes a new volume's format record and root directory into kv,
@@ -205,7 +207,7 @@ func Create(ctx context.Context, kv KV, f *Format) error {
 
 // Open reads the format record and totals of an existing volume.
 func Open(ctx context.Context, kv KV) (*Meta, error) {
-	m := &Meta{kv: kv, unsettled: map[uint64]bool{}}
+	m := &Meta{kv: kv, unsettled: map[uint64]bool{}, attrs: newAttrCache()}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	m.boot = binary.BigEndian.Uint64(b[:])
@@ -344,12 +346,17 @@ type tx struct {
 	gone   map[uint64]bool
 	delta  Stats
 	seq    uint64 // number of the delta record flush wrote, if any
+	// cached: a read (viewCached) that may take inodes from the
+	// attribute cache, and adds what it reads as of generation cacheGen.
+	cached   bool
+	cacheGen uint64
 }
 
 // update runs fn as one transaction, retried on conflict.
 func (m *Meta) update(ctx context.Context, fn func(x *tx) error) error {
 	var delta Stats
 	var seqs []uint64 // delta records numbered by the attempts
+	written := map[uint64]bool{}
 	err := m.kv.Update(ctx, func(t Txn) error {
 		x := &tx{m: m, t: t, now: time.Now().UnixNano(), inodes: map[uint64]*Attr{}, dirty: map[uint64]bool{}, gone: map[uint64]bool{}}
 		if err := fn(x); err != nil {
@@ -362,8 +369,18 @@ func (m *Meta) update(ctx context.Context, fn func(x *tx) error) error {
 			seqs = append(seqs, x.seq)
 		}
 		delta = x.delta
+		for ino := range x.dirty {
+			written[ino] = true
+		}
+		for ino := range x.gone {
+			written[ino] = true
+		}
 		return nil
 	})
+	// The commit is visible now; no reader may find the old inodes in
+	// the cache after this returns. (After a failed commit nothing
+	// changed; dropping costs nothing.)
+	m.attrs.drop(written)
 	m.statsMu.Lock()
 	for _, s := range seqs {
 		delete(m.unsettled, s)
@@ -382,10 +399,26 @@ func (m *Meta) view(ctx context.Context, fn func(x *tx) error) error {
 	})
 }
 
+// viewCached is view for a read whose inodes may come from the attribute
+// cache (see attrCache): for reads of attributes alone, where an inode
+// newer than the transaction's snapshot of other records does no harm.
+func (m *Meta) viewCached(ctx context.Context, fn func(x *tx) error) error {
+	gen := m.attrs.generation() // before the transaction takes its snapshot
+	return m.kv.View(ctx, func(t Txn) error {
+		return fn(&tx{m: m, t: t, now: time.Now().UnixNano(), inodes: map[uint64]*Attr{}, cached: true, cacheGen: gen})
+	})
+}
+
 // inode reads an inode; a missing one is ENOENT.
 func (x *tx) inode(ino uint64) (*Attr, error) {
 	if a, ok := x.inodes[ino]; ok {
 		return a, nil
+	}
+	if x.cached {
+		if a, ok := x.m.attrs.get(ino); ok {
+			x.inodes[ino] = a
+			return a, nil
+		}
 	}
 	k := keyIno(pInode, ino)
 	v, err := x.t.Get(k)
@@ -398,6 +431,9 @@ func (x *tx) inode(ino uint64) (*Attr, error) {
 	a, err := decodeAttr(ino, v)
 	if err != nil {
 		return nil, err
+	}
+	if x.cached {
+		x.m.attrs.add(a, x.cacheGen)
 	}
 	x.inodes[ino] = a
 	return a, nil

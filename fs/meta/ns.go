@@ -138,7 +138,7 @@ func (x *tx) dropLink(a *Attr, closed func(ino uint64) bool) (freed bool, err er
 // Lookup finds name in directory parent.
 func (m *Meta) Lookup(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
 	var out *Attr
-	err := m.view(ctx, func(x *tx) error {
+	err := m.viewCached(ctx, func(x *tx) error {
 		dir, err := x.dir(parent)
 		if err != nil {
 			return err
@@ -173,7 +173,7 @@ func (m *Meta) Lookup(ctx context.Context, c *Caller, parent uint64, name string
 // GetAttr reads an inode's attributes.
 func (m *Meta) GetAttr(ctx context.Context, ino uint64) (*Attr, error) {
 	var out *Attr
-	err := m.view(ctx, func(x *tx) error {
+	err := m.viewCached(ctx, func(x *tx) error {
 		var err error
 		out, err = x.inode(ino)
 		return err
