@@ -709,6 +709,9 @@ func TestCompactionReadsOnceUncached(t *testing.T) {
 	v.write(fh, 0, model)
 	v.flush(fh)
 	v.release(fh)
+	// The commit queued a look at the chunk; were it to run after the
+	// slices below, it would compact them before the test does.
+	v.waitCompactions()
 	// Small slices over it, none across a window of compaction
 	// (compactWindow blocks), so that each block lies in one window.
 	rng := rand.New(rand.NewPCG(5, 5))
