@@ -62,15 +62,17 @@ func (c *attrCache) add(a *Attr, gen uint64) {
 	}
 }
 
-// drop forgets the inodes a commit wrote or deleted.
-func (c *attrCache) drop(inos map[uint64]bool) {
-	if len(inos) == 0 {
+// drop forgets the inodes a commit wrote and those it deleted.
+func (c *attrCache) drop(written, deleted map[uint64]bool) {
+	if len(written)+len(deleted) == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	for ino := range inos {
-		c.attrs.Remove(ino)
+	for _, inos := range []map[uint64]bool{written, deleted} {
+		for ino := range inos {
+			c.attrs.Remove(ino)
+		}
 	}
 }

@@ -356,7 +356,7 @@ type tx struct {
 func (m *Meta) update(ctx context.Context, fn func(x *tx) error) error {
 	var delta Stats
 	var seqs []uint64 // delta records numbered by the attempts
-	written := map[uint64]bool{}
+	var last *tx      // the attempt that committed, if any
 	err := m.kv.Update(ctx, func(t Txn) error {
 		x := &tx{m: m, t: t, now: time.Now().UnixNano(), inodes: map[uint64]*Attr{}, dirty: map[uint64]bool{}, gone: map[uint64]bool{}}
 		if err := fn(x); err != nil {
@@ -369,18 +369,15 @@ func (m *Meta) update(ctx context.Context, fn func(x *tx) error) error {
 			seqs = append(seqs, x.seq)
 		}
 		delta = x.delta
-		for ino := range x.dirty {
-			written[ino] = true
-		}
-		for ino := range x.gone {
-			written[ino] = true
-		}
+		last = x
 		return nil
 	})
 	// The commit is visible now; no reader may find the old inodes in
 	// the cache after this returns. (After a failed commit nothing
 	// changed; dropping costs nothing.)
-	m.attrs.drop(written)
+	if last != nil {
+		m.attrs.drop(last.dirty, last.gone)
+	}
 	m.statsMu.Lock()
 	for _, s := range seqs {
 		delete(m.unsettled, s)
