@@ -35,15 +35,20 @@ const (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	tmp, err := os.MkdirTemp("", "objfs-integration-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "integration: MkdirTemp:", err)
-		os.Exit(2)
-	}
+	// A prebuilt binary (a race build, a release) is tested as it is. The
+	// helper processes some tests start (childProcess) get the parent's
+	// binary this way too, so they neither rebuild it nor leave a
+	// directory behind when they exit.
+	var tmp string
 	if bin := os.Getenv("OBJFS_BIN"); bin != "" {
-		// Test a prebuilt binary (e.g. a release build) instead.
 		objfsBin = bin
 	} else {
+		var err error
+		tmp, err = os.MkdirTemp("", "objfs-integration-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "integration: MkdirTemp:", err)
+			os.Exit(2)
+		}
 		objfsBin = filepath.Join(tmp, "objfs")
 		buildErr = buildObjfs(objfsBin)
 	}
@@ -76,7 +81,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "integration: %d mount(s) were still alive at exit (harness bug)\n", n)
 		code = 1
 	}
-	os.RemoveAll(tmp)
+	if tmp != "" {
+		os.RemoveAll(tmp)
+	}
 	os.Exit(code)
 }
 
@@ -97,6 +104,15 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// childProcess returns a command that runs the test named test of this
+// test binary as a helper process, with env added to its environment.
+func childProcess(test string, env ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "OBJFS_BIN="+objfsBin)
+	cmd.Env = append(cmd.Env, env...)
+	return cmd
 }
 
 func buildObjfs(out string) error {

@@ -3,7 +3,6 @@ package integration
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -45,8 +44,7 @@ func TestLockChildProcess(t *testing.T) {
 // for a read lock on path: "CONFLICT" or "LOCKED".
 func tryLockFromOtherProcess(t *testing.T, path string) string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLockChildProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), lockChildEnv+"="+path)
+	cmd := childProcess("TestLockChildProcess", lockChildEnv+"="+path)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("lock child process: %v\n%s", err, out)

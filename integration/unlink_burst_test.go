@@ -3,7 +3,6 @@ package integration
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -57,8 +56,7 @@ func TestUnlinkBurstReaped(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestUnlinkBurstChildProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), burstChildEnv+"="+dir)
+	cmd := childProcess("TestUnlinkBurstChildProcess", burstChildEnv+"="+dir)
 	out, err := cmd.Output()
 	if err != nil || !strings.Contains(string(out), "DONE") {
 		t.Fatalf("child process: %v\n%s", err, out)
