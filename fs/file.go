@@ -1286,7 +1286,7 @@ func (f *FS) truncate(ctx context.Context, c *Caller, in *inode, size uint64, op
 
 // statelessInode prepares a handle-less operation (NFS) on regular file
 // ino: it acquires the inode (release it with releaseInode) and checks
-// that c may access it with mask.
+// that c may access it with mask, as meta.AccessByHandle decides.
 func (f *FS) statelessInode(ctx context.Context, c *Caller, ino uint64, mask uint32) (*inode, error) {
 	in, err := f.acquire(ino)
 	if err != nil {
@@ -1300,7 +1300,7 @@ func (f *FS) statelessInode(ctx context.Context, c *Caller, ino uint64, mask uin
 		case !a.IsRegular():
 			err = syscall.EINVAL
 		default:
-			err = meta.Access(a, c, mask)
+			err = meta.AccessByHandle(a, c, mask)
 		}
 	}
 	if err != nil {

@@ -180,6 +180,7 @@ func (rq *request) setattr() {
 	// truncation drops file capabilities, and any chown all three
 	// (fs/meta), as knfsd does.
 	sa.in.KillSuidgid = rq.c.Uid != 0
+	sa.in.ByHandle = true
 	if _, err := rq.s.f.SetAttr(rq.ctx, rq.c, a.Ino, sa.in, 0); err != nil {
 		rq.failErr(err, 0)
 		rq.wcc(a.Ino)
@@ -332,7 +333,7 @@ func (rq *request) read() {
 			rq.s.putPostOp(rq.w, a)
 			return
 		}
-	} else if err := meta.Access(a, rq.c, meta.MayRead); err != nil {
+	} else if err := meta.AccessByHandle(a, rq.c, meta.MayRead); err != nil {
 		rq.failErr(err, 1)
 		return
 	}
@@ -413,7 +414,7 @@ func (rq *request) checkWrite(a *meta.Attr) error {
 	case !a.IsRegular():
 		return syscall.EINVAL
 	}
-	return meta.Access(a, rq.c, meta.MayWrite)
+	return meta.AccessByHandle(a, rq.c, meta.MayWrite)
 }
 
 func (rq *request) commit() {
@@ -462,6 +463,7 @@ func (rq *request) applyRest(a *meta.Attr, in meta.SetAttrIn) error {
 	if in.Valid == 0 {
 		return nil
 	}
+	in.ByHandle = true
 	_, err := rq.s.f.SetAttr(rq.ctx, rq.c, a.Ino, in, 0)
 	return err
 }

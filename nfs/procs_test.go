@@ -424,3 +424,104 @@ func TestUnstableWritesVisible(t *testing.T) {
 		t.Errorf("read %q, %v after the idle commit", buf, err)
 	}
 }
+
+// sattrSize sets only the size.
+func sattrSize(size uint64) raw {
+	s := &xdrWriter{}
+	for range 3 {
+		s.bool(false)
+	}
+	s.bool(true)
+	s.u64(size)
+	s.u32(0)
+	s.u32(0)
+	return raw(s.b)
+}
+
+// TestByHandleAccess checks the permission rule of requests by file handle
+// (see meta.AccessByHandle), as a client sends them for a descriptor it
+// opened: the owner reads, writes and truncates whatever the mode says (a
+// file created 0444 and written through the descriptor that created it,
+// as git does, or one chmodded to 0 while open), a program with only
+// execute permission for others is read by them, and everyone else is
+// refused as before.
+func TestByHandleAccess(t *testing.T) {
+	addr, _ := newTestServer(t, Options{Squash: SquashNone})
+	w := dialWire(t, addr)
+	w.uid, w.gid = 0, 0
+	root := w.mountRoot()
+	st, r := w.nfs(9, args(root, "home", sattrMode(0o777)))
+	_, home := w.createdHandle(st, r)
+	if st != nfsOK {
+		t.Fatalf("mkdir: %d", st)
+	}
+	const owner, other = 1000, 1001
+	as := func(uid uint32) { w.uid, w.gid = uid, uid }
+	create := func(name string, mode uint32) []byte {
+		t.Helper()
+		st, r := w.nfs(8, args(home, name, createGuarded, sattrMode(mode)))
+		_, fh := w.createdHandle(st, r)
+		if st != nfsOK {
+			t.Fatalf("create %s: %d", name, st)
+		}
+		return fh
+	}
+	setattr := func(fh []byte, sa raw) uint32 {
+		st, _ := w.nfs(2, args(fh, sa, false))
+		return st
+	}
+	commit := func(fh []byte) uint32 {
+		st, _ := w.nfs(21, args(fh, uint64(0), uint32(0)))
+		return st
+	}
+
+	as(owner)
+	ro := create("ro", 0o444)
+	prog := create("prog", 0o711)
+	secret := create("secret", 0o600)
+	unchecked := func(name string) uint32 {
+		st, _ := w.nfs(8, args(home, name, createUnchecked, sattrSize(0)))
+		return st
+	}
+	steps := []struct {
+		name string
+		uid  uint32
+		do   func() uint32
+		want uint32
+	}{
+		{"owner writes 0444 (FILE_SYNC)", owner, func() uint32 { return w.write(ro, 0, []byte("git object"), fileSync) }, nfsOK},
+		{"owner writes 0444 (UNSTABLE)", owner, func() uint32 { return w.write(ro, 10, []byte("!"), unstable) }, nfsOK},
+		{"owner commits 0444", owner, func() uint32 { return commit(ro) }, nfsOK},
+		{"others may not write 0444", other, func() uint32 { return w.write(ro, 0, []byte("x"), fileSync) }, errAcces},
+		{"nor unstably", other, func() uint32 { return w.write(ro, 0, []byte("x"), unstable) }, errAcces},
+		{"nor truncate it", other, func() uint32 { return setattr(ro, sattrSize(1)) }, errAcces},
+		{"nor by an unchecked create", other, func() uint32 { return unchecked("ro") }, errAcces},
+		{"owner chmods to 0", owner, func() uint32 { return setattr(ro, sattrMode(0)) }, nfsOK},
+		{"owner still writes", owner, func() uint32 { return w.write(ro, 0, []byte("G"), fileSync) }, nfsOK},
+		{"owner still reads", owner, func() uint32 { st, _, _ := w.read(ro, 0, 100); return st }, nfsOK},
+		{"owner truncates (ftruncate after fchmod 0)", owner, func() uint32 { return setattr(ro, sattrSize(7)) }, nfsOK},
+		{"others may not read mode 0", other, func() uint32 { st, _, _ := w.read(ro, 0, 100); return st }, errAcces},
+		{"nor 0600", other, func() uint32 { st, _, _ := w.read(secret, 0, 100); return st }, errAcces},
+		{"nor read 0600 at its end", other, func() uint32 { st, _, _ := w.read(secret, 0, 0); return st }, errAcces},
+		{"owner writes the program", owner, func() uint32 { return w.write(prog, 0, []byte("#!prog"), fileSync) }, nfsOK},
+		{"others read a 0711 program", other, func() uint32 { st, _, _ := w.read(prog, 0, 100); return st }, nfsOK},
+		{"but may not write it", other, func() uint32 { return w.write(prog, 0, []byte("x"), fileSync) }, errAcces},
+		{"owner truncates by an unchecked create (O_TRUNC)", owner, func() uint32 { return unchecked("prog") }, nfsOK},
+	}
+	for _, s := range steps {
+		as(s.uid)
+		if got := s.do(); got != s.want {
+			t.Errorf("%s: status %d, want %d", s.name, got, s.want)
+		}
+	}
+	as(0)
+	if _, data, _ := w.read(ro, 0, 100); string(data) != "Git obj" {
+		t.Errorf("0444 file holds %q, want %q", data, "Git obj")
+	}
+	if _, a := w.getattr(ro); a.mode != 0 || a.uid != owner {
+		t.Errorf("0444 file: mode %o uid %d, want 0 and %d", a.mode, a.uid, owner)
+	}
+	if _, a := w.getattr(prog); a.size != 0 {
+		t.Errorf("program: size %d after the unchecked create, want 0", a.size)
+	}
+}

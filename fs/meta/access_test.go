@@ -60,6 +60,47 @@ func TestAccess(t *testing.T) {
 	}
 }
 
+// TestAccessByHandle checks the rule for reads, writes and size changes
+// by file handle (NFS), against Access on the same inode: the owner passes
+// whatever the mode, a read passes with execute permission, and nothing
+// else changes.
+func TestAccessByHandle(t *testing.T) {
+	file := func(mode uint32) *Attr { return &Attr{Mode: syscall.S_IFREG | mode, Uid: 1000, Gid: 50} }
+	dir := &Attr{Mode: syscall.S_IFDIR | 0o711, Uid: 0, Gid: 0}
+	for _, tc := range []struct {
+		name             string
+		a                *Attr
+		uid              uint32
+		groups           []uint32
+		mask             uint32
+		access, byHandle error
+	}{
+		{"owner writes a 0444 file", file(0o444), 1000, nil, MayWrite, syscall.EACCES, nil},
+		{"owner reads and writes a mode 0 file", file(0), 1000, nil, MayRead | MayWrite, syscall.EACCES, nil},
+		{"owner reads a 0200 file", file(0o200), 1000, nil, MayRead, syscall.EACCES, nil},
+		{"others still may not write 0444", file(0o444), 1001, nil, MayWrite, syscall.EACCES, syscall.EACCES},
+		{"others still may not read 0600", file(0o600), 1001, nil, MayRead, syscall.EACCES, syscall.EACCES},
+		{"others read a 0711 program", file(0o711), 1001, nil, MayRead, syscall.EACCES, nil},
+		{"group reads a 0710 program", file(0o710), 1001, []uint32{50}, MayRead, syscall.EACCES, nil},
+		{"outside the group: 0710", file(0o710), 1001, nil, MayRead, syscall.EACCES, syscall.EACCES},
+		{"execute lets read, not write", file(0o711), 1001, nil, MayWrite, syscall.EACCES, syscall.EACCES},
+		{"nor read and write together", file(0o711), 1001, nil, MayRead | MayWrite, syscall.EACCES, syscall.EACCES},
+		{"search is not read for a directory", dir, 1001, nil, MayRead, syscall.EACCES, syscall.EACCES},
+		{"others read 0644 as before", file(0o644), 1001, nil, MayRead, nil, nil},
+		{"root as before", file(0), 0, nil, MayRead | MayWrite, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Caller{Uid: tc.uid, Gid: tc.uid, Groups: tc.groups}
+			if err := Access(tc.a, c, tc.mask); !errors.Is(err, tc.access) || (err == nil) != (tc.access == nil) {
+				t.Errorf("Access = %v, want %v", err, tc.access)
+			}
+			if err := AccessByHandle(tc.a, c, tc.mask); !errors.Is(err, tc.byHandle) || (err == nil) != (tc.byHandle == nil) {
+				t.Errorf("AccessByHandle = %v, want %v", err, tc.byHandle)
+			}
+		})
+	}
+}
+
 // TestKillSuidgidReadsGroupsOnlyForSetgid checks that a write by an
 // unprivileged caller reads its groups only when the file is setgid
 // without group execute, the one case where membership decides.

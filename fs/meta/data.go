@@ -450,6 +450,9 @@ type SetAttrIn struct {
 	// OpenForWrite: the size change comes through a file opened for
 	// writing, so write permission was checked at open.
 	OpenForWrite bool
+	// ByHandle: the size change comes by file handle without an open
+	// (NFS), so it is checked as AccessByHandle checks a write.
+	ByHandle bool
 	// KillSuidgid: the caller of a size change lacks CAP_FSETID (FUSE's
 	// FATTR_KILL_SUIDGID), so the truncation clears setuid and setgid as
 	// a write would. (A chown needs no flag: it always clears them.)
@@ -492,8 +495,12 @@ func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn)
 			case in.Size > MaxFileSize:
 				return syscall.EFBIG
 			}
+			check := Access
+			if in.ByHandle {
+				check = AccessByHandle
+			}
 			if !in.OpenForWrite {
-				if err := Access(a, c, MayWrite); err != nil {
+				if err := check(a, c, MayWrite); err != nil {
 					return err
 				}
 			}
