@@ -181,6 +181,17 @@ func (rq *request) setattr() {
 	// (fs/meta), as knfsd does.
 	sa.in.KillSuidgid = rq.c.Uid != 0
 	sa.in.ByHandle = true
+	// A symlink's mode is always 0777 (Linux has no lchmod, and its
+	// clients follow links to chmod): as knfsd does, a mode given for one
+	// is ignored, and a SETATTR that gave nothing else changes nothing.
+	if a.Mode&syscall.S_IFMT == syscall.S_IFLNK && sa.in.Valid&meta.SetMode != 0 {
+		sa.in.Valid &^= meta.SetMode
+		if sa.in.Valid == 0 {
+			rq.w.u32(nfsOK)
+			rq.wcc(a.Ino)
+			return
+		}
+	}
 	if _, err := rq.s.f.SetAttr(rq.ctx, rq.c, a.Ino, sa.in, 0); err != nil {
 		rq.failErr(err, 0)
 		rq.wcc(a.Ino)

@@ -47,6 +47,25 @@ func TestLinkSymlinkMknod(t *testing.T) {
 	if got := string(r.opaque(maxPath)); got != "d/hard" {
 		t.Errorf("readlink: %q", got)
 	}
+	// A symlink's mode stays 0777, as with knfsd; its owner does change.
+	_, before := w.getattr(sym)
+	if st, _ := w.nfs(2, args(sym, sattrMode(0o600), false)); st != nfsOK {
+		t.Errorf("setattr of a symlink's mode: %d, want OK", st)
+	}
+	chown := &xdrWriter{}
+	chown.bool(true)
+	chown.u32(0o600)
+	chown.bool(true)
+	chown.u32(123)
+	chown.b = append(chown.b, make([]byte, 16)...)
+	if st, _ := w.nfs(2, args(sym, raw(chown.b), false)); st != nfsOK {
+		t.Errorf("setattr of a symlink's mode and owner: %d, want OK", st)
+	}
+	if _, a := w.getattr(sym); a.mode != 0o777 || a.uid != 123 {
+		t.Errorf("symlink after setattr: mode %o uid %d, want 777 and 123", a.mode, a.uid)
+	} else if before.mode != 0o777 {
+		t.Errorf("new symlink: mode %o", before.mode)
+	}
 
 	devices := []struct {
 		name         string
