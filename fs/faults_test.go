@@ -236,3 +236,50 @@ func TestConcurrentReleaseCommits(t *testing.T) {
 	}
 	t.Logf("%d iterations without a lost write", i)
 }
+
+// TestUnlinkedBufferDropped: a file unlinked while open, whose buffered
+// data cannot be committed (the store refuses every upload: a full
+// disk), is let go at its last close: the close succeeds, nothing is
+// retried, and the orphan is reaped. Before, its buffer was committed
+// again and again for data no one could read, and the file, with the
+// space its blocks took, was never freed.
+func TestUnlinkedBufferDropped(t *testing.T) {
+	fst := faulty.New(newMemStore(), 1)
+	v := newVol(t, volConfig{blockSize: 4096, chunkSize: 64 << 10, inlineMax: 100})
+	v.close()
+	v.store = fst
+	v.open()
+	ino, fh := v.create(meta.RootIno, "f", syscall.O_RDWR)
+	v.write(fh, 0, pattern(1, 20000))
+	v.flush(fh)
+	_, fh2 := v.create(meta.RootIno, "kept", syscall.O_RDWR)
+	fst.SetErrorRate(faulty.OpPut, 1)
+	v.write(fh, 20000, pattern(2, 30000))
+	v.write(fh2, 0, pattern(3, 30000))
+	if err := v.f.Unlink(v.ctx, &meta.Root, meta.RootIno, "f"); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.f.Release(v.ctx, fh); err != nil {
+		t.Errorf("last close of an unlinked file with a failing store: %v", err)
+	}
+	// A file that still has a name keeps its data and its error.
+	if err := v.f.Release(v.ctx, fh2); err == nil {
+		t.Errorf("last close of a named file with a failing store succeeded")
+	}
+	v.waitOrphansReaped(5 * time.Second)
+	if _, err := v.m.GetAttr(v.ctx, ino); err == nil {
+		t.Errorf("unlinked inode %d still there", ino)
+	}
+	fst.SetErrorRate(faulty.OpPut, 0)
+	v.close()
+	v.store = fst
+	v.open()
+	a, err := v.f.Lookup(v.ctx, &meta.Root, meta.RootIno, "kept")
+	if err != nil || a.Size != 30000 {
+		t.Fatalf("kept file after the store recovered and a remount: %+v, %v", a, err)
+	}
+	if got := v.content(a.Ino); !bytes.Equal(got, pattern(3, 30000)) {
+		t.Fatalf("kept file: %s", firstDiff(got, pattern(3, 30000)))
+	}
+	v.checkNoLeaks()
+}

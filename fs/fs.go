@@ -354,7 +354,17 @@ func (f *FS) releaseInode(ctx context.Context, in *inode) error {
 // if nobody acquired it meanwhile.
 func (f *FS) retire(ctx context.Context, in *inode) error {
 	in.mu.Lock()
-	err := f.flushLocked(ctx, in)
+	var err error
+	if len(in.buf.extents) > 0 && f.goneForGood(ctx, in) {
+		// Nobody can read this data again: committing it would only
+		// write blocks for the reaper to delete, and a commit that
+		// keeps failing (a full disk) would hold the file, and the
+		// space its blocks take, for ever.
+		in.buf.dropBlocks()
+		f.resetBuffer(in)
+	} else {
+		err = f.flushLocked(ctx, in)
+	}
 	pos := streamPos{in.readEnd, in.aheadTo}
 	in.mu.Unlock()
 	f.mu.Lock()
@@ -378,6 +388,21 @@ func (f *FS) retire(ctx context.Context, in *inode) error {
 		}
 	}
 	return err
+}
+
+// goneForGood reports whether in, which nobody holds, has no name left:
+// it lost its last link while open (or was made with O_TMPFILE) and was
+// not linked again. No handle can reach it any more, so its buffered data
+// can never be read.
+func (f *FS) goneForGood(ctx context.Context, in *inode) bool {
+	f.mu.Lock()
+	unlinked := in.unlinked && in.refs == 0
+	f.mu.Unlock()
+	if !unlinked {
+		return false
+	}
+	a, err := f.meta.GetAttr(ctx, in.ino)
+	return err == nil && a.Nlink == 0
 }
 
 // commitIdle commits buffers nobody wrote to for DirtyExpire, so data

@@ -62,6 +62,16 @@ func (f *FS) orphaned(a *Attr) {
 	if a == nil || a.Nlink > 0 {
 		return
 	}
+	if a.IsRegular() {
+		f.mu.Lock()
+		if in := f.inodes[a.Ino]; in != nil {
+			// Open: its last release queues it again, and drops
+			// what it still buffers (see goneForGood) instead of
+			// committing it.
+			in.unlinked = true
+		}
+		f.mu.Unlock()
+	}
 	select {
 	case f.reap <- a.Ino:
 	default:
