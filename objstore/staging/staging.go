@@ -90,6 +90,15 @@ type Options struct {
 	// waiting costs nothing. Drain uploads at once, and objects found in
 	// the log at Open and retries are not held back. 0: no delay.
 	UploadDelay time.Duration
+	// Admit, when set, is asked before an object of n bytes is staged
+	// (or sent straight to the backend); an error refuses the Put, and
+	// done is called once the object is written. It keeps a disk the log
+	// shares with other files from filling up.
+	Admit func(n int64) (done func(), err error)
+	// AdmitUpload is Admit for an upload to the backend: an error fails
+	// the attempt, which is retried later. For a backend on the same
+	// disk, whose copy takes space until the log's segment is dropped.
+	AdmitUpload func(n int64) (done func(), err error)
 	// Paused starts the log with uploads stopped (tests; Resume starts
 	// them).
 	Paused bool
@@ -250,6 +259,13 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 	if uint64(len(data)) > 0xffffffff-headerLen {
 		return fmt.Errorf("staging: put %q: object too large (%d bytes)", key, len(data))
 	}
+	if s.opts.Admit != nil {
+		done, err := s.opts.Admit(int64(len(data)))
+		if err != nil {
+			return fmt.Errorf("staging: put %q: %w", key, err)
+		}
+		defer done()
+	}
 	if s.opts.DirectFrom > 0 && len(data) >= s.opts.DirectFrom {
 		if err := s.failedErr(); err != nil {
 			return fmt.Errorf("staging: put %q: %w", key, err)
@@ -338,13 +354,21 @@ func (s *Store) appendRecord(kind byte, key string, data []byte) (*segment, int6
 	off := seg.written
 	// Two writes rather than one copy of a multi-MiB block; a crash
 	// between them leaves a torn record, which replay cuts off.
-	if _, err := seg.f.WriteAt(rec, off); err != nil {
-		return nil, 0, s.fail(fmt.Errorf("append to %s: %w", seg.f.Name(), err))
+	_, err := seg.f.WriteAt(rec, off)
+	if err == nil && len(data) > 0 {
+		_, err = seg.f.WriteAt(data, off+int64(len(rec)))
 	}
-	if len(data) > 0 {
-		if _, err := seg.f.WriteAt(data, off+int64(len(rec))); err != nil {
-			return nil, 0, s.fail(fmt.Errorf("append to %s: %w", seg.f.Name(), err))
+	if err != nil {
+		err = fmt.Errorf("append to %s: %w", seg.f.Name(), err)
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			// A full disk: the tail past seg.written is cut off
+			// again, so the log is as it was and takes the next
+			// append once there is room.
+			if terr := seg.f.Truncate(off); terr == nil {
+				return nil, 0, err
+			}
 		}
+		return nil, 0, s.fail(err)
 	}
 	end := off + int64(len(rec)+len(data))
 	s.mu.Lock()
@@ -830,6 +854,13 @@ func (s *Store) upload(ctx context.Context, seg *segment, off int64, key string,
 		}
 		buf = rec[:0]
 		data = rec[headerLen+len(key):]
+	}
+	if s.opts.AdmitUpload != nil {
+		done, err := s.opts.AdmitUpload(int64(len(data)))
+		if err != nil {
+			return err
+		}
+		defer done()
 	}
 	return s.backend.Put(ctx, key, data)
 }

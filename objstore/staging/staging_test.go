@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -743,4 +744,90 @@ func TestUploadDelay(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
+}
+
+// TestFullDisk: the log's disk filling up fails a Put with ENOSPC and
+// leaves the log as it was: once there is room again it takes Puts, and
+// every object it acknowledged is read back, then and after a restart.
+// (Before, the first failed append refused every write until restart.)
+// Admit refuses a Put before anything is written. Needs root, for a small
+// tmpfs to fill.
+func TestFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=2m"); err != nil {
+		t.Skipf("cannot mount a small tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	logDir := filepath.Join(dir, "log")
+	if err := os.Mkdir(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	refuse := false
+	var admitted, done int
+	o := Options{Paused: true, Admit: func(n int64) (func(), error) {
+		if refuse {
+			return nil, fmt.Errorf("no room: %w", syscall.ENOSPC)
+		}
+		admitted++
+		return func() { done++ }, nil
+	}}
+	s, err := Open(logDir, newBackend(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acked []int
+	full := false
+	for i := range 40 {
+		key, data := obj(i, 100_000)
+		err := s.Put(ctx, key, data)
+		if errors.Is(err, syscall.ENOSPC) {
+			full = true
+			break
+		}
+		if err != nil {
+			t.Fatalf("put %d: %v, want nil or ENOSPC", i, err)
+		}
+		acked = append(acked, i)
+	}
+	if !full {
+		t.Fatal("the tmpfs never filled")
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for i := 100; i < 103; i++ {
+		key, data := obj(i, 100_000)
+		if err := s.Put(ctx, key, data); err != nil {
+			t.Fatalf("put after room was made: %v", err)
+		}
+		acked = append(acked, i)
+	}
+	refuse = true
+	if key, data := obj(200, 10); !errors.Is(s.Put(ctx, key, data), syscall.ENOSPC) {
+		t.Error("a Put Admit refuses did not fail with its ENOSPC")
+	}
+	if admitted != done || admitted != len(acked)+1 {
+		t.Errorf("Admit: %d admitted, %d done, for %d Puts and one that failed on the disk", admitted, done, len(acked))
+	}
+	check := func(s *Store, when string) {
+		for _, i := range acked {
+			key, data := obj(i, 100_000)
+			got, err := s.Get(ctx, key)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%s: object %d: %v (%d bytes)", when, i, err, len(got))
+			}
+		}
+	}
+	check(s, "before a restart")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o.Admit = nil
+	s = open(t, logDir, newBackend(t), Options{Paused: true})
+	check(s, "after a restart")
 }
