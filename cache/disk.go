@@ -67,7 +67,7 @@ type DiskStats struct {
 	Hits      uint64 // reads served from disk
 	Misses    uint64 // reads not served, corrupt entries included
 	Corrupt   uint64 // entries found damaged and removed (at read or at open)
-	Dropped   uint64 // offered blocks not written: queue full, invalid key, or closed
+	Dropped   uint64 // blocks not written: queue full, invalid key, closed, or no room on the disk (SetSpaceCheck)
 	Evictions uint64 // entries removed to stay within the size limit
 	Bytes     int64  // size of the entry files, headers included
 	Entries   int64  // number of entries
@@ -105,6 +105,9 @@ type Disk struct {
 	maxBytes int64
 	log      *slog.Logger
 	lockFile *os.File
+	// admit, when set, is asked before a block of n bytes is written;
+	// an error leaves the block uncached (see SetSpaceCheck).
+	admit func(n int64) (done func(), err error)
 
 	// fileMu serialises every change to the entry files (rename into place,
 	// unlink) together with the matching index change, so that the index
@@ -360,6 +363,14 @@ func (d *Disk) add(k [32]byte, key string, data []byte) error {
 	if present {
 		return nil
 	}
+	if d.admit != nil {
+		done, err := d.admit(n)
+		if err != nil {
+			d.dropped.Add(1)
+			return nil
+		}
+		defer done()
+	}
 	tmp, err := d.writeTemp(&k, data)
 	if err != nil {
 		return fmt.Errorf("disk cache: add %s: %w", key, err)
@@ -440,6 +451,12 @@ func (d *Disk) writeTemp(k *[32]byte, data []byte) (string, error) {
 	}
 	return f.Name(), nil
 }
+
+// SetSpaceCheck makes the cache ask check before it writes a block of n
+// bytes (and call done once it is written), and leave the block uncached
+// when it says no: a cache on a disk it shares with the volume's metadata
+// must not fill it. Call it before the cache is used.
+func (d *Disk) SetSpaceCheck(check func(n int64) (done func(), err error)) { d.admit = check }
 
 // Offer is Add done later by the cache's own goroutine, for callers that
 // must not wait for the disk. Data is not copied: the caller must not modify

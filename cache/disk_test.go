@@ -972,3 +972,44 @@ func BenchmarkDiskAdd4M(b *testing.B) {
 		i++
 	}
 }
+
+// TestDiskSpaceCheck: a block the space check refuses is not written, nor
+// cached, and counts as dropped; one it admits is written, and its booking
+// ended once it is.
+func TestDiskSpaceCheck(t *testing.T) {
+	dir := t.TempDir()
+	d := openTestDisk(t, dir, 1<<20)
+	room := false
+	var booked, done int
+	d.SetSpaceCheck(func(n int64) (func(), error) {
+		if !room {
+			return nil, syscall.ENOSPC
+		}
+		booked++
+		return func() { done++ }, nil
+	})
+	data := testData(1, 5000)
+	if err := d.Add(keyOf(data), data); err != nil {
+		t.Fatalf("Add refused by the space check: %v, want nil (not cached)", err)
+	}
+	if _, ok := d.Get(keyOf(data)); ok {
+		t.Fatal("a block the space check refused was cached")
+	}
+	if total, n, _ := onDisk(t, dir); total != 0 || n != 0 {
+		t.Fatalf("%d bytes in %d entries on disk after a refusal", total, n)
+	}
+	if st := d.Stats(); st.Dropped != 1 {
+		t.Errorf("Dropped %d, want 1", st.Dropped)
+	}
+	room = true
+	if err := d.Add(keyOf(data), data); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := d.Get(keyOf(data)); !ok || !bytes.Equal(got, data) {
+		t.Fatal("an admitted block was not cached")
+	}
+	if booked != 1 || done != 1 {
+		t.Errorf("%d bookings, %d ended, want 1 and 1", booked, done)
+	}
+	checkConsistent(t, d)
+}
