@@ -13,8 +13,9 @@ import (
 
 // Badger is the embedded KV implementation.
 type Badger struct {
-	db      *badger.DB
-	adviser *adviser // nil when read-only
+	db         *badger.DB
+	adviser    *adviser // nil when read-only
+	spaceCheck func(freeing bool) error
 }
 
 // OpenBadger opens (creating if needed) the Badger database in dir. Badger
@@ -65,6 +66,11 @@ const maxAttempts = 64
 
 // Update implements KV.
 func (b *Badger) Update(ctx context.Context, fn func(Txn) error) error {
+	if b.spaceCheck != nil {
+		if err := b.spaceCheck(isFreeing(ctx)); err != nil {
+			return err
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -110,6 +116,13 @@ const gcDiscardRatio = 0.5
 func (b *Badger) CollectGarbage(ctx context.Context) (int, error) {
 	n := 0
 	for ctx.Err() == nil {
+		// A rewrite takes space before it frees any: it waits for
+		// as much room as new data would.
+		if b.spaceCheck != nil {
+			if err := b.spaceCheck(false); err != nil {
+				return n, err
+			}
+		}
 		err := b.db.RunValueLogGC(gcDiscardRatio)
 		switch {
 		case err == nil:
@@ -199,3 +212,11 @@ func (badgerLogger) Errorf(f string, a ...any)   { slog.Error("badger: " + fmt.S
 func (badgerLogger) Warningf(f string, a ...any) { slog.Warn("badger: " + fmt.Sprintf(f, a...)) }
 func (badgerLogger) Infof(f string, a ...any)    { slog.Debug("badger: " + fmt.Sprintf(f, a...)) }
 func (badgerLogger) Debugf(f string, a ...any)   {}
+
+// SetSpaceCheck makes every write transaction ask check first, with
+// freeing true for a change that frees or moves space (a deletion, a
+// rename, a change of attributes, the release of blocks); an error refuses
+// the transaction. It keeps Badger, whose files are memory-mapped and
+// grown sparsely, from meeting a full disk (see cmd/objfs's space guard).
+// Call it before the database is used.
+func (b *Badger) SetSpaceCheck(check func(freeing bool) error) { b.spaceCheck = check }

@@ -1323,6 +1323,7 @@ type GCSeen struct {
 // their last-seen time updated. With record false nothing is written (a dry
 // run), and a block never seen before reports FirstSeen now.
 func (m *Meta) GCObserve(ctx context.Context, ids []BlockID, now time.Time, record bool) ([]GCSeen, error) {
+	ctx = freeing(ctx)
 	var out []GCSeen
 	fn := func(t Txn) error {
 		out = out[:0]
@@ -1383,6 +1384,7 @@ func (m *Meta) GCObserve(ctx context.Context, ids []BlockID, now time.Time, reco
 // GCDeleted forgets blocks whose objects gc deleted, if they are still
 // unreferenced: their G and P records go.
 func (m *Meta) GCDeleted(ctx context.Context, ids []BlockID) error {
+	ctx = freeing(ctx)
 	err := m.kv.Update(ctx, func(t Txn) error {
 		for _, id := range ids {
 			for _, p := range []byte{pGCSeen, pPending} {
@@ -1432,6 +1434,7 @@ func (m *Meta) GCPending(ctx context.Context, after *BlockID, limit int) ([]GCSe
 
 // GCDropPending removes P records of blocks that are referenced again.
 func (m *Meta) GCDropPending(ctx context.Context, ids []BlockID) error {
+	ctx = freeing(ctx)
 	return m.kv.Update(ctx, func(t Txn) error {
 		for _, id := range ids {
 			if _, err := t.Get(keyBlock(pRefcount, id)); errors.Is(err, ErrKeyNotFound) {
@@ -1451,6 +1454,7 @@ func (m *Meta) GCDropPending(ctx context.Context, ids []BlockID) error {
 // a complete listing started at runStart did not see again (the object is
 // gone). It returns how many it deleted.
 func (m *Meta) GCSweep(ctx context.Context, runStart time.Time) (int, error) {
+	ctx = freeing(ctx)
 	total := 0
 	var after []byte
 	for {

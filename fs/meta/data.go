@@ -377,6 +377,7 @@ func (m *Meta) inodesListed(ctx context.Context, p byte, after uint64, limit int
 // record. It is idempotent and resumes after a crash; an inode with
 // neither is left alone.
 func (m *Meta) FinishTruncate(ctx context.Context, ino uint64) error {
+	ctx = freeing(ctx)
 	cs := uint64(m.format.ChunkSize)
 	for {
 		finished := false
@@ -477,6 +478,7 @@ type SetAttrIn struct {
 // the process dies) the size change stands, and the next write to the
 // file, or the next start, finishes the release.
 func (m *Meta) SetAttr(ctx context.Context, c *Caller, ino uint64, in SetAttrIn) (*Attr, error) {
+	ctx = freeing(ctx)
 	var out *Attr
 	unfinished := false
 	err := m.updateFile(ctx, ino, func(x *tx) error {
@@ -978,6 +980,7 @@ const (
 // consistent), then the inode itself. The caller guarantees nothing has it
 // open. Reap is idempotent and resumes after a crash.
 func (m *Meta) Reap(ctx context.Context, ino uint64) error {
+	ctx = freeing(ctx)
 	for {
 		finished := false
 		err := m.update(ctx, func(x *tx) error {
@@ -1167,6 +1170,7 @@ func (m *Meta) PendingBlocks(ctx context.Context, cutoff time.Time, after *Block
 // the block is unreferenced, so its object may be deleted now; the caller
 // must keep new references to id from being committed until it has.
 func (m *Meta) ClaimBlock(ctx context.Context, id BlockID) (bool, error) {
+	ctx = freeing(ctx)
 	ok, err := m.ClaimBlocks(ctx, []BlockID{id})
 	return err == nil && ok[0], err
 }
@@ -1174,6 +1178,7 @@ func (m *Meta) ClaimBlock(ctx context.Context, id BlockID) (bool, error) {
 // ClaimBlocks is ClaimBlock for several blocks in one transaction;
 // deletable[i] is ClaimBlock's answer for ids[i].
 func (m *Meta) ClaimBlocks(ctx context.Context, ids []BlockID) (deletable []bool, err error) {
+	ctx = freeing(ctx)
 	deletable = make([]bool, len(ids))
 	if len(ids) == 0 {
 		return deletable, nil
@@ -1206,6 +1211,7 @@ func (m *Meta) ClaimBlocks(ctx context.Context, ids []BlockID) (deletable []bool
 // QueueUnreferenced queues for deletion those of ids that no slice
 // references: blocks uploaded for a commit that then failed.
 func (m *Meta) QueueUnreferenced(ctx context.Context, ids []BlockID) error {
+	ctx = freeing(ctx)
 	if len(ids) == 0 {
 		return nil
 	}

@@ -352,6 +352,22 @@ type tx struct {
 	cacheGen uint64
 }
 
+// freeingKey marks the context of a change that frees or moves space.
+type freeingKey struct{}
+
+// freeing marks ctx as that of a change that frees or moves space rather
+// than adding to it (a deletion, a rename, a change of attributes, the
+// release of blocks), which a nearly full disk still lets through: see
+// Badger.SetSpaceCheck.
+func freeing(ctx context.Context) context.Context {
+	return context.WithValue(ctx, freeingKey{}, true)
+}
+
+func isFreeing(ctx context.Context) bool {
+	v, _ := ctx.Value(freeingKey{}).(bool)
+	return v
+}
+
 // update runs fn as one transaction, retried on conflict.
 func (m *Meta) update(ctx context.Context, fn func(x *tx) error) error {
 	var delta Stats

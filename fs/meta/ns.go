@@ -407,6 +407,7 @@ func (x *tx) removable(c *Caller, parent uint64, name string) (dir *Attr, e entr
 // Unlink removes the entry name of a non-directory from parent and returns
 // the inode as it is afterwards (Nlink 0: it is now an orphan).
 func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
+	ctx = freeing(ctx)
 	a, _, err := m.UnlinkFreeing(ctx, c, parent, name, nil)
 	return a, err
 }
@@ -420,6 +421,7 @@ func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string
 // reapBlocks block references) keeps its orphan record and is left to Reap
 // (freed is false).
 func (m *Meta) UnlinkFreeing(ctx context.Context, c *Caller, parent uint64, name string, closed func(ino uint64) bool) (a *Attr, freed bool, err error) {
+	ctx = freeing(ctx)
 	if len(name) > MaxNameLen {
 		return nil, false, syscall.ENAMETOOLONG
 	}
@@ -460,6 +462,7 @@ func (x *tx) isEmptyDir(ino uint64) (bool, error) {
 
 // Rmdir removes the empty directory name from parent.
 func (m *Meta) Rmdir(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
+	ctx = freeing(ctx)
 	switch {
 	case name == ".":
 		return nil, syscall.EINVAL
@@ -531,6 +534,7 @@ func (x *tx) isAncestor(anc, ino uint64) (bool, error) {
 // returns the inode it replaced, if any, as it is afterwards (its Nlink
 // tells whether it lost its last link).
 func (m *Meta) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) (replaced *Attr, err error) {
+	ctx = freeing(ctx)
 	replaced, _, err = m.RenameFreeing(ctx, c, oldParent, oldName, newParent, newName, flags, nil)
 	return replaced, err
 }
@@ -539,6 +543,7 @@ func (m *Meta) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName 
 // transaction when it lost its last link and closed reports that nothing
 // has it open, as UnlinkFreeing does; freed says it did.
 func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32, closed func(ino uint64) bool) (replaced *Attr, freed bool, err error) {
+	ctx = freeing(ctx)
 	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
 		return nil, false, syscall.EINVAL
 	}

@@ -125,6 +125,7 @@ func (m *Meta) SetXattr(ctx context.Context, c *Caller, ino uint64, name string,
 
 // RemoveXattr removes attribute name of ino.
 func (m *Meta) RemoveXattr(ctx context.Context, c *Caller, ino uint64, name string) error {
+	ctx = freeing(ctx)
 	return m.changeXattr(ctx, c, ino, name, func(x *tx, k []byte, exists bool) error {
 		if !exists {
 			return syscall.ENODATA
