@@ -24,6 +24,7 @@ type dataFlags struct {
 	cacheSize   int64
 	stagingSize int64
 	memoryLimit int64
+	reserve     int64
 }
 
 func (d *dataFlags) addFlags(fl *pflag.FlagSet) {
@@ -43,6 +44,7 @@ func (d *dataFlags) addFlags(fl *pflag.FlagSet) {
 	fl.StringVar(&d.cacheDir, "cache-dir", "", "directory of the disk block cache (default VOLUME_DIR/cache); it survives restarts, every read is checked")
 	fl.Var((*byteSize)(&d.cacheSize), "cache-size", "size the disk block cache may reach (e.g. 4GiB); 0 turns it off")
 	fl.Var((*byteSize)(&d.memoryLimit), "memory-limit", "soft limit of the process's Go memory (e.g. 1GiB): the garbage collector works harder as it nears it (GOMEMLIMIT, when set, wins); 0: none")
+	fl.Var((*byteSize)(&d.reserve), "reserve", "free space kept on the file system under the volume's metadata: below it new data and files get ENOSPC, deletions go on (default 512MiB, at most a quarter of that file system)")
 	fl.Var((*byteSize)(&d.stagingSize), "staging-size", "size of the written blocks the local staging log (VOLUME_DIR/staging) may hold before they are uploaded (e.g. 2GiB); writers wait beyond it")
 }
 

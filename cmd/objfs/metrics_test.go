@@ -23,7 +23,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := newRegistry("127.0.0.1:0")
-	v, f, err := openFS(ctx, dir, fs.Options{Logger: log}, staging.Options{}, diskCacheSpec{}, reg)
+	v, f, err := openFS(ctx, dir, fs.Options{Logger: log}, staging.Options{}, diskCacheSpec{}, 0, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -155,7 +155,7 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	v, f, err := openFS(ctx, dir, fo, so, o.data.diskCache(), reg)
+	v, f, err := openFS(ctx, dir, fo, so, o.data.diskCache(), uint64(o.data.reserve), reg)
 	if err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func serveNFS(dir string, o nfsFlags, data dataFlags) (err error) {
 	serveCtx, stopped := context.WithCancel(ctx) // ends the NFS server
 	defer stopped()
 	reg := newRegistry(o.metrics)
-	v, f, err := openFS(ctx, dir, fo, so, data.diskCache(), reg)
+	v, f, err := openFS(ctx, dir, fo, so, data.diskCache(), uint64(data.reserve), reg)
 	if err != nil {
 		return err
 	}

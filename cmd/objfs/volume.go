@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/objfs/objfs/cache"
+	"github.com/objfs/objfs/cmd/objfs/internal/space"
 	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/meta"
 	"github.com/objfs/objfs/objstore"
@@ -480,7 +481,7 @@ func mountedBy(dir string) string {
 // layer, as the serving commands (mount, nfs) need it; closeFS undoes it.
 // With reg not nil, object store requests and the layer's counters are
 // registered as metrics.
-func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options, dc diskCacheSpec, reg *prometheus.Registry) (*volume, *fs.FS, error) {
+func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options, dc diskCacheSpec, reserve uint64, reg *prometheus.Registry) (*volume, *fs.FS, error) {
 	v, err := openVolumeOnly(ctx, dir)
 	if err != nil {
 		return nil, nil, err
@@ -488,8 +489,41 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 	if hint := upgradeHint(v.meta.Format(), v.dir); hint != "" {
 		slog.Info(hint)
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	// Nothing objfs writes may fill the file system under the metadata
+	// (see package space): the database refuses growth below the
+	// reserve, and so do the staging log, uploads to local stores and the
+	// disk cache when they share that file system.
+	guard, err := space.New(filepath.Join(v.dir, metaDir), reserve, opts.Logger)
+	if err != nil {
+		_ = v.close()
+		return nil, nil, fmt.Errorf("volume %s: %w", v.dir, err)
+	}
+	v.kv.SetSpaceCheck(guard.Check)
+	if guard.Shares(filepath.Join(v.dir, stagingDir)) {
+		so.Admit = guard.Write
+	}
+	storesShare := false
+	for _, u := range v.meta.Format().Stores {
+		if p, ok := storeDir(v.dir, u); ok && guard.Shares(p) {
+			storesShare = true
+		}
+	}
+	if storesShare {
+		so.AdmitUpload = guard.Freeing
+	}
 	if opts.Capacity == nil {
 		opts.Capacity = v.capacity()
+		if storesShare && opts.Capacity != nil {
+			// df shows what can still be written before ENOSPC.
+			raw := opts.Capacity
+			opts.Capacity = func() (uint64, uint64, error) {
+				total, free, err := raw()
+				return total, free - min(free, guard.Reserve()), err
+			}
+		}
 	}
 	if reg != nil {
 		v.store = metered.New(v.store, reg)
@@ -534,6 +568,9 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 		if v.disk, err = cache.OpenDisk(dir, dc.size, opts.Logger); err != nil {
 			_ = v.close()
 			return nil, nil, fmt.Errorf("--cache-dir: %w", err)
+		}
+		if guard.Shares(dir) {
+			v.disk.SetSpaceCheck(guard.Write)
 		}
 		opts.DiskCache = v.disk
 	}

@@ -1,0 +1,148 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fullDiskReserve is the --reserve of TestFullDisk's mount.
+const fullDiskReserve = 48 << 20
+
+// TestFullDisk fills the file system under a volume (a 192 MiB tmpfs
+// holding its metadata, staging log, block store and disk cache) from
+// the mount. Writes past the reserve get ENOSPC, the mount stays up (a
+// full disk under Badger's memory-mapped files used to kill it with
+// SIGBUS), the free space never drops below a quarter of the reserve,
+// deleting the big file makes room for new writes again, data written
+// before is intact, and the volume unmounts cleanly and passes fsck.
+func TestFullDisk(t *testing.T) {
+	requirePrereqs(t)
+	base, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(base, "disk")
+	if err := os.Mkdir(disk, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "size=192m"); err != nil {
+		t.Skipf("cannot mount a tmpfs to fill (needs root): %v", err)
+	}
+	// Registered first, so it runs after the mount's own cleanup.
+	t.Cleanup(func() {
+		if err := syscall.Unmount(disk, 0); err != nil {
+			_ = syscall.Unmount(disk, syscall.MNT_DETACH)
+		}
+	})
+	v := &volume{base: base, dir: filepath.Join(disk, "vol"), mnt: filepath.Join(base, "mnt")}
+	if err := os.Mkdir(v.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runObjfs(time.Minute, "format", v.dir); err != nil {
+		t.Fatalf("objfs format: %v\n%s", err, out)
+	}
+	v.mount(t, "--reserve", fmt.Sprint(fullDiskReserve))
+
+	keep := make([]byte, 16<<20)
+	if _, err := rand.Read(keep); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSynced(filepath.Join(v.mnt, "keep"), keep); err != nil {
+		t.Fatal(err)
+	}
+
+	// Fill: the error comes at a write, or at the fsync or close that
+	// commits what the mount buffered.
+	big := filepath.Join(v.mnt, "big")
+	err = fill(big, 400<<20)
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling 192 MiB with 400 MiB: %v, want ENOSPC", err)
+	}
+	lowest := freeBytes(t, disk)
+	// New files, small ones kept in the metadata among them: created or
+	// refused with ENOSPC, never another error.
+	made := 0
+	for i := range 2000 {
+		err := os.WriteFile(filepath.Join(v.mnt, fmt.Sprintf("small%d", i)), []byte("small file"), 0o644)
+		if err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("small file %d on a full disk: %v, want ENOSPC", i, err)
+			}
+			break
+		}
+		made++
+		lowest = min(lowest, freeBytes(t, disk))
+	}
+	if ok, why := v.alive(); !ok {
+		t.Fatalf("the mount died on a full disk: %s", why)
+	}
+	if lowest < fullDiskReserve/4 {
+		t.Errorf("free space went down to %d bytes, below a quarter of the reserve (%d)", lowest, fullDiskReserve/4)
+	}
+	t.Logf("full: %d bytes free at the lowest, %d small files made", lowest, made)
+
+	if err := os.Remove(big); err != nil {
+		t.Fatalf("removing the big file on a full disk: %v", err)
+	}
+	// The big file's blocks are deleted in the background.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := fill(filepath.Join(v.mnt, "after"), 32<<20)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.ENOSPC) || time.Now().After(deadline) {
+			t.Fatalf("writing 32 MiB after deleting the big file: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if got, err := os.ReadFile(filepath.Join(v.mnt, "keep")); err != nil || !bytes.Equal(got, keep) {
+		t.Fatalf("file written before the disk filled: %v (%d bytes, equal: %v)", err, len(got), bytes.Equal(got, keep))
+	}
+	v.unmount(t)
+	if out, err := runObjfs(5*time.Minute, "fsck", "--verify", v.dir); err != nil || !strings.Contains(out, "; 0 errors") {
+		t.Fatalf("fsck after the disk was full: %v\n%s", err, out)
+	}
+}
+
+// fill writes n bytes of random data to a new file in 1 MiB writes, then
+// fsyncs and closes it, and returns the first error.
+func fill(path string, n int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for written := 0; written < n; written += len(buf) {
+		if _, err := rand.Read(buf); err != nil {
+			f.Close()
+			return err
+		}
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func freeBytes(t *testing.T, dir string) uint64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Bavail * uint64(st.Bsize)
+}
