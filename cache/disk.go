@@ -427,6 +427,34 @@ func (d *Disk) add(k [32]byte, key string, data []byte) error {
 	return nil
 }
 
+// Shrink evicts least recently used entries until at least n bytes of
+// entry files are removed (or the cache is empty), and returns how many
+// bytes it removed: the cache gives back its disk when what it shares the
+// disk with needs the room.
+func (d *Disk) Shrink(n int64) int64 {
+	d.fileMu.Lock()
+	defer d.fileMu.Unlock()
+	var victims [][32]byte
+	var freed int64
+	d.mu.Lock()
+	for freed < n {
+		vk, ve, ok := d.lru.RemoveOldest()
+		if !ok {
+			break
+		}
+		size := diskFileSize(ve.n)
+		d.bytes -= size
+		freed += size
+		victims = append(victims, vk)
+	}
+	d.mu.Unlock()
+	for _, vk := range victims {
+		d.removeFile(hex.EncodeToString(vk[:]))
+		d.evictions.Add(1)
+	}
+	return freed
+}
+
 // writeTemp writes an entry file for data under the temporary directory and
 // returns its name. On error nothing is left behind.
 func (d *Disk) writeTemp(k *[32]byte, data []byte) (string, error) {

@@ -1013,3 +1013,33 @@ func TestDiskSpaceCheck(t *testing.T) {
 	}
 	checkConsistent(t, d)
 }
+
+// TestDiskShrink: Shrink evicts least recently used entries until it has
+// removed what was asked, and reports what it removed.
+func TestDiskShrink(t *testing.T) {
+	dir := t.TempDir()
+	d := openTestDisk(t, dir, 1<<20)
+	var keys []string
+	for i := range 8 {
+		data := testData(uint64(i), 10000)
+		if err := d.Add(keyOf(data), data); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, keyOf(data))
+	}
+	before, _, _ := onDisk(t, dir)
+	freed := d.Shrink(15000) // two entries
+	after, n, _ := onDisk(t, dir)
+	if freed != before-after || n != 6 {
+		t.Fatalf("Shrink(15000) reported %d bytes, removed %d, %d entries left", freed, before-after, n)
+	}
+	for i, k := range keys {
+		if _, ok := d.Get(k); ok != (i >= 2) {
+			t.Errorf("entry %d cached: %v after Shrink, want %v (oldest go first)", i, ok, i >= 2)
+		}
+	}
+	if got := d.Shrink(1 << 30); got != after {
+		t.Errorf("Shrink of more than the cache holds: %d bytes, want all %d", got, after)
+	}
+	checkConsistent(t, d)
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,6 +60,34 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Random reads bring its blocks into the disk cache, on the same
+	// file system: it must give them back when data needs the room.
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		t.Fatalf("drop caches: %v", err)
+	}
+	v.proc.signal(syscall.SIGUSR1) // and the mount's memory block cache
+	time.Sleep(100 * time.Millisecond)
+	kf, err := os.Open(filepath.Join(v.mnt, "keep"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := make([]byte, 4096)
+	for i := range 64 {
+		// Strided, so that no read looks sequential (read-ahead
+		// bypasses the disk cache on a local volume).
+		at := int64(i*37%64) * int64(len(keep)/64)
+		if _, err := kf.ReadAt(page, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kf.Close()
+	cacheDir := filepath.Join(v.dir, "cache")
+	cached := dirBytes(t, cacheDir)
+	for deadline := time.Now().Add(5 * time.Second); cached < 4<<20 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond) // the cache writes in the background
+		cached = dirBytes(t, cacheDir)
+	}
+
 	// Fill: the error comes at a write, or at the fsync or close that
 	// commits what the mount buffered.
 	big := filepath.Join(v.mnt, "big")
@@ -87,7 +116,13 @@ func TestFullDisk(t *testing.T) {
 	if lowest < fullDiskReserve/4 {
 		t.Errorf("free space went down to %d bytes, below a quarter of the reserve (%d)", lowest, fullDiskReserve/4)
 	}
-	t.Logf("full: %d bytes free at the lowest, %d small files made", lowest, made)
+	left := dirBytes(t, cacheDir)
+	t.Logf("full: %d bytes free at the lowest, %d small files made; disk cache %d bytes before, %d after", lowest, made, cached, left)
+	if cached < 4<<20 {
+		t.Errorf("random reads of a 16 MiB file left %d bytes in the disk cache, want a block at least", cached)
+	} else if left > cached/4 {
+		t.Errorf("the disk cache kept %d of its %d bytes on a full disk", left, cached)
+	}
 
 	if err := os.Remove(big); err != nil {
 		t.Fatalf("removing the big file on a full disk: %v", err)
@@ -145,4 +180,27 @@ func freeBytes(t *testing.T, dir string) uint64 {
 		t.Fatal(err)
 	}
 	return st.Bavail * uint64(st.Bsize)
+}
+
+// dirBytes is the size of the files under dir.
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += info.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

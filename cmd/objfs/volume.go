@@ -570,7 +570,10 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 			return nil, nil, fmt.Errorf("--cache-dir: %w", err)
 		}
 		if guard.Shares(dir) {
-			v.disk.SetSpaceCheck(guard.Write)
+			// The cache takes only room nothing else needs, and
+			// gives it back when something does.
+			v.disk.SetSpaceCheck(guard.WriteIfRoom)
+			guard.SetReclaim(v.disk.Shrink)
 		}
 		opts.DiskCache = v.disk
 	}

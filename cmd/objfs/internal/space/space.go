@@ -46,11 +46,12 @@ type Guard struct {
 	statfs  func(path string, st *unix.Statfs_t) error // tests replace it
 
 	mu       sync.Mutex
-	free     uint64    // bytes available at the last measurement
-	checked  time.Time // when
-	inflight uint64    // bytes of writes let through and not yet done
-	since    uint64    // bytes of writes done since the last measurement
-	short    bool      // refusing writes, and it was logged
+	reclaim  func(n int64) int64 // see SetReclaim
+	free     uint64              // bytes available at the last measurement
+	checked  time.Time           // when
+	inflight uint64              // bytes of writes let through and not yet done
+	since    uint64              // bytes of writes done since the last measurement
+	short    bool                // refusing writes, and it was logged
 }
 
 // New returns a guard for the file system holding dir, keeping reserve
@@ -77,6 +78,16 @@ func newGuard(dir string, reserve uint64, log *slog.Logger, statfs func(string, 
 	return g, nil
 }
 
+// SetReclaim makes the guard ask reclaim for room (at least n bytes)
+// before it refuses anything: a disk cache on the same file system gives
+// back its space to data, rather than data getting ENOSPC while the cache
+// holds gigabytes.
+func (g *Guard) SetReclaim(reclaim func(n int64) int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reclaim = reclaim
+}
+
 // Reserve is the number of bytes the guard keeps free.
 func (g *Guard) Reserve() uint64 { return g.reserve }
 
@@ -99,12 +110,16 @@ func (g *Guard) Shares(path string) bool {
 // free after it and after every write let through and not yet done; else
 // it returns an error wrapping ENOSPC. Call done once the write is made
 // (or has failed).
-func (g *Guard) Write(n int64) (done func(), err error) { return g.allow(n, g.reserve) }
+func (g *Guard) Write(n int64) (done func(), err error) { return g.allow(n, g.reserve, true) }
+
+// WriteIfRoom is Write for what may just be left undone (a block for the
+// disk cache): it never asks the reclaimer for room.
+func (g *Guard) WriteIfRoom(n int64) (done func(), err error) { return g.allow(n, g.reserve, false) }
 
 // Freeing is Write for what frees or moves space (deletions, renames,
 // uploads of staged blocks): it goes on until a quarter of the reserve is
 // left.
-func (g *Guard) Freeing(n int64) (done func(), err error) { return g.allow(n, g.reserve/4) }
+func (g *Guard) Freeing(n int64) (done func(), err error) { return g.allow(n, g.reserve/4, true) }
 
 // Check is Write or Freeing of nothing: whether a small change (a
 // metadata transaction) may be made.
@@ -113,11 +128,11 @@ func (g *Guard) Check(freeing bool) error {
 	if freeing {
 		keep = g.reserve / 4
 	}
-	_, err := g.allow(0, keep)
+	_, err := g.allow(0, keep, true)
 	return err
 }
 
-func (g *Guard) allow(n int64, keep uint64) (func(), error) {
+func (g *Guard) allow(n int64, keep uint64, reclaim bool) (func(), error) {
 	size := uint64(max(n, 0))
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -126,6 +141,17 @@ func (g *Guard) allow(n int64, keep uint64) (func(), error) {
 	if g.availLocked() < size+keep {
 		// A deletion may just have made room: look again before refusing.
 		g.measureLocked(now, true)
+	}
+	if avail := g.availLocked(); avail < size+keep && reclaim && g.reclaim != nil {
+		// Ask for an eighth of the reserve more than is missing, so
+		// that the next writes need not ask again.
+		want, give := size+keep-avail+g.reserve/8, g.reclaim
+		g.mu.Unlock()
+		freed := give(int64(want))
+		g.mu.Lock()
+		if freed > 0 {
+			g.measureLocked(time.Now(), true)
+		}
 	}
 	if avail := g.availLocked(); avail < size+keep {
 		if !g.short {

@@ -162,3 +162,34 @@ func TestGuardShares(t *testing.T) {
 		t.Error("/proc is on the guarded file system")
 	}
 }
+
+// TestGuardReclaims: before refusing, the guard asks the reclaimer (a disk
+// cache) for what is missing and more, measures again, and lets the write
+// through if that made room; WriteIfRoom (the cache's own writes) never
+// asks.
+func TestGuardReclaims(t *testing.T) {
+	d := &fakeDisk{free: 1000, total: 10000}
+	g := newTestGuard(t, d, 400)
+	var asked []int64
+	cache := int64(700)
+	g.SetReclaim(func(n int64) int64 {
+		asked = append(asked, n)
+		give := min(n, cache)
+		cache -= give
+		d.free += uint64(give)
+		return give
+	})
+	if _, err := g.WriteIfRoom(700); !isNoSpace(err) || len(asked) != 0 {
+		t.Fatalf("WriteIfRoom past the reserve: %v, reclaimer asked %v", err, asked)
+	}
+	if _, err := g.Write(700); err != nil {
+		t.Fatalf("Write with a cache to reclaim: %v", err)
+	}
+	// 1000 free, 700+400 needed: 100 missing, and an eighth of the reserve.
+	if len(asked) != 1 || asked[0] != 150 {
+		t.Fatalf("reclaimer asked %v, want [150]", asked)
+	}
+	if _, err := g.Write(1000); !isNoSpace(err) {
+		t.Fatalf("Write beyond what the cache holds: %v, want ENOSPC", err)
+	}
+}
