@@ -124,6 +124,9 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("the disk cache kept %d of its %d bytes on a full disk", left, cached)
 	}
 
+	if out, err := runObjfs(time.Minute, "status", v.dir); err != nil || !strings.Contains(out, "kept in reserve") || strings.Contains(out, "; 0 writes refused") {
+		t.Errorf("objfs status on a full disk: %v, want the reserve and refusals shown\n%s", err, out)
+	}
 	if err := os.Remove(big); err != nil {
 		t.Fatalf("removing the big file on a full disk: %v", err)
 	}

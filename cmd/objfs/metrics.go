@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/objfs/objfs/cmd/objfs/internal/space"
 	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/metrics"
 	"github.com/objfs/objfs/objstore/staging"
@@ -70,6 +71,19 @@ func registerFS(reg *prometheus.Registry, f *fs.FS) {
 
 // registerStaging exports the staging log's state: what is acknowledged
 // but not yet in the object store, and how uploads go.
+// registerSpace publishes the space guard's view of the file system under
+// the metadata.
+func registerSpace(reg *prometheus.Registry, g *space.Guard) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "objfs_meta_fs_free_bytes", Help: "Bytes available on the file system under the volume's metadata."},
+			func() float64 { return float64(g.Free()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "objfs_meta_fs_reserve_bytes", Help: "Bytes kept free there (--reserve): below it new data and files get ENOSPC."},
+			func() float64 { return float64(g.Reserve()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "objfs_space_refusals_total", Help: "Writes and changes refused with ENOSPC to keep the reserve."},
+			func() float64 { return float64(g.Refused()) }),
+	)
+}
+
 func registerStaging(reg *prometheus.Registry, st *staging.Store) {
 	gauge := func(name, help string, get func(staging.Stats) float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return get(st.Stats()) }))

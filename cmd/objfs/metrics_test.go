@@ -43,7 +43,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, want := range []string{"objfs_inodes 1", "objfs_directories 1", "objfs_buffered_bytes 0", "objfs_cache_hits_total 0", "go_goroutines"} {
+	for _, want := range []string{"objfs_inodes 1", "objfs_directories 1", "objfs_buffered_bytes 0", "objfs_cache_hits_total 0", "objfs_meta_fs_free_bytes ", "objfs_space_refusals_total 0", "go_goroutines"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

@@ -288,6 +288,9 @@ func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
 		mi.DiskCacheBytes, mi.DiskCacheHits, mi.DiskCacheMisses = ds.Bytes, ds.Hits, ds.Misses
 		fr := f.FreedStats()
 		mi.Reaped, mi.BlocksDeleted, mi.DeleteErrors = fr.Reaped, fr.BlocksDeleted, fr.DeleteErrors
+		if v.space != nil {
+			mi.MetaFree, mi.MetaReserve, mi.SpaceRefused = v.space.Free(), v.space.Reserve(), v.space.Refused()
+		}
 		if v.staging != nil {
 			st := v.staging.Stats()
 			mi.StagedBlocks, mi.StagedBytes, mi.UploadQueue, mi.UploadHeld, mi.Uploaded, mi.UploadErrors = st.Objects, st.Bytes, st.Queued, st.Delayed, st.Uploaded, st.Retries

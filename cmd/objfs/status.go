@@ -45,6 +45,8 @@ func status(ctx context.Context, dir string) error {
 			mi.StagedBlocks, humanize.IBytes(uint64(max(mi.StagedBytes, 0))), mi.UploadQueue, mi.UploadHeld, mi.Uploaded, mi.UploadErrors)
 		fmt.Printf("freed:       %d unlinked inodes reaped, %d unreferenced blocks deleted, %d failed deletes (retried) since the mount\n",
 			mi.Reaped, mi.BlocksDeleted, mi.DeleteErrors)
+		fmt.Printf("meta disk:   %s free, %s kept in reserve; %d writes refused for lack of space since the mount\n",
+			humanize.IBytes(mi.MetaFree), humanize.IBytes(mi.MetaReserve), mi.SpaceRefused)
 		return nil
 	}
 	// Only metadata is read: no need to upload what a crash left staged.

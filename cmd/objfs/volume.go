@@ -65,6 +65,8 @@ type volume struct {
 	// block cache, while served.
 	staging *staging.Store
 	disk    *cache.Disk
+	// space keeps free space under the metadata, while served.
+	space *space.Guard
 }
 
 // readMarker reads the VOLUME marker of dir.
@@ -455,6 +457,11 @@ type mountInfo struct {
 	Reaped        uint64 `json:"reaped"`
 	BlocksDeleted uint64 `json:"blocks_deleted"`
 	DeleteErrors  uint64 `json:"delete_errors"`
+	// The file system under the metadata: free bytes, the reserve kept
+	// (see package space) and what was refused for lack of it.
+	MetaFree     uint64 `json:"meta_free"`
+	MetaReserve  uint64 `json:"meta_reserve"`
+	SpaceRefused uint64 `json:"space_refused"`
 }
 
 func readMountInfo(dir string) (*mountInfo, error) {
@@ -501,6 +508,7 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 		_ = v.close()
 		return nil, nil, fmt.Errorf("volume %s: %w", v.dir, err)
 	}
+	v.space = guard
 	v.kv.SetSpaceCheck(guard.Check)
 	if guard.Shares(filepath.Join(v.dir, stagingDir)) {
 		so.Admit = guard.Write
@@ -585,6 +593,7 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 	if reg != nil {
 		registerFS(reg, f)
 		registerStaging(reg, st)
+		registerSpace(reg, guard)
 	}
 	return v, f, nil
 }

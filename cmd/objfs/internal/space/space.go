@@ -52,6 +52,7 @@ type Guard struct {
 	inflight uint64              // bytes of writes let through and not yet done
 	since    uint64              // bytes of writes done since the last measurement
 	short    bool                // refusing writes, and it was logged
+	refused  uint64              // refusals since New
 }
 
 // New returns a guard for the file system holding dir, keeping reserve
@@ -104,6 +105,22 @@ func (g *Guard) Shares(path string) bool {
 			return false
 		}
 	}
+}
+
+// Free reports the bytes available on the guarded file system, as last
+// measured (measuring again if that is older than refresh).
+func (g *Guard) Free() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.measureLocked(time.Now(), false)
+	return g.free
+}
+
+// Refused counts the writes and changes refused since the guard was made.
+func (g *Guard) Refused() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.refused
 }
 
 // Write lets a write of n bytes through when at least the reserve stays
@@ -159,6 +176,7 @@ func (g *Guard) allow(n int64, keep uint64, reclaim bool) (func(), error) {
 			g.log.Warn("the file system under the volume's metadata is nearly full: refusing new data and files (ENOSPC) until space is freed",
 				"dir", g.dir, "free", avail, "reserve", g.reserve)
 		}
+		g.refused++
 		return nil, fmt.Errorf("%d bytes free on the file system of %s, %d kept in reserve for the metadata: %w", avail, g.dir, g.reserve, syscall.ENOSPC)
 	}
 	if g.short && g.availLocked() >= size+g.reserve+g.reserve/8 {
