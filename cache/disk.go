@@ -406,38 +406,21 @@ func (d *Disk) add(k [32]byte, key string, data []byte) error {
 		}
 	}
 
-	var victims [][32]byte
 	d.mu.Lock()
 	d.gen++
 	d.lru.Add(k, &diskEntry{n: n, gen: d.gen, touched: time.Now().UnixNano()})
 	d.bytes += diskFileSize(n)
-	for d.bytes > d.maxBytes {
-		vk, ve, ok := d.lru.RemoveOldest()
-		if !ok {
-			break
-		}
-		d.bytes -= diskFileSize(ve.n)
-		victims = append(victims, vk)
-	}
+	victims, _ := d.evictLocked(func(int64) bool { return d.bytes > d.maxBytes })
 	d.mu.Unlock()
-	for _, vk := range victims {
-		d.removeFile(hex.EncodeToString(vk[:]))
-		d.evictions.Add(1)
-	}
+	d.removeVictims(victims)
 	return nil
 }
 
-// Shrink evicts least recently used entries until at least n bytes of
-// entry files are removed (or the cache is empty), and returns how many
-// bytes it removed: the cache gives back its disk when what it shares the
-// disk with needs the room.
-func (d *Disk) Shrink(n int64) int64 {
-	d.fileMu.Lock()
-	defer d.fileMu.Unlock()
-	var victims [][32]byte
-	var freed int64
-	d.mu.Lock()
-	for freed < n {
+// evictLocked takes least recently used entries out of the index while
+// more(bytes taken so far) says so; it returns them, for removeVictims,
+// and their bytes. d.mu and d.fileMu are held.
+func (d *Disk) evictLocked(more func(freed int64) bool) (victims [][32]byte, freed int64) {
+	for more(freed) {
 		vk, ve, ok := d.lru.RemoveOldest()
 		if !ok {
 			break
@@ -447,11 +430,29 @@ func (d *Disk) Shrink(n int64) int64 {
 		freed += size
 		victims = append(victims, vk)
 	}
-	d.mu.Unlock()
+	return victims, freed
+}
+
+// removeVictims deletes the files of entries evictLocked took out (d.fileMu
+// held).
+func (d *Disk) removeVictims(victims [][32]byte) {
 	for _, vk := range victims {
 		d.removeFile(hex.EncodeToString(vk[:]))
 		d.evictions.Add(1)
 	}
+}
+
+// Shrink evicts least recently used entries until at least n bytes of
+// entry files are removed (or the cache is empty), and returns how many
+// bytes it removed: the cache gives back its disk when what it shares the
+// disk with needs the room.
+func (d *Disk) Shrink(n int64) int64 {
+	d.fileMu.Lock()
+	defer d.fileMu.Unlock()
+	d.mu.Lock()
+	victims, freed := d.evictLocked(func(freed int64) bool { return freed < n })
+	d.mu.Unlock()
+	d.removeVictims(victims)
 	return freed
 }
 
