@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	nfsc "github.com/willscott/go-nfs-client/nfs"
 )
 
 // fullDiskReserve is the --reserve of TestFullDisk's mount.
@@ -50,7 +52,9 @@ func TestFullDisk(t *testing.T) {
 	if out, err := runObjfs(time.Minute, "format", v.dir); err != nil {
 		t.Fatalf("objfs format: %v\n%s", err, out)
 	}
-	v.mount(t, "--reserve", fmt.Sprint(fullDiskReserve))
+	addr := freeAddr(t)
+	v.mount(t, "--reserve", fmt.Sprint(fullDiskReserve), "--nfs", addr, "--nfs-squash", "none")
+	target := dialNFS(t, v, addr)
 
 	keep := make([]byte, 16<<20)
 	if _, err := rand.Read(keep); err != nil {
@@ -110,6 +114,30 @@ func TestFullDisk(t *testing.T) {
 		made++
 		lowest = min(lowest, freeBytes(t, disk))
 	}
+	// An NFS client's writes: NFS3ERR_NOSPC at a WRITE or at the COMMIT
+	// of its close.
+	nfsErr := func() error {
+		w, err := target.OpenFile("over-nfs", 0o644)
+		if err != nil {
+			return err
+		}
+		chunk := make([]byte, 1<<20)
+		for range 16 {
+			// Random: equal blocks would be stored once.
+			if _, err := rand.Read(chunk); err != nil {
+				return err
+			}
+			if _, err := w.Write(chunk); err != nil {
+				w.Close()
+				return err
+			}
+		}
+		return w.Close()
+	}()
+	var ne *nfsc.Error
+	if !errors.As(nfsErr, &ne) || ne.ErrorNum != nfsc.NFS3ErrNoSpc {
+		t.Errorf("NFS write of 16 MiB on a full disk: %v, want NFS3ERR_NOSPC", nfsErr)
+	}
 	if ok, why := v.alive(); !ok {
 		t.Fatalf("the mount died on a full disk: %s", why)
 	}
@@ -142,6 +170,7 @@ func TestFullDisk(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	nfsWrite(t, target, "over-nfs-after", make([]byte, 4<<20))
 	if got, err := os.ReadFile(filepath.Join(v.mnt, "keep")); err != nil || !bytes.Equal(got, keep) {
 		t.Fatalf("file written before the disk filled: %v (%d bytes, equal: %v)", err, len(got), bytes.Equal(got, keep))
 	}
