@@ -509,6 +509,10 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 		return nil, nil, fmt.Errorf("volume %s: %w", v.dir, err)
 	}
 	v.space = guard
+	if free := guard.Free(); free < guard.Reserve() {
+		opts.Logger.Warn("less free space under the metadata than the reserve: new data and files get ENOSPC until space is freed (see --reserve)",
+			"dir", filepath.Join(v.dir, metaDir), "free", free, "reserve", guard.Reserve())
+	}
 	v.kv.SetSpaceCheck(guard.Check)
 	if guard.Shares(filepath.Join(v.dir, stagingDir)) {
 		so.Admit = guard.Write
