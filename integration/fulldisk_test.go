@@ -24,8 +24,9 @@ const fullDiskReserve = 48 << 20
 // the mount. Writes past the reserve get ENOSPC, the mount stays up (a
 // full disk under Badger's memory-mapped files used to kill it with
 // SIGBUS), the free space never drops below a quarter of the reserve,
-// deleting the big file makes room for new writes again, data written
-// before is intact, and the volume unmounts cleanly and passes fsck.
+// a kill -9 there and a restart lose nothing, deleting the big file makes
+// room for new writes again, data written before is intact, and the volume
+// unmounts cleanly and passes fsck.
 func TestFullDisk(t *testing.T) {
 	requirePrereqs(t)
 	base, err := filepath.EvalSymlinks(t.TempDir())
@@ -154,6 +155,19 @@ func TestFullDisk(t *testing.T) {
 
 	if out, err := runObjfs(time.Minute, "status", v.dir); err != nil || !strings.Contains(out, "kept in reserve") || strings.Contains(out, "; 0 writes refused") {
 		t.Errorf("objfs status on a full disk: %v, want the reserve and refusals shown\n%s", err, out)
+	}
+	// A crash on the full disk, and a restart there: Badger replays its
+	// logs in the room the reserve kept.
+	v.kill9(t)
+	v.mount(t, "--reserve", fmt.Sprint(fullDiskReserve), "--nfs", addr, "--nfs-squash", "none")
+	target = dialNFS(t, v, addr)
+	if got, err := os.ReadFile(filepath.Join(v.mnt, "keep")); err != nil || !bytes.Equal(got, keep) {
+		t.Fatalf("after kill -9 and a restart on the full disk: %v (%d bytes, equal: %v)", err, len(got), bytes.Equal(got, keep))
+	}
+	for i := range made {
+		if got, err := os.ReadFile(filepath.Join(v.mnt, fmt.Sprintf("small%d", i))); err != nil || string(got) != "small file" {
+			t.Fatalf("small file %d after kill -9 and a restart: %q, %v", i, got, err)
+		}
 	}
 	if err := os.Remove(big); err != nil {
 		t.Fatalf("removing the big file on a full disk: %v", err)
