@@ -499,43 +499,9 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	// Nothing objfs writes may fill the file system under the metadata
-	// (see package space): the database refuses growth below the
-	// reserve, and so do the staging log, uploads to local stores and the
-	// disk cache when they share that file system.
-	guard, err := space.New(filepath.Join(v.dir, metaDir), reserve, opts.Logger)
-	if err != nil {
+	if err := v.keepSpace(reserve, &opts, &so); err != nil {
 		_ = v.close()
-		return nil, nil, fmt.Errorf("volume %s: %w", v.dir, err)
-	}
-	v.space = guard
-	if free := guard.Free(); free < guard.Reserve() {
-		opts.Logger.Warn("less free space under the metadata than the reserve: new data and files get ENOSPC until space is freed (see --reserve)",
-			"dir", filepath.Join(v.dir, metaDir), "free", free, "reserve", guard.Reserve())
-	}
-	v.kv.SetSpaceCheck(guard.Check)
-	if guard.Shares(filepath.Join(v.dir, stagingDir)) {
-		so.Admit = guard.Write
-	}
-	storesShare := false
-	for _, u := range v.meta.Format().Stores {
-		if p, ok := storeDir(v.dir, u); ok && guard.Shares(p) {
-			storesShare = true
-		}
-	}
-	if storesShare {
-		so.AdmitUpload = guard.Freeing
-	}
-	if opts.Capacity == nil {
-		opts.Capacity = v.capacity()
-		if storesShare && opts.Capacity != nil {
-			// df shows what can still be written before ENOSPC.
-			raw := opts.Capacity
-			opts.Capacity = func() (uint64, uint64, error) {
-				total, free, err := raw()
-				return total, free - min(free, guard.Reserve()), err
-			}
-		}
+		return nil, nil, err
 	}
 	if reg != nil {
 		v.store = metered.New(v.store, reg)
@@ -581,11 +547,11 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 			_ = v.close()
 			return nil, nil, fmt.Errorf("--cache-dir: %w", err)
 		}
-		if guard.Shares(dir) {
+		if v.space.Shares(dir) {
 			// The cache takes only room nothing else needs, and
 			// gives it back when something does.
-			v.disk.SetSpaceCheck(guard.WriteIfRoom)
-			guard.SetReclaim(v.disk.Shrink)
+			v.disk.SetSpaceCheck(v.space.WriteIfRoom)
+			v.space.SetReclaim(v.disk.Shrink)
 		}
 		opts.DiskCache = v.disk
 	}
@@ -597,9 +563,51 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 	if reg != nil {
 		registerFS(reg, f)
 		registerStaging(reg, st)
-		registerSpace(reg, guard)
+		registerSpace(reg, v.space)
 	}
 	return v, f, nil
+}
+
+// keepSpace sets up v.space, which keeps the file system under the
+// metadata from filling up (see package space): the database refuses
+// growth below the reserve, and so do the staging log and uploads to local
+// stores when they share that file system; df counts the reserve as used.
+// (openFS adds the disk cache once it is open.)
+func (v *volume) keepSpace(reserve uint64, opts *fs.Options, so *staging.Options) error {
+	guard, err := space.New(filepath.Join(v.dir, metaDir), reserve, opts.Logger)
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", v.dir, err)
+	}
+	v.space = guard
+	if free := guard.Free(); free < guard.Reserve() {
+		opts.Logger.Warn("less free space under the metadata than the reserve: new data and files get ENOSPC until space is freed (see --reserve)",
+			"dir", filepath.Join(v.dir, metaDir), "free", free, "reserve", guard.Reserve())
+	}
+	v.kv.SetSpaceCheck(guard.Check)
+	if guard.Shares(filepath.Join(v.dir, stagingDir)) {
+		so.Admit = guard.Write
+	}
+	storesShare := false
+	for _, u := range v.meta.Format().Stores {
+		if p, ok := storeDir(v.dir, u); ok && guard.Shares(p) {
+			storesShare = true
+		}
+	}
+	if storesShare {
+		so.AdmitUpload = guard.Freeing
+	}
+	if opts.Capacity == nil {
+		opts.Capacity = v.capacity()
+		if storesShare && opts.Capacity != nil {
+			// df shows what can still be written before ENOSPC.
+			raw := opts.Capacity
+			opts.Capacity = func() (uint64, uint64, error) {
+				total, free, err := raw()
+				return total, free - min(free, guard.Reserve()), err
+			}
+		}
+	}
+	return nil
 }
 
 // closeFS commits what the POSIX layer still buffers, then closes the
