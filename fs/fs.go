@@ -249,7 +249,7 @@ func (f *FS) Close(ctx context.Context) error {
 	var errs []error
 	for _, in := range inodes {
 		in.mu.Lock()
-		errs = append(errs, f.flushLocked(ctx, in))
+		errs = append(errs, f.commitOrDropLocked(ctx, in))
 		in.mu.Unlock()
 	}
 	f.cancel()
@@ -354,17 +354,7 @@ func (f *FS) releaseInode(ctx context.Context, in *inode) error {
 // if nobody acquired it meanwhile.
 func (f *FS) retire(ctx context.Context, in *inode) error {
 	in.mu.Lock()
-	var err error
-	if len(in.buf.extents) > 0 && f.goneForGood(ctx, in) {
-		// Nobody can read this data again: committing it would only
-		// write blocks for the reaper to delete, and a commit that
-		// keeps failing (a full disk) would hold the file, and the
-		// space its blocks take, for ever.
-		in.buf.dropBlocks()
-		f.resetBuffer(in)
-	} else {
-		err = f.flushLocked(ctx, in)
-	}
+	err := f.commitOrDropLocked(ctx, in)
 	pos := streamPos{in.readEnd, in.aheadTo}
 	in.mu.Unlock()
 	f.mu.Lock()
@@ -388,6 +378,20 @@ func (f *FS) retire(ctx context.Context, in *inode) error {
 		}
 	}
 	return err
+}
+
+// commitOrDropLocked commits in's buffer, or drops it if the file is gone
+// for good: nobody can read that data again, committing it would only
+// write blocks for the reaper to delete, and a commit that keeps failing
+// (a full disk) would hold the file, and the space its blocks take, for
+// ever. in.mu is held.
+func (f *FS) commitOrDropLocked(ctx context.Context, in *inode) error {
+	if len(in.buf.extents) > 0 && f.goneForGood(ctx, in) {
+		in.buf.dropBlocks()
+		f.resetBuffer(in)
+		return nil
+	}
+	return f.flushLocked(ctx, in)
 }
 
 // goneForGood reports whether in, which nobody holds, has no name left:
