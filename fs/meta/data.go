@@ -1170,7 +1170,6 @@ func (m *Meta) PendingBlocks(ctx context.Context, cutoff time.Time, after *Block
 // the block is unreferenced, so its object may be deleted now; the caller
 // must keep new references to id from being committed until it has.
 func (m *Meta) ClaimBlock(ctx context.Context, id BlockID) (bool, error) {
-	ctx = freeing(ctx)
 	ok, err := m.ClaimBlocks(ctx, []BlockID{id})
 	return err == nil && ok[0], err
 }

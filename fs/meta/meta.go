@@ -360,6 +360,9 @@ type freeingKey struct{}
 // release of blocks), which a nearly full disk still lets through: see
 // Badger.SetSpaceCheck.
 func freeing(ctx context.Context) context.Context {
+	if isFreeing(ctx) {
+		return ctx // nested (SetAttr finishing a truncation): already marked
+	}
 	return context.WithValue(ctx, freeingKey{}, true)
 }
 

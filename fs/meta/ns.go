@@ -407,7 +407,6 @@ func (x *tx) removable(c *Caller, parent uint64, name string) (dir *Attr, e entr
 // Unlink removes the entry name of a non-directory from parent and returns
 // the inode as it is afterwards (Nlink 0: it is now an orphan).
 func (m *Meta) Unlink(ctx context.Context, c *Caller, parent uint64, name string) (*Attr, error) {
-	ctx = freeing(ctx)
 	a, _, err := m.UnlinkFreeing(ctx, c, parent, name, nil)
 	return a, err
 }
@@ -534,7 +533,6 @@ func (x *tx) isAncestor(anc, ino uint64) (bool, error) {
 // returns the inode it replaced, if any, as it is afterwards (its Nlink
 // tells whether it lost its last link).
 func (m *Meta) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) (replaced *Attr, err error) {
-	ctx = freeing(ctx)
 	replaced, _, err = m.RenameFreeing(ctx, c, oldParent, oldName, newParent, newName, flags, nil)
 	return replaced, err
 }
