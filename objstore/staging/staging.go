@@ -95,6 +95,13 @@ type Options struct {
 	// done is called once the object is written. It keeps a disk the log
 	// shares with other files from filling up.
 	Admit func(n int64) (done func(), err error)
+	// SpaceWait, when positive, says that uploads give the log's disk
+	// space back (the backend is on another file system): a Put that
+	// Admit refuses for lack of space (an error wrapping ENOSPC) waits
+	// for uploads and asks again, and fails only when no upload has
+	// finished for SpaceWait, or when nothing is staged that an upload
+	// would free. 0: a refusal fails the Put at once.
+	SpaceWait time.Duration
 	// AdmitUpload is Admit for an upload to the backend: an error fails
 	// the attempt, which is retried later. For a backend on the same
 	// disk, whose copy takes space until the log's segment is dropped.
@@ -150,6 +157,12 @@ type Store struct {
 	uploaded atomic.Uint64 // objects uploaded since open
 	direct   atomic.Uint64 // objects put straight to the backend (DirectFrom)
 	retries  atomic.Uint64 // failed upload attempts since open
+
+	spaceWaits   atomic.Uint64 // Puts that waited for uploads to free space
+	spaceRefused atomic.Uint64 // of which failed all the same
+	spaceWaiting int           // Puts waiting for space now (under mu)
+	spaceWarned  time.Time     // when the log last said so (under mu)
+	admitted     int           // Puts Admit let through, not yet returned (under mu)
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -239,6 +252,10 @@ type Stats struct {
 	Uploaded uint64 // objects uploaded since open
 	Direct   uint64 // objects written straight to the backend since open
 	Retries  uint64 // failed upload attempts since open
+	// SpaceWaits counts the Puts since open that Admit refused and that
+	// waited for uploads to free space (Options.SpaceWait); SpaceRefused
+	// those of them that failed all the same.
+	SpaceWaits, SpaceRefused uint64
 }
 
 // Stats returns the current counts.
@@ -246,7 +263,8 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{Objects: len(s.pending), Bytes: s.bytes, Queued: len(s.queue), Delayed: len(s.delayed),
-		Segments: len(s.segs), Uploaded: s.uploaded.Load(), Direct: s.direct.Load(), Retries: s.retries.Load()}
+		Segments: len(s.segs), Uploaded: s.uploaded.Load(), Direct: s.direct.Load(), Retries: s.retries.Load(),
+		SpaceWaits: s.spaceWaits.Load(), SpaceRefused: s.spaceRefused.Load()}
 }
 
 // Put stages data under key and returns once it is durable in the log.
@@ -260,11 +278,19 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 		return fmt.Errorf("staging: put %q: object too large (%d bytes)", key, len(data))
 	}
 	if s.opts.Admit != nil {
-		done, err := s.opts.Admit(int64(len(data)))
+		done, err := s.admit(ctx, int64(len(data)))
 		if err != nil {
 			return fmt.Errorf("staging: put %q: %w", key, err)
 		}
-		defer done()
+		s.mu.Lock()
+		s.admitted++
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			s.admitted--
+			s.mu.Unlock()
+			done()
+		}()
 	}
 	if s.opts.DirectFrom > 0 && len(data) >= s.opts.DirectFrom {
 		if err := s.failedErr(); err != nil {
@@ -291,6 +317,117 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 		return fmt.Errorf("staging: put %q: %w", key, err)
 	}
 	return s.waitDurable(ctx, seg, end)
+}
+
+// admit asks Options.Admit for room for n bytes. With SpaceWait, a
+// refusal for lack of space waits for uploads to give the log's space back
+// and asks again, while they make progress.
+func (s *Store) admit(ctx context.Context, n int64) (func(), error) {
+	done, err := s.opts.Admit(n)
+	if err == nil || s.opts.SpaceWait <= 0 || !errors.Is(err, syscall.ENOSPC) {
+		return done, err
+	}
+	s.spaceWaits.Add(1)
+	s.mu.Lock()
+	s.spaceWaiting++
+	if now := time.Now(); s.spaceWaiting == 1 && now.Sub(s.spaceWarned) > time.Minute {
+		s.spaceWarned = now
+		s.log.Warn("staging: the log's disk is short of space: writes wait for uploads to free it", "dir", s.dir, "staged_bytes", s.bytes, "err", err)
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.spaceWaiting--
+		s.mu.Unlock()
+		if err != nil {
+			s.spaceRefused.Add(1)
+			s.log.Warn("staging: a write refused: uploads freed no space for it", "dir", s.dir, "err", err)
+		}
+	}()
+	tick := time.NewTicker(spacePoll)
+	defer tick.Stop()
+	progress, last := time.Now(), s.uploaded.Load()
+	for {
+		more := s.releasable()
+		if done, err = s.opts.Admit(n); err == nil || !errors.Is(err, syscall.ENOSPC) {
+			return done, err
+		}
+		if !more {
+			return nil, err // nothing of the log's left to give back
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for uploads to free space: %w", ctx.Err())
+		case <-tick.C:
+		}
+		if s.closingNow() {
+			return nil, fmt.Errorf("staging log closed while waiting for uploads to free space: %w", err)
+		}
+		if u := s.uploaded.Load(); u != last {
+			progress, last = time.Now(), u
+		} else if time.Since(progress) > s.opts.SpaceWait {
+			return nil, fmt.Errorf("no upload to %s finished for %v to free space: %w", s.backend, s.opts.SpaceWait, err)
+		}
+	}
+}
+
+// spacePoll is how often a Put waiting for space asks Admit again.
+const spacePoll = 50 * time.Millisecond
+
+// Release gives back the disk space of what is already uploaded, for a
+// caller short of space: a current segment with nothing left in it to
+// upload is closed (a new one takes the appends) and deleted with the
+// other segments that are done. It returns the bytes freed.
+func (s *Store) Release(int64) int64 {
+	freed, _ := s.release(false)
+	return freed
+}
+
+// releasable reports whether uploads can give more of the log's disk space
+// back, after dropping what they already freed: staged objects, or objects
+// being staged (Admit counts them against the space until they are).
+func (s *Store) releasable() bool {
+	_, more := s.release(true)
+	return more
+}
+
+// release deletes the segments that are done and returns their bytes, and
+// whether more will be freed once uploads finish. Segments are deleted
+// whole, so the current one is closed first when it holds more than a
+// little (rotateForSpace) and nothing left to upload, or, with uploading
+// (a writer waits for uploads), staged objects.
+func (s *Store) release(uploading bool) (freed int64, more bool) {
+	s.appendMu.Lock()
+	s.mu.Lock()
+	if s.closing || len(s.segs) == 0 {
+		s.mu.Unlock()
+		s.appendMu.Unlock()
+		return 0, false
+	}
+	seg := s.segs[len(s.segs)-1]
+	rotate := seg.live == 0 && seg.written >= rotateForSpace || uploading && seg.live > 0
+	s.mu.Unlock()
+	if rotate {
+		if err := s.rotate(); err != nil {
+			s.log.Debug("staging: new segment to free space", "err", err)
+		}
+	}
+	s.appendMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	freed = s.dropDoneSegments()
+	return freed, len(s.segs) > 1 || s.admitted > 0
+}
+
+// rotateForSpace is the size from which a segment with nothing left to
+// upload is closed, so that it can be deleted, when space is short.
+const rotateForSpace = 64 << 10
+
+// closingNow reports whether Close has begun.
+func (s *Store) closingNow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 // waitForRoom blocks while the staged bytes are over the limit (and
@@ -430,7 +567,8 @@ func (s *Store) rotate() error {
 	name := filepath.Join(s.dir, fmt.Sprintf("%016x%s", id, segSuffix))
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return s.fail(fmt.Errorf("create segment: %w", err))
+		// Nothing changed: the current segment takes appends on.
+		return fmt.Errorf("create segment: %w", err)
 	}
 	if err := syncDir(s.dir); err != nil {
 		_ = f.Close()
@@ -866,8 +1004,9 @@ func (s *Store) upload(ctx context.Context, seg *segment, off int64, key string,
 }
 
 // dropDoneSegments deletes the oldest segments while they hold nothing
-// pending; the segment being appended to stays (mu held).
-func (s *Store) dropDoneSegments() {
+// pending, and returns their bytes; the segment being appended to stays
+// (mu held).
+func (s *Store) dropDoneSegments() (freed int64) {
 	for len(s.segs) > 1 && s.segs[0].live == 0 && !s.segs[0].syncing {
 		seg := s.segs[0]
 		seg.closed = true
@@ -876,8 +1015,11 @@ func (s *Store) dropDoneSegments() {
 		_ = seg.f.Close()
 		if err := os.Remove(name); err != nil {
 			s.log.Warn("staging: remove uploaded segment", "segment", name, "err", err)
+			continue
 		}
+		freed += seg.written
 	}
+	return freed
 }
 
 // Close stops the upload workers (what is not uploaded stays staged and is
