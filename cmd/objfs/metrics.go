@@ -69,8 +69,6 @@ func registerFS(reg *prometheus.Registry, f *fs.FS) {
 	counter("objfs_disk_cache_dropped_total", "Blocks not written to the disk cache because its queue was full.", func() float64 { return float64(f.DiskCacheStats().Dropped) })
 }
 
-// registerStaging exports the staging log's state: what is acknowledged
-// but not yet in the object store, and how uploads go.
 // registerSpace publishes the space guard's view of the file system under
 // the metadata.
 func registerSpace(reg *prometheus.Registry, g *space.Guard) {
@@ -84,6 +82,8 @@ func registerSpace(reg *prometheus.Registry, g *space.Guard) {
 	)
 }
 
+// registerStaging exports the staging log's state: what is acknowledged
+// but not yet in the object store, and how uploads go.
 func registerStaging(reg *prometheus.Registry, st *staging.Store) {
 	gauge := func(name, help string, get func(staging.Stats) float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return get(st.Stats()) }))
@@ -99,6 +99,8 @@ func registerStaging(reg *prometheus.Registry, st *staging.Store) {
 	counter("objfs_uploads_total", "Staged blocks uploaded to the object store.", func(s staging.Stats) float64 { return float64(s.Uploaded) })
 	counter("objfs_direct_puts_total", "Whole blocks written straight to local directory stores, not through the staging log.", func(s staging.Stats) float64 { return float64(s.Direct) })
 	counter("objfs_upload_failures_total", "Failed upload attempts (each is retried).", func(s staging.Stats) float64 { return float64(s.Retries) })
+	counter("objfs_staging_space_waits_total", "Blocks that waited for uploads to free the staging log's disk (stores elsewhere).", func(s staging.Stats) float64 { return float64(s.SpaceWaits) })
+	counter("objfs_staging_space_refusals_total", "Of those, blocks refused with ENOSPC all the same (no upload finished for 30 s).", func(s staging.Stats) float64 { return float64(s.SpaceRefused) })
 }
 
 // serveMetrics serves reg on addr at /metrics until stop is called.

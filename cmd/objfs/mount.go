@@ -294,6 +294,7 @@ func publishMountInfo(v *volume, f *fs.FS, mnt string) (stop func()) {
 		if v.staging != nil {
 			st := v.staging.Stats()
 			mi.StagedBlocks, mi.StagedBytes, mi.UploadQueue, mi.UploadHeld, mi.Uploaded, mi.UploadErrors = st.Objects, st.Bytes, st.Queued, st.Delayed, st.Uploaded, st.Retries
+			mi.SpaceWaits, mi.SpaceWaitsRefused = st.SpaceWaits, st.SpaceRefused
 		}
 		b, _ := json.Marshal(mi)
 		tmp := path + ".tmp"

@@ -45,8 +45,12 @@ func status(ctx context.Context, dir string) error {
 			mi.StagedBlocks, humanize.IBytes(uint64(max(mi.StagedBytes, 0))), mi.UploadQueue, mi.UploadHeld, mi.Uploaded, mi.UploadErrors)
 		fmt.Printf("freed:       %d unlinked inodes reaped, %d unreferenced blocks deleted, %d failed deletes (retried) since the mount\n",
 			mi.Reaped, mi.BlocksDeleted, mi.DeleteErrors)
-		fmt.Printf("meta disk:   %s free, %s kept in reserve; %d writes refused for lack of space since the mount\n",
+		fmt.Printf("meta disk:   %s free, %s kept in reserve; %d writes refused for lack of space since the mount",
 			humanize.IBytes(mi.MetaFree), humanize.IBytes(mi.MetaReserve), mi.SpaceRefused)
+		if mi.SpaceWaits > 0 {
+			fmt.Printf("; %d blocks waited for uploads to free space (%d refused after all)", mi.SpaceWaits, mi.SpaceWaitsRefused)
+		}
+		fmt.Println()
 		return nil
 	}
 	// Only metadata is read: no need to upload what a crash left staged.

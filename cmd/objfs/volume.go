@@ -462,6 +462,10 @@ type mountInfo struct {
 	MetaFree     uint64 `json:"meta_free"`
 	MetaReserve  uint64 `json:"meta_reserve"`
 	SpaceRefused uint64 `json:"space_refused"`
+	// Blocks the staging log made wait for uploads to free that file
+	// system (stores elsewhere), and those refused all the same.
+	SpaceWaits        uint64 `json:"space_waits"`
+	SpaceWaitsRefused uint64 `json:"space_waits_refused"`
 }
 
 func readMountInfo(dir string) (*mountInfo, error) {
@@ -538,6 +542,10 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 		return nil, nil, fmt.Errorf("volume %s: %w", v.dir, err)
 	}
 	v.store, v.staging = st, st
+	if v.space.Shares(filepath.Join(v.dir, stagingDir)) {
+		// Segments already uploaded go first when space is short.
+		v.space.AddReclaim(st.Release)
+	}
 	if dc.size > 0 {
 		dir := dc.dir
 		if dir == "" {
@@ -551,7 +559,7 @@ func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options
 			// The cache takes only room nothing else needs, and
 			// gives it back when something does.
 			v.disk.SetSpaceCheck(v.space.WriteIfRoom)
-			v.space.SetReclaim(v.disk.Shrink)
+			v.space.AddReclaim(v.disk.Shrink)
 		}
 		opts.DiskCache = v.disk
 	}
@@ -584,9 +592,6 @@ func (v *volume) keepSpace(reserve uint64, opts *fs.Options, so *staging.Options
 			"dir", filepath.Join(v.dir, metaDir), "free", free, "reserve", guard.Reserve())
 	}
 	v.kv.SetSpaceCheck(guard.Check)
-	if guard.Shares(filepath.Join(v.dir, stagingDir)) {
-		so.Admit = guard.Write
-	}
 	storesShare := false
 	for _, u := range v.meta.Format().Stores {
 		if p, ok := storeDir(v.dir, u); ok && guard.Shares(p) {
@@ -595,6 +600,18 @@ func (v *volume) keepSpace(reserve uint64, opts *fs.Options, so *staging.Options
 	}
 	if storesShare {
 		so.AdmitUpload = guard.Freeing
+	}
+	switch {
+	case !guard.Shares(filepath.Join(v.dir, stagingDir)):
+	case storesShare:
+		// Uploads only move data within the file system: a full one
+		// is full, and writes get ENOSPC.
+		so.Admit = guard.Write
+	default:
+		// Uploads free the log's space: writers wait for them, as
+		// they do beyond --staging-size, rather than get ENOSPC.
+		so.Admit = guard.Staged
+		so.SpaceWait = uploadStalledSpace
 	}
 	if opts.Capacity == nil {
 		opts.Capacity = v.capacity()
@@ -636,6 +653,9 @@ const (
 	uploadOnClose        = 60 * time.Second
 	uploadStalled        = 5 * time.Second
 	uploadStalledOffline = 30 * time.Second
+	// uploadStalledSpace is how long a write waits for uploads to free
+	// the staging log's disk before it gets ENOSPC (stores elsewhere).
+	uploadStalledSpace = 30 * time.Second
 )
 
 // drainOnClose uploads what is staged before a served volume is let go,

@@ -46,13 +46,13 @@ type Guard struct {
 	statfs  func(path string, st *unix.Statfs_t) error // tests replace it
 
 	mu       sync.Mutex
-	reclaim  func(n int64) int64 // see SetReclaim
-	free     uint64              // bytes available at the last measurement
-	checked  time.Time           // when
-	inflight uint64              // bytes of writes let through and not yet done
-	since    uint64              // bytes of writes done since the last measurement
-	short    bool                // refusing writes, and it was logged
-	refused  uint64              // refusals since New
+	reclaim  []func(n int64) int64 // see AddReclaim
+	free     uint64                // bytes available at the last measurement
+	checked  time.Time             // when
+	inflight uint64                // bytes of writes let through and not yet done
+	since    uint64                // bytes of writes done since the last measurement
+	short    bool                  // refusing writes, and it was logged
+	refused  uint64                // refusals since New
 }
 
 // New returns a guard for the file system holding dir, keeping reserve
@@ -79,14 +79,15 @@ func newGuard(dir string, reserve uint64, log *slog.Logger, statfs func(string, 
 	return g, nil
 }
 
-// SetReclaim makes the guard ask reclaim for room (at least n bytes)
-// before it refuses anything: a disk cache on the same file system gives
-// back its space to data, rather than data getting ENOSPC while the cache
-// holds gigabytes.
-func (g *Guard) SetReclaim(reclaim func(n int64) int64) {
+// AddReclaim makes the guard ask reclaim for room (at least n bytes; it
+// returns what it freed) before it refuses anything, after the reclaimers
+// added before it: a staging log gives back segments already uploaded, a
+// disk cache on the same file system gives back its space to data, rather
+// than data getting ENOSPC while the cache holds gigabytes.
+func (g *Guard) AddReclaim(reclaim func(n int64) int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.reclaim = reclaim
+	g.reclaim = append(g.reclaim, reclaim)
 }
 
 // Reserve is the number of bytes the guard keeps free.
@@ -127,30 +128,53 @@ func (g *Guard) Refused() uint64 {
 // free after it and after every write let through and not yet done; else
 // it returns an error wrapping ENOSPC. Call done once the write is made
 // (or has failed).
-func (g *Guard) Write(n int64) (done func(), err error) { return g.allow(n, g.reserve, true) }
+func (g *Guard) Write(n int64) (done func(), err error) {
+	return g.allow(n, rule{keep: g.reserve, reclaim: true, count: true})
+}
 
 // WriteIfRoom is Write for what may just be left undone (a block for the
 // disk cache): it never asks the reclaimer for room.
-func (g *Guard) WriteIfRoom(n int64) (done func(), err error) { return g.allow(n, g.reserve, false) }
+func (g *Guard) WriteIfRoom(n int64) (done func(), err error) {
+	return g.allow(n, rule{keep: g.reserve, count: true})
+}
 
 // Freeing is Write for what frees or moves space (deletions, renames,
 // uploads of staged blocks): it goes on until a quarter of the reserve is
 // left.
-func (g *Guard) Freeing(n int64) (done func(), err error) { return g.allow(n, g.reserve/4, true) }
+func (g *Guard) Freeing(n int64) (done func(), err error) {
+	return g.allow(n, rule{keep: g.reserve / 4, reclaim: true, count: true})
+}
+
+// Staged is Write for data that leaves this file system again: a staging
+// log in front of stores elsewhere, whose writers wait for uploads to free
+// space rather than fail. It stops at half the reserve more, so that the
+// log never takes the room that new files and the metadata's own writes
+// need, which nothing takes away again. Its refusals are not counted, nor
+// logged as such: the log waits and says so.
+func (g *Guard) Staged(n int64) (done func(), err error) {
+	return g.allow(n, rule{keep: g.reserve + g.reserve/2, reclaim: true})
+}
 
 // Check is Write or Freeing of nothing: whether a small change (a
 // metadata transaction) may be made.
 func (g *Guard) Check(freeing bool) error {
-	keep := g.reserve
+	r := rule{keep: g.reserve, reclaim: true, count: true}
 	if freeing {
-		keep = g.reserve / 4
+		r.keep = g.reserve / 4
 	}
-	_, err := g.allow(0, keep, true)
+	_, err := g.allow(0, r)
 	return err
 }
 
-func (g *Guard) allow(n int64, keep uint64, reclaim bool) (func(), error) {
-	size := uint64(max(n, 0))
+// rule is what allow lets through.
+type rule struct {
+	keep    uint64 // bytes that must stay free after the write
+	reclaim bool   // ask the reclaimer for room before refusing
+	count   bool   // a refusal counts, and the guard logs when it begins
+}
+
+func (g *Guard) allow(n int64, r rule) (func(), error) {
+	size, keep := uint64(max(n, 0)), r.keep
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := time.Now()
@@ -159,18 +183,27 @@ func (g *Guard) allow(n int64, keep uint64, reclaim bool) (func(), error) {
 		// A deletion may just have made room: look again before refusing.
 		g.measureLocked(now, true)
 	}
-	if avail := g.availLocked(); avail < size+keep && reclaim && g.reclaim != nil {
+	if avail := g.availLocked(); avail < size+keep && r.reclaim && len(g.reclaim) > 0 {
 		// Ask for an eighth of the reserve more than is missing, so
 		// that the next writes need not ask again.
-		want, give := size+keep-avail+g.reserve/8, g.reclaim
+		want, sources := int64(size+keep-avail+g.reserve/8), g.reclaim[:len(g.reclaim):len(g.reclaim)]
 		g.mu.Unlock()
-		freed := give(int64(want))
+		var freed int64
+		for _, give := range sources {
+			if freed >= want {
+				break
+			}
+			freed += give(want - freed)
+		}
 		g.mu.Lock()
 		if freed > 0 {
 			g.measureLocked(time.Now(), true)
 		}
 	}
 	if avail := g.availLocked(); avail < size+keep {
+		if !r.count {
+			return nil, fmt.Errorf("%d bytes free on the file system of %s, %d kept for the metadata and new files: %w", avail, g.dir, keep, syscall.ENOSPC)
+		}
 		if !g.short {
 			g.short = true
 			g.log.Warn("the file system under the volume's metadata is nearly full: refusing new data and files (ENOSPC) until space is freed",

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -172,7 +173,7 @@ func TestGuardReclaims(t *testing.T) {
 	g := newTestGuard(t, d, 400)
 	var asked []int64
 	cache := int64(700)
-	g.SetReclaim(func(n int64) int64 {
+	g.AddReclaim(func(n int64) int64 {
 		asked = append(asked, n)
 		give := min(n, cache)
 		cache -= give
@@ -191,5 +192,58 @@ func TestGuardReclaims(t *testing.T) {
 	}
 	if _, err := g.Write(1000); !isNoSpace(err) {
 		t.Fatalf("Write beyond what the cache holds: %v, want ENOSPC", err)
+	}
+}
+
+// TestGuardReclaimsInOrder: the reclaimers are asked in the order they
+// were added, each for what the ones before it did not free, and none
+// once enough is free.
+func TestGuardReclaimsInOrder(t *testing.T) {
+	d := &fakeDisk{free: 1000, total: 10000}
+	g := newTestGuard(t, d, 400)
+	var asked []string
+	source := func(name string, holds int64) func(int64) int64 {
+		return func(n int64) int64 {
+			asked = append(asked, fmt.Sprintf("%s:%d", name, n))
+			give := min(n, holds)
+			holds -= give
+			d.free += uint64(give)
+			return give
+		}
+	}
+	g.AddReclaim(source("log", 50))
+	g.AddReclaim(source("cache", 1000))
+	g.AddReclaim(source("never", 1000))
+	if _, err := g.Write(700); err != nil {
+		t.Fatalf("Write with room to reclaim: %v", err)
+	}
+	// 150 wanted (100 missing and an eighth of the reserve): the log
+	// gives its 50, the cache the other 100.
+	if want := "log:150 cache:100"; strings.Join(asked, " ") != want {
+		t.Fatalf("reclaimers asked %v, want %s", asked, want)
+	}
+}
+
+// TestGuardStaged: a staging log in front of stores elsewhere stops at
+// half the reserve more than other writes, so new files still find room
+// while it waits for uploads; its refusals are not counted as the
+// guard's (the log counts its own).
+func TestGuardStaged(t *testing.T) {
+	d := &fakeDisk{free: 2000, total: 10000}
+	g := newTestGuard(t, d, 400)
+	if _, err := g.Staged(1401); !isNoSpace(err) {
+		t.Fatalf("Staged leaving 599 (reserve 400 and half of it: 600): %v, want ENOSPC", err)
+	}
+	if g.Refused() != 0 {
+		t.Errorf("a Staged refusal counted: Refused = %d", g.Refused())
+	}
+	if _, err := g.Staged(1400); err != nil {
+		t.Fatalf("Staged leaving 600: %v", err)
+	}
+	if _, err := g.Write(200); err != nil {
+		t.Fatalf("Write where the log stopped: %v", err)
+	}
+	if _, err := g.Write(1); !isNoSpace(err) || g.Refused() != 1 {
+		t.Fatalf("Write into the reserve: %v, Refused = %d", err, g.Refused())
 	}
 }
