@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -29,27 +30,7 @@ const fullDiskReserve = 48 << 20
 // unmounts cleanly and passes fsck.
 func TestFullDisk(t *testing.T) {
 	requirePrereqs(t)
-	base, err := filepath.EvalSymlinks(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	disk := filepath.Join(base, "disk")
-	if err := os.Mkdir(disk, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "size=192m"); err != nil {
-		t.Skipf("cannot mount a tmpfs to fill (needs root): %v", err)
-	}
-	// Registered first, so it runs after the mount's own cleanup.
-	t.Cleanup(func() {
-		if err := syscall.Unmount(disk, 0); err != nil {
-			_ = syscall.Unmount(disk, syscall.MNT_DETACH)
-		}
-	})
-	v := &volume{base: base, dir: filepath.Join(disk, "vol"), mnt: filepath.Join(base, "mnt")}
-	if err := os.Mkdir(v.mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	v, disk := volumeOnSmallDisk(t, "192m")
 	if out, err := runObjfs(time.Minute, "format", v.dir); err != nil {
 		t.Fatalf("objfs format: %v\n%s", err, out)
 	}
@@ -194,16 +175,49 @@ func TestFullDisk(t *testing.T) {
 	}
 }
 
+// volumeOnSmallDisk mounts a tmpfs of size (a mount option: "192m") for a
+// volume directory to fill, and returns the volume (not formatted yet;
+// its mountpoint is not on the tmpfs) and the tmpfs's directory. Skipped
+// where tmpfs cannot be mounted (not root).
+func volumeOnSmallDisk(t *testing.T, size string) (v *volume, disk string) {
+	t.Helper()
+	base, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk = filepath.Join(base, "disk")
+	if err := os.Mkdir(disk, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "size="+size); err != nil {
+		t.Skipf("cannot mount a tmpfs to fill (needs root): %v", err)
+	}
+	// Registered first, so it runs after the mount's own cleanup.
+	t.Cleanup(func() {
+		if err := syscall.Unmount(disk, 0); err != nil {
+			_ = syscall.Unmount(disk, syscall.MNT_DETACH)
+		}
+	})
+	v = &volume{base: base, dir: filepath.Join(disk, "vol"), mnt: filepath.Join(base, "mnt")}
+	if err := os.Mkdir(v.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return v, disk
+}
+
 // fill writes n bytes of random data to a new file in 1 MiB writes, then
 // fsyncs and closes it, and returns the first error.
-func fill(path string, n int) error {
+func fill(path string, n int) error { return fillFrom(path, n, rand.Reader) }
+
+// fillFrom is fill with the data read from src.
+func fillFrom(path string, n int, src io.Reader) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	buf := make([]byte, 1<<20)
 	for written := 0; written < n; written += len(buf) {
-		if _, err := rand.Read(buf); err != nil {
+		if _, err := io.ReadFull(src, buf); err != nil {
 			f.Close()
 			return err
 		}

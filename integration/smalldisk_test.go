@@ -1,0 +1,164 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// smallDiskReserve is the --reserve of TestS3StagingOnSmallDisk's mount.
+const smallDiskReserve = 32 << 20
+
+// TestS3StagingOnSmallDisk writes a file twice the size of the disk that
+// holds the volume directory (metadata, staging log, disk cache) of a
+// volume whose store is S3 (MinIO, elsewhere). Staged blocks leave that
+// disk once uploaded, so the writer waits for uploads instead of getting
+// ENOSPC, with the default --staging-size far above what the disk holds;
+// files created meanwhile never meet the reserve either; the file reads
+// back intact, and fsck --verify finds every block in the bucket.
+func TestS3StagingOnSmallDisk(t *testing.T) {
+	srv := startMinIO(t)
+	bucket := "objfs-small-disk"
+	srv.MakeBucket(t, bucket)
+	v, disk := volumeOnSmallDisk(t, "160m")
+	if out, err := runObjfs(time.Minute, "format", "--store", srv.URL(bucket, "vol"), v.dir); err != nil {
+		t.Fatalf("objfs format: %v\n%s", err, out)
+	}
+	v.mount(t, "--reserve", fmt.Sprint(smallDiskReserve))
+
+	// The free space on the small disk, sampled while the files are
+	// written.
+	lowest := freeBytes(t, disk)
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			var st syscall.Statfs_t
+			if syscall.Statfs(disk, &st) == nil {
+				lowest = min(lowest, st.Bavail*uint64(st.Bsize))
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+
+	const size = 320 << 20
+	seed := [32]byte{7}
+	big := filepath.Join(v.mnt, "big")
+	var wg sync.WaitGroup
+	var fillErr error
+	written := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(written)
+		fillErr = fillFrom(big, size, rand.NewChaCha8(seed))
+	}()
+	// Small files (kept in the metadata) created meanwhile: the log
+	// leaves room for them rather than filling the disk to the reserve.
+	var smallErr error
+	made := 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-written:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			name := filepath.Join(v.mnt, fmt.Sprintf("small%d", made))
+			if err := os.WriteFile(name, []byte(name), 0o644); err != nil {
+				smallErr = err
+				return
+			}
+			made++
+		}
+	}()
+	wg.Wait()
+	close(stopSampling)
+	<-sampled
+	t.Logf("%d MiB written to a 160 MiB disk, %d small files created meanwhile; free space at the lowest %.1f MiB (reserve %d MiB)",
+		size>>20, made, float64(lowest)/(1<<20), smallDiskReserve>>20)
+	if fillErr != nil {
+		t.Fatalf("writing %d MiB through a 160 MiB staging disk: %v (want the writer to wait for uploads)", size>>20, fillErr)
+	}
+	if smallErr != nil {
+		t.Fatalf("creating small file %d while the log waited for uploads: %v", made, smallErr)
+	}
+	if lowest < smallDiskReserve/4 {
+		t.Errorf("free space went down to %d bytes, below a quarter of the reserve (%d)", lowest, smallDiskReserve/4)
+	}
+	// The mount publishes its figures every 2 s.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, err := runObjfs(time.Minute, "status", v.dir)
+		if err == nil && strings.Contains(out, "blocks waited for uploads to free space (0 refused after all)") {
+			t.Logf("objfs status:\n%s", out)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("objfs status: %v, want the blocks that waited for uploads shown\n%s\nlog:\n%s", err, out, v.proc.logTail())
+			break
+		}
+	}
+
+	// Read back from the store: caches dropped, the log long uploaded.
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		t.Fatalf("drop caches: %v", err)
+	}
+	v.proc.signal(syscall.SIGUSR1)
+	time.Sleep(100 * time.Millisecond)
+	if err := sameAs(big, io.LimitReader(rand.NewChaCha8(seed), size)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range made {
+		name := filepath.Join(v.mnt, fmt.Sprintf("small%d", i))
+		if got, err := os.ReadFile(name); err != nil || string(got) != name {
+			t.Fatalf("small file %d: %q, %v", i, got, err)
+		}
+	}
+	v.unmount(t)
+	if out, err := runObjfs(5*time.Minute, "fsck", "--verify", v.dir); err != nil || !strings.Contains(out, "; 0 errors") {
+		t.Fatalf("fsck --verify: %v\n%s", err, out)
+	}
+}
+
+// sameAs compares the file at path with what want reads, in 1 MiB pieces,
+// and names the first difference.
+func sameAs(path string, want io.Reader) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	got, exp := make([]byte, 1<<20), make([]byte, 1<<20)
+	for off := int64(0); ; off += int64(len(exp)) {
+		n, werr := io.ReadFull(want, exp)
+		m, gerr := io.ReadFull(f, got[:n])
+		if gerr != nil && !(n == 0 && errors.Is(gerr, io.EOF)) {
+			return fmt.Errorf("%s: read at %d: %w", path, off, gerr)
+		}
+		if !bytes.Equal(got[:m], exp[:n]) {
+			return fmt.Errorf("%s: differs from what was written within [%d, %d)", path, off, off+int64(n))
+		}
+		if werr != nil {
+			if k, _ := f.Read(got[:1]); k > 0 {
+				return fmt.Errorf("%s: longer than the %d bytes written", path, off+int64(n))
+			}
+			return nil
+		}
+	}
+}
