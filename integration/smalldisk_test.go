@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,8 +24,10 @@ const smallDiskReserve = 32 << 20
 // volume whose store is S3 (MinIO, elsewhere). Staged blocks leave that
 // disk once uploaded, so the writer waits for uploads instead of getting
 // ENOSPC, with the default --staging-size far above what the disk holds;
-// files created meanwhile never meet the reserve either; the file reads
-// back intact, and fsck --verify finds every block in the bucket.
+// files created meanwhile never meet the reserve either. With the store
+// down, a writer gets ENOSPC after 30 s without an upload, and writes go
+// on once it is back. The file reads back intact, and fsck --verify finds
+// every block in the bucket.
 func TestS3StagingOnSmallDisk(t *testing.T) {
 	srv := startMinIO(t)
 	bucket := "objfs-small-disk"
@@ -105,7 +108,7 @@ func TestS3StagingOnSmallDisk(t *testing.T) {
 	// The mount publishes its figures every 2 s.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		out, err := runObjfs(time.Minute, "status", v.dir)
-		if err == nil && strings.Contains(out, "blocks waited for uploads to free space (0 refused after all)") {
+		if err == nil && regexp.MustCompile(`; [1-9][0-9]* blocks waited for uploads to free space \(0 refused after all\)`).MatchString(out) {
 			t.Logf("objfs status:\n%s", out)
 			break
 		}
@@ -113,6 +116,42 @@ func TestS3StagingOnSmallDisk(t *testing.T) {
 			t.Errorf("objfs status: %v, want the blocks that waited for uploads shown\n%s\nlog:\n%s", err, out, v.proc.logTail())
 			break
 		}
+	}
+
+	// With the store down nothing leaves the disk: a writer that needs
+	// room gets ENOSPC once no upload has finished for 30 s, rather than
+	// waiting for ever, and the mount stays up. Once the store is back,
+	// uploads resume (after their backoff, up to 30 s) and so do writes.
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := fill(filepath.Join(v.mnt, "outage"), 256<<20)
+	took := time.Since(start)
+	t.Logf("256 MiB written with the store down: %v after %v", err, took.Round(time.Millisecond))
+	// Not 30 s per block: the stall is the staging log's, not each
+	// write's (it took 4.5 minutes when it was each block's).
+	if !errors.Is(err, syscall.ENOSPC) || took < 30*time.Second || took > 2*time.Minute {
+		t.Fatalf("writing 256 MiB to a 160 MiB disk with the store down: %v after %v, want ENOSPC after 30 s without an upload", err, took)
+	}
+	if ok, why := v.alive(); !ok {
+		t.Fatalf("the mount died: %s", why)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(v.mnt, "outage")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
+		err := fill(filepath.Join(v.mnt, "after"), 64<<20)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.ENOSPC) || time.Now().After(deadline) {
+			t.Fatalf("writing 64 MiB once the store was back: %v", err)
+		}
+		_ = os.Remove(filepath.Join(v.mnt, "after"))
 	}
 
 	// Read back from the store: caches dropped, the log long uploaded.

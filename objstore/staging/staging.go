@@ -158,6 +158,7 @@ type Store struct {
 	direct   atomic.Uint64 // objects put straight to the backend (DirectFrom)
 	retries  atomic.Uint64 // failed upload attempts since open
 
+	progressAt   atomic.Int64  // when an upload last finished, or uploads got work after none (UnixNano)
 	spaceWaits   atomic.Uint64 // Puts that waited for uploads to free space
 	spaceRefused atomic.Uint64 // of which failed all the same
 	spaceWaiting int           // Puts waiting for space now (under mu)
@@ -209,6 +210,7 @@ func Open(dir string, backend objstore.Store, opts Options) (*Store, error) {
 	s := &Store{backend: backend, dir: dir, opts: opts, log: opts.Logger,
 		pending: map[string]*entry{}, paused: opts.Paused, wake: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
+	s.progressAt.Store(time.Now().UnixNano())
 	if err := s.replay(); err != nil {
 		s.closeFiles()
 		return nil, err
@@ -346,7 +348,6 @@ func (s *Store) admit(ctx context.Context, n int64) (func(), error) {
 	}()
 	tick := time.NewTicker(spacePoll)
 	defer tick.Stop()
-	progress, last := time.Now(), s.uploaded.Load()
 	for {
 		more := s.releasable()
 		if done, err = s.opts.Admit(n); err == nil || !errors.Is(err, syscall.ENOSPC) {
@@ -363,12 +364,18 @@ func (s *Store) admit(ctx context.Context, n int64) (func(), error) {
 		if s.closingNow() {
 			return nil, fmt.Errorf("staging log closed while waiting for uploads to free space: %w", err)
 		}
-		if u := s.uploaded.Load(); u != last {
-			progress, last = time.Now(), u
-		} else if time.Since(progress) > s.opts.SpaceWait {
+		if s.stalled() {
 			return nil, fmt.Errorf("no upload to %s finished for %v to free space: %w", s.backend, s.opts.SpaceWait, err)
 		}
 	}
+}
+
+// stalled reports whether no upload has finished for SpaceWait while
+// uploads had work. It is the log's, not one Put's, so that with the store
+// down each Put after the first fails at once, rather than each waiting in
+// turn (a commit stores its blocks one after another).
+func (s *Store) stalled() bool {
+	return time.Since(time.Unix(0, s.progressAt.Load())) > s.opts.SpaceWait
 }
 
 // spacePoll is how often a Put waiting for space asks Admit again.
@@ -515,6 +522,9 @@ func (s *Store) appendRecord(kind byte, key string, data []byte) (*segment, int6
 		if s.memory+int64(len(data)) <= s.opts.MemBytes {
 			e.data = data
 			s.memory += int64(len(data))
+		}
+		if len(s.pending) == 0 {
+			s.progressAt.Store(time.Now().UnixNano()) // uploads have work again
 		}
 		s.pending[key] = e
 		seg.live++
@@ -945,6 +955,7 @@ func (s *Store) uploader(ctx context.Context) {
 		if err == nil {
 			s.forgetLocked(key, e)
 			s.uploaded.Add(1)
+			s.progressAt.Store(time.Now().UnixNano())
 			s.mu.Unlock()
 			if _, _, aerr := s.appendRecord(kindDone, key, nil); aerr != nil {
 				s.log.Warn("staging: record upload", "key", key, "err", aerr)
