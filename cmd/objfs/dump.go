@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -145,12 +144,9 @@ func load(ctx context.Context, file, dir string) error {
 	if err := os.MkdirAll(filepath.Join(dir, metaDir), 0o700); err != nil {
 		return fmt.Errorf("create metadata directory: %w", err)
 	}
-	kv, err := meta.OpenBadger(filepath.Join(dir, metaDir), false)
+	kv, err := openMetaDB(dir, 0)
 	if err != nil {
-		if strings.Contains(err.Error(), "Another process is using this Badger database") {
-			return fmt.Errorf("volume %s is in use by another process (mounted?)%s", dir, mountedBy(dir))
-		}
-		return err
+		return metaOpenError(dir, err, "")
 	}
 	closed := false
 	defer func() {

@@ -188,9 +188,9 @@ func formatVolume(ctx context.Context, dir string, o formatOptions) (err error) 
 		}
 	}
 	noteNew(filepath.Join(dir, metaDir))
-	kv, err := meta.OpenBadger(filepath.Join(dir, metaDir), false)
+	kv, err := openMetaDB(dir, 0)
 	if err != nil {
-		return err
+		return metaOpenError(dir, err, "")
 	}
 	if err := meta.Create(ctx, kv, f); err != nil {
 		_ = kv.Close()

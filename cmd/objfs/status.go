@@ -54,7 +54,7 @@ func status(ctx context.Context, dir string) error {
 		return nil
 	}
 	// Only metadata is read: no need to upload what a crash left staged.
-	v, err := openVolumeOnly(ctx, dir)
+	v, err := openVolumeOnly(ctx, dir, 0)
 	if err != nil {
 		return err
 	}

@@ -57,7 +57,7 @@ func upgrade(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	kv, err := openMetaKV(dir)
+	kv, err := openMetaKV(dir, 0)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ func versions(t *testing.T, dir string) (marked, recorded int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := openVolumeOnly(context.Background(), dir)
+	v, err := openVolumeOnly(context.Background(), dir, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestUpgradeCommand(t *testing.T) {
 		t.Fatalf("format --format-version 2 made marker %d, record %d", m, r)
 	}
 
-	v, err := openVolumeOnly(ctx, dir)
+	v, err := openVolumeOnly(ctx, dir, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,7 @@ func checkVolume(dir string) error {
 // commands (fsck, gc, scrub, dump...): blocks a crash left in the staging
 // log are uploaded first, so those commands see every block in the stores.
 func openVolume(ctx context.Context, dir string) (*volume, error) {
-	v, err := openVolumeOnly(ctx, dir)
+	v, err := openVolumeOnly(ctx, dir, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -167,20 +167,21 @@ type keepOpen struct{ objstore.Store }
 
 func (keepOpen) Close() error { return nil }
 
-// openVolumeOnly opens the volume without touching its staging log.
-func openVolumeOnly(ctx context.Context, dir string) (*volume, error) {
+// openVolumeOnly opens the volume without touching its staging log;
+// reserve is the mount's --reserve (0: the default), see openMetaDB.
+func openVolumeOnly(ctx context.Context, dir string, reserve uint64) (*volume, error) {
 	dir, err := volumeDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	kv, err := openMetaKV(dir)
+	kv, err := openMetaKV(dir, reserve)
 	if err != nil {
 		return nil, err
 	}
 	m, err := meta.Open(ctx, kv)
 	if err != nil {
 		_ = kv.Close()
-		return nil, fmt.Errorf("volume %s is damaged: %w", dir, err)
+		return nil, metaOpenError(dir, err, "is damaged")
 	}
 	store, err := openStores(ctx, dir, m.Format())
 	if err != nil {
@@ -192,16 +193,60 @@ func openVolumeOnly(ctx context.Context, dir string) (*volume, error) {
 
 // openMetaKV opens the metadata database of the volume in dir (an absolute
 // path that checkVolume accepted) for exclusive use.
-func openMetaKV(dir string) (*meta.Badger, error) {
-	kv, err := meta.OpenBadger(filepath.Join(dir, metaDir), false)
+func openMetaKV(dir string, reserve uint64) (*meta.Badger, error) {
+	kv, err := openMetaDB(dir, reserve)
 	if err != nil {
-		if strings.Contains(err.Error(), "Another process is using this Badger database") ||
-			errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("volume %s is in use by another process (mounted?)%s", dir, mountedBy(dir))
-		}
-		return nil, fmt.Errorf("volume %s is damaged: %w", dir, err)
+		return nil, metaOpenError(dir, err, "is damaged")
 	}
 	return kv, nil
+}
+
+// openMetaDB opens (creating if missing: format, load) the metadata
+// database of the volume in dir, with the space check of the offline
+// commands: Badger writes through memory-mapped files, so a full file
+// system under it would kill the process with SIGBUS (see package space);
+// instead its transactions get ENOSPC once less than a quarter of the
+// reserve (0: the default) is free, the floor a mount keeps for changes
+// that free space. A mount replaces the check with its own (keepSpace).
+func openMetaDB(dir string, reserve uint64) (*meta.Badger, error) {
+	path := filepath.Join(dir, metaDir)
+	kv, err := meta.OpenBadger(path, false)
+	if err != nil {
+		return nil, err
+	}
+	guard, err := space.New(path, reserve, slog.Default())
+	if err != nil {
+		_ = kv.Close()
+		return nil, fmt.Errorf("volume %s: %w", dir, err)
+	}
+	kv.SetSpaceCheck(func(bool) error { return guard.Check(true) })
+	return kv, nil
+}
+
+// isErrno reports whether err is errno, or says it: Badger formats the
+// errors of its own file operations into its messages (y.Wrapf), so
+// errors.Is cannot see them ("Cannot write pid file ... no space left on
+// device").
+func isErrno(err error, errno syscall.Errno) bool {
+	return errors.Is(err, errno) || strings.Contains(err.Error(), errno.Error())
+}
+
+// metaOpenError says why the metadata database of the volume in dir did
+// not open: in use, no space, not writable, or else what otherwise says
+// (nothing: err as it is).
+func metaOpenError(dir string, err error, otherwise string) error {
+	path := filepath.Join(dir, metaDir)
+	switch {
+	case strings.Contains(err.Error(), "Another process is using this Badger database") || errors.Is(err, syscall.EWOULDBLOCK):
+		return fmt.Errorf("volume %s is in use by another process (mounted?)%s", dir, mountedBy(dir))
+	case isErrno(err, syscall.ENOSPC) || isErrno(err, syscall.EDQUOT):
+		return fmt.Errorf("volume %s: no space left on the file system holding %s; free some there and try again: %w", dir, path, err)
+	case isErrno(err, syscall.EROFS) || isErrno(err, syscall.EACCES) || isErrno(err, syscall.EPERM):
+		return fmt.Errorf("volume %s: cannot write its metadata in %s: %w", dir, path, err)
+	case otherwise == "":
+		return err
+	}
+	return fmt.Errorf("volume %s %s: %w", dir, otherwise, err)
 }
 
 // openStores opens every store of the volume: the store itself when there
@@ -493,7 +538,7 @@ func mountedBy(dir string) string {
 // With reg not nil, object store requests and the layer's counters are
 // registered as metrics.
 func openFS(ctx context.Context, dir string, opts fs.Options, so staging.Options, dc diskCacheSpec, reserve uint64, reg *prometheus.Registry) (*volume, *fs.FS, error) {
-	v, err := openVolumeOnly(ctx, dir)
+	v, err := openVolumeOnly(ctx, dir, reserve)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/objfs/objfs/fs/meta"
@@ -89,5 +91,88 @@ func TestVolumePathWithURLSyntax(t *testing.T) {
 				t.Errorf("the store is not inside the volume directory: %v", err)
 			}
 		})
+	}
+}
+
+// TestMetaOpenError: why the metadata database did not open is said
+// plainly, also when Badger has flattened the errno into its message; only
+// what is none of the usual causes is called damage.
+func TestMetaOpenError(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{errors.New(`Cannot write pid file "LOCK" err: write LOCK: no space left on device`), "no space left on the file system holding"},
+		{fmt.Errorf("fold statistics: %w", syscall.ENOSPC), "no space left on the file system holding"},
+		{fmt.Errorf("sync: %w", syscall.EDQUOT), "no space left on the file system holding"},
+		{fmt.Errorf("open: %w", syscall.EROFS), "cannot write its metadata in"},
+		{errors.New("open MANIFEST: permission denied"), "cannot write its metadata in"},
+		{errors.New("Cannot acquire directory lock: Another process is using this Badger database"), "is in use by another process"},
+		{errors.New("manifest has bad magic"), "is damaged"},
+	}
+	for _, tc := range tests {
+		got := metaOpenError("/v", tc.err, "is damaged").Error()
+		if !strings.Contains(got, tc.want) || tc.want != "is damaged" && strings.Contains(got, "damaged") {
+			t.Errorf("%v: %q, want it to say %q", tc.err, got, tc.want)
+		}
+	}
+	if err := errors.New("bad"); metaOpenError("/v", err, "") != err {
+		t.Error("an unknown cause with nothing else to say is not returned as it is")
+	}
+}
+
+// TestOfflineOnFullDisk: an offline command on a full disk under the
+// metadata gets a plain "no space" error, not "damaged" and not SIGBUS in
+// Badger's memory-mapped files: nothing opens below a quarter of the
+// default reserve (2 MiB of a 32 MiB file system); once there is room the
+// volume opens as it was.
+func TestOfflineOnFullDisk(t *testing.T) {
+	base := t.TempDir()
+	if err := syscall.Mount("tmpfs", base, "tmpfs", 0, "size=32m"); err != nil {
+		t.Skipf("cannot mount a tmpfs to fill (needs root): %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(base, syscall.MNT_DETACH) })
+	ctx := context.Background()
+	dir := filepath.Join(base, "vol")
+	if err := format(ctx, dir, "", 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(base, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = f.Write(make([]byte, 1<<20))
+	}
+	f.Close()
+	for _, free := range []int64{0, 1 << 20} {
+		if free > 0 {
+			st, err := os.Stat(filler)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(filler, st.Size()-free); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v, err := openVolume(ctx, dir)
+		if err == nil {
+			_ = v.close()
+			t.Fatalf("the volume opened with %d bytes free", free)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "no space left on the file system holding") || strings.Contains(msg, "damaged") {
+			t.Errorf("open with %d bytes free: %v, want it to say there is no space", free, err)
+		}
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	v, err := openVolume(ctx, dir)
+	if err != nil {
+		t.Fatalf("open once there is room: %v", err)
+	}
+	if err := v.close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -549,7 +549,9 @@ func (m *Meta) fold(ctx context.Context, all bool) (total Stats, more bool, err 
 	}
 	m.statsMu.Unlock()
 	var last uint64 // number of the last record of this process folded
-	err = m.kv.Update(ctx, func(t Txn) error {
+	// Freeing: a fold replaces many records with one, and a volume that
+	// cannot fold on a nearly full disk cannot close cleanly either.
+	err = m.kv.Update(freeing(ctx), func(t Txn) error {
 		last = 0
 		v, err := t.Get(key1(pTotals))
 		if err != nil {

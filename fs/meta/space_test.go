@@ -7,8 +7,9 @@ import (
 
 // TestSpaceCheckLetsFreeingThrough: with the space check refusing growth
 // (a nearly full disk), changes that add to the metadata fail with its
-// error, and deletions, renames, attribute changes and reaping still go
-// through, so that the space can be freed.
+// error, and deletions, renames, attribute changes, reaping and folding
+// the statistics still go through, so that the space can be freed (and
+// the volume closed).
 func TestSpaceCheckLetsFreeingThrough(t *testing.T) {
 	v := newVolume(t, nil)
 	dir := v.mkdir(RootIno, "d")
@@ -67,6 +68,7 @@ func TestSpaceCheckLetsFreeingThrough(t *testing.T) {
 		{"rename", func() error { _, err := v.m.Rename(v.ctx, &Root, dir.Ino, "f", RootIno, "f2", 0); return err }},
 		{"unlink", func() error { _, err := v.m.Unlink(v.ctx, &Root, dir.Ino, "g"); return err }},
 		{"reap", func() error { return v.m.Reap(v.ctx, g.Ino) }},
+		{"fold statistics", func() error { return v.m.FoldStats(v.ctx) }},
 		{"rmdir", func() error {
 			if _, err := v.m.Unlink(v.ctx, &Root, RootIno, "f2"); err != nil {
 				return err

@@ -202,7 +202,7 @@ func (g *Guard) allow(n int64, r rule) (func(), error) {
 	}
 	if avail := g.availLocked(); avail < size+keep {
 		if !r.count {
-			return nil, fmt.Errorf("%d bytes free on the file system of %s, %d kept for the metadata and new files: %w", avail, g.dir, keep, syscall.ENOSPC)
+			return nil, g.noSpace(avail, size, keep)
 		}
 		if !g.short {
 			g.short = true
@@ -210,7 +210,7 @@ func (g *Guard) allow(n int64, r rule) (func(), error) {
 				"dir", g.dir, "free", avail, "reserve", g.reserve)
 		}
 		g.refused++
-		return nil, fmt.Errorf("%d bytes free on the file system of %s, %d kept in reserve for the metadata: %w", avail, g.dir, g.reserve, syscall.ENOSPC)
+		return nil, g.noSpace(avail, size, keep)
 	}
 	if g.short && g.availLocked() >= size+g.reserve+g.reserve/8 {
 		// Only once clearly above the reserve: small changes that
@@ -233,6 +233,17 @@ func (g *Guard) allow(n int64, r rule) (func(), error) {
 			g.since += size
 		})
 	}, nil
+}
+
+// noSpace is the error for a write of size refused with avail bytes
+// free, keep of which must stay free.
+func (g *Guard) noSpace(avail, size, keep uint64) error {
+	if size == 0 {
+		return fmt.Errorf("%d bytes free on the file system of %s, less than the %d kept free there for the metadata (reserve %d): %w",
+			avail, g.dir, keep, g.reserve, syscall.ENOSPC)
+	}
+	return fmt.Errorf("%d bytes free on the file system of %s, too few for %d more and the %d kept free there for the metadata (reserve %d): %w",
+		avail, g.dir, size, keep, g.reserve, syscall.ENOSPC)
 }
 
 // availLocked is the space left for new writes: what the last measurement
