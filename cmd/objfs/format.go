@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,6 +27,7 @@ func formatCmd() *cobra.Command {
 		blockSize   int
 		blockHash   string
 		version     int
+		rootOwner   string
 	)
 	cmd := &cobra.Command{
 		Use:   "format [flags] VOLUME_DIR",
@@ -46,7 +49,11 @@ for the life of the volume.
 --format-version makes a volume of an older format version, which an older
 objfs can still open (version 2: objfs releases before chunk tail records;
 version 3: before hole slices);
-'objfs upgrade' raises it later.`,
+'objfs upgrade' raises it later.
+
+The root directory belongs to the user who runs format (mode 0755), so that
+a user who formats a volume can mount it and write there without root;
+--root-owner UID:GID gives it to someone else.`,
 		Example: `  # a volume with blocks inside the volume directory
   objfs format /var/lib/objfs/vol
   # blocks in another directory (say, a different disk), 1 MiB blocks
@@ -68,8 +75,16 @@ version 3: before hole slices);
 			if version < meta.MinFormatVersion || version > meta.FormatVersion {
 				return fmt.Errorf("--format-version %d: this objfs writes versions %d to %d", version, meta.MinFormatVersion, meta.FormatVersion)
 			}
+			uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
+			if rootOwner != "" {
+				var err error
+				if uid, gid, err = parseOwner(rootOwner); err != nil {
+					return fmt.Errorf("--root-owner %q: %w", rootOwner, err)
+				}
+			}
 			return formatVolume(cmd.Context(), args[0], formatOptions{
 				stores: stores, replicas: replicas, writeQuorum: writeQuorum, blockSize: blockSize, blockHash: blockHash, version: version,
+				uid: uid, gid: gid,
 			})
 		},
 	}
@@ -79,6 +94,7 @@ version 3: before hole slices);
 	cmd.Flags().IntVar(&writeQuorum, "write-quorum", 0, "copies that must be durable before a write succeeds (default: replicas/2+1)")
 	cmd.Flags().IntVar(&blockSize, "block-size", 4<<20, "largest block size in bytes (power of two, 4 KiB to 16 MiB)")
 	cmd.Flags().StringVar(&blockHash, "block-hash", meta.HashBLAKE3, "hash that names blocks: blake3 or sha256")
+	cmd.Flags().StringVar(&rootOwner, "root-owner", "", "UID:GID owning the root directory (default: the user running format)")
 	cmd.Flags().IntVar(&version, "format-version", meta.FormatVersion, fmt.Sprintf("format version to write, %d to %d (1 only with --block-hash sha256)", meta.MinFormatVersion, meta.FormatVersion))
 	return cmd
 }
@@ -90,6 +106,30 @@ type formatOptions struct {
 	blockSize   int
 	blockHash   string // "": the default
 	version     int    // 0: meta.FormatVersion
+	uid, gid    uint32 // the root directory's owner
+}
+
+// parseOwner parses "UID:GID" (numbers: the volume is not tied to this
+// machine's user names).
+func parseOwner(s string) (uid, gid uint32, err error) {
+	u, g, ok := strings.Cut(s, ":")
+	if !ok {
+		return 0, 0, errors.New("want UID:GID, two numbers")
+	}
+	parse := func(what, v string) (uint32, error) {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == math.MaxUint32 {
+			return 0, fmt.Errorf("%s %q is not a number from 0 to %d", what, v, uint32(math.MaxUint32-1))
+		}
+		return uint32(n), nil
+	}
+	if uid, err = parse("UID", u); err != nil {
+		return 0, 0, err
+	}
+	if gid, err = parse("GID", g); err != nil {
+		return 0, 0, err
+	}
+	return uid, gid, nil
 }
 
 // format creates a volume on one store ("" for the local one), with the
@@ -98,7 +138,8 @@ func format(ctx context.Context, dir, store string, blockSize int) error {
 	if store == "" {
 		store = localStoreID
 	}
-	return formatVolume(ctx, dir, formatOptions{stores: []string{store}, replicas: 1, writeQuorum: 1, blockSize: blockSize})
+	return formatVolume(ctx, dir, formatOptions{stores: []string{store}, replicas: 1, writeQuorum: 1, blockSize: blockSize,
+		uid: uint32(os.Getuid()), gid: uint32(os.Getgid())})
 }
 
 // formatVolume creates the volume in dir with the given stores.
@@ -192,7 +233,7 @@ func formatVolume(ctx context.Context, dir string, o formatOptions) (err error) 
 	if err != nil {
 		return metaOpenError(dir, err, "")
 	}
-	if err := meta.Create(ctx, kv, f); err != nil {
+	if err := meta.CreateOwned(ctx, kv, f, o.uid, o.gid); err != nil {
 		_ = kv.Close()
 		return err
 	}

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/objfs/objfs/fs/meta"
@@ -134,6 +136,59 @@ func TestFormatVersionFlag(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("format %v: %v; want an error saying %q", tc.args, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestFormatRootOwner: the root directory belongs to the user running
+// format, or to --root-owner; a bad --root-owner is refused and creates
+// nothing.
+func TestFormatRootOwner(t *testing.T) {
+	tests := []struct {
+		args     []string
+		want     string // in the error; "" for success
+		uid, gid uint32 // the root directory's owner on success
+	}{
+		{nil, "", uint32(os.Getuid()), uint32(os.Getgid())},
+		{[]string{"--root-owner", "1000:100"}, "", 1000, 100},
+		{[]string{"--root-owner", "0:0"}, "", 0, 0},
+		{[]string{"--root-owner", "4294967294:7"}, "", 4294967294, 7},
+		{[]string{"--root-owner", "1000"}, "want UID:GID", 0, 0},
+		{[]string{"--root-owner", "alice:staff"}, `UID "alice" is not a number`, 0, 0},
+		{[]string{"--root-owner", "1000:-1"}, `GID "-1" is not a number`, 0, 0},
+		{[]string{"--root-owner", "4294967295:0"}, "is not a number from 0 to 4294967294", 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "vol")
+			cmd := formatCmd()
+			cmd.SetArgs(append(tc.args, dir))
+			cmd.SetOut(new(strings.Builder))
+			err := cmd.ExecuteContext(context.Background())
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("format %v: %v; want an error saying %q", tc.args, err, tc.want)
+				}
+				if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("a refused format left %s behind (%v)", dir, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := openVolumeOnly(context.Background(), dir, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.close()
+			a, err := v.meta.GetAttr(context.Background(), meta.RootIno)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Uid != tc.uid || a.Gid != tc.gid || a.Mode != syscall.S_IFDIR|0o755 {
+				t.Errorf("root directory %d:%d mode %o, want %d:%d mode 40755", a.Uid, a.Gid, a.Mode, tc.uid, tc.gid)
 			}
 		})
 	}

@@ -170,9 +170,15 @@ type Meta struct {
 	attrs *attrCache // inodes read by GetAttr and Lookup
 }
 
-// Create writes a new volume's format record and root directory into kv,
-// which must be empty.
+// Create writes a new volume's format record and root directory, owned by
+// root, into kv, which must be empty.
 func Create(ctx context.Context, kv KV, f *Format) error {
+	return CreateOwned(ctx, kv, f, 0, 0)
+}
+
+// CreateOwned is Create with the root directory owned by uid and gid: a
+// volume formatted by a user for their own mount must let them write.
+func CreateOwned(ctx context.Context, kv KV, f *Format, uid, gid uint32) error {
 	if err := f.Validate(); err != nil {
 		return err
 	}
@@ -187,7 +193,7 @@ func Create(ctx context.Context, kv KV, f *Format) error {
 			return err
 		}
 		now := time.Now().UnixNano()
-		root := &Attr{Ino: RootIno, Gen: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2,
+		root := &Attr{Ino: RootIno, Gen: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Uid: uid, Gid: gid,
 			Atime: now, Mtime: now, Ctime: now, Parent: RootIno, NextSeq: firstSeq,
 			Flags: FlagNoXattrs | FlagNoChunks}
 		st := Stats{Inodes: 1, Dirs: 1}
