@@ -18,6 +18,7 @@ import (
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/objfs/objfs/fs"
 	"github.com/objfs/objfs/fs/fuse"
@@ -98,6 +99,40 @@ func checkMountpoint(mnt string) error {
 	return nil
 }
 
+// fuseConf is where fusermount3 looks for user_allow_other.
+const fuseConf = "/etc/fuse.conf"
+
+// checkUserMount says up front what fusermount3 would refuse a mount by
+// a user other than root (euid) for, in words of what to do, rather than
+// after the volume is open with "fusermount exited with code 256".
+func checkUserMount(euid int, allowOther bool, conf, dev string) error {
+	if euid == 0 {
+		return nil
+	}
+	if err := unix.Access(dev, unix.R_OK|unix.W_OK); err != nil {
+		return fmt.Errorf("%s: %w: a mount by a user other than root needs read and write access to it (it is mode 0666 on most systems)", dev, err)
+	}
+	if allowOther && !userAllowOther(conf) {
+		return fmt.Errorf("--allow-other: a mount by a user other than root needs a line \"user_allow_other\" in %s", conf)
+	}
+	return nil
+}
+
+// userAllowOther reports whether the fuse.conf at path allows non-root
+// mounts with allow_other.
+func userAllowOther(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line, _, _ = strings.Cut(line, "#"); strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
+}
+
 func deadMount(mnt string) error {
 	return fmt.Errorf("mountpoint %s is a dead FUSE mount (its server process died); detach it with `fusermount3 -u -z %s` and mount again", mnt, mnt)
 }
@@ -139,6 +174,9 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 		return err
 	}
 	if err := checkMountpoint(mnt); err != nil {
+		return err
+	}
+	if err := checkUserMount(os.Geteuid(), o.allowOther, fuseConf, "/dev/fuse"); err != nil {
 		return err
 	}
 	ctx := context.Background()

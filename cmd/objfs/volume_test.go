@@ -176,3 +176,42 @@ func TestOfflineOnFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCheckUserMount: what fusermount3 would refuse a mount by a user
+// other than root for is said up front: /dev/fuse out of reach, or
+// --allow-other without user_allow_other in fuse.conf (a commented-out
+// line does not count). Root is never stopped.
+func TestCheckUserMount(t *testing.T) {
+	dir := t.TempDir()
+	conf := func(body string) string {
+		p := filepath.Join(dir, fmt.Sprintf("fuse%d.conf", len(body)))
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	dev := filepath.Join(dir, "dev")
+	if err := os.WriteFile(dev, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		euid       int
+		allowOther bool
+		conf, dev  string
+		want       string // in the error; "" for none
+	}{
+		{0, true, filepath.Join(dir, "missing"), filepath.Join(dir, "missing"), ""},
+		{1000, false, filepath.Join(dir, "missing"), dev, ""},
+		{1000, true, conf("# mount_max = 1000\nuser_allow_other\n"), dev, ""},
+		{1000, true, conf("  user_allow_other  # yes\n"), dev, ""},
+		{1000, true, conf("#user_allow_other\n"), dev, `needs a line "user_allow_other"`},
+		{1000, true, filepath.Join(dir, "missing"), dev, `needs a line "user_allow_other"`},
+		{1000, false, filepath.Join(dir, "missing"), filepath.Join(dir, "nodev"), "needs read and write access"},
+	}
+	for i, tc := range tests {
+		err := checkUserMount(tc.euid, tc.allowOther, tc.conf, tc.dev)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("case %d: %v, want %q", i, err, tc.want)
+		}
+	}
+}
