@@ -402,6 +402,11 @@ type volume struct {
 	mnt    string // MOUNTPOINT
 	proc   *mountProc
 	nmount int
+	// user, when set, runs the mount as that user (a mount by a user
+	// other than root, through fusermount3), from bin: the test's own
+	// binary is in a directory only root may enter.
+	user *syscall.Credential
+	bin  string
 }
 
 // newVolume formats a fresh volume in t.TempDir().
@@ -453,12 +458,16 @@ func (v *volume) mount(t testing.TB, extra ...string) {
 		args = append(args, "--debug")
 	}
 	args = append(args, v.dir, v.mnt)
-	cmd := exec.Command(objfsBin, args...)
+	bin := objfsBin
+	if v.bin != "" {
+		bin = v.bin
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// If the test binary dies without cleaning up, the server still gets
 	// SIGTERM and unmounts.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Credential: v.user}
 	p := &mountProc{cmd: cmd, mnt: v.mnt, logPath: logPath, logFile: logFile, done: make(chan struct{})}
 	if err := startFromSpawner(cmd); err != nil {
 		logFile.Close()
