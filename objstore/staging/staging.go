@@ -402,7 +402,9 @@ func (s *Store) releasable() bool {
 // whether more will be freed once uploads finish. Segments are deleted
 // whole, so the current one is closed first when it holds more than a
 // little (rotateForSpace) and nothing left to upload, or, with uploading
-// (a writer waits for uploads), staged objects.
+// (a writer waits for uploads), objects still to upload; not when it
+// holds less, so that waiting writers do not make a segment of every few
+// blocks.
 func (s *Store) release(uploading bool) (freed int64, more bool) {
 	s.appendMu.Lock()
 	s.mu.Lock()
@@ -412,7 +414,7 @@ func (s *Store) release(uploading bool) (freed int64, more bool) {
 		return 0, false
 	}
 	seg := s.segs[len(s.segs)-1]
-	rotate := seg.live == 0 && seg.written >= rotateForSpace || uploading && seg.live > 0
+	rotate := seg.written >= rotateForSpace && (seg.live == 0 || uploading)
 	s.mu.Unlock()
 	if rotate {
 		if err := s.rotate(); err != nil {
