@@ -21,12 +21,27 @@ func versions(t *testing.T, dir string) (marked, recorded int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	v := openForTest(t, dir)
+	defer v.close()
+	return m.Version, v.meta.Format().Version
+}
+
+// openForTest opens the volume in dir without uploading staged blocks.
+func openForTest(t *testing.T, dir string) *volume {
+	t.Helper()
 	v, err := openVolumeOnly(context.Background(), dir, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.close()
-	return m.Version, v.meta.Format().Version
+	return v
+}
+
+// runFormat runs `objfs format ARGS... DIR`.
+func runFormat(args []string, dir string) error {
+	cmd := formatCmd()
+	cmd.SetArgs(append(args, dir))
+	cmd.SetOut(new(strings.Builder))
+	return cmd.ExecuteContext(context.Background())
 }
 
 // TestUpgradeCommand: format --format-version makes an older volume, and
@@ -121,10 +136,7 @@ func TestFormatVersionFlag(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "vol")
-			cmd := formatCmd()
-			cmd.SetArgs(append(tc.args, dir))
-			cmd.SetOut(new(strings.Builder))
-			err := cmd.ExecuteContext(context.Background())
+			err := runFormat(tc.args, dir)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -162,10 +174,7 @@ func TestFormatRootOwner(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "vol")
-			cmd := formatCmd()
-			cmd.SetArgs(append(tc.args, dir))
-			cmd.SetOut(new(strings.Builder))
-			err := cmd.ExecuteContext(context.Background())
+			err := runFormat(tc.args, dir)
 			if tc.want != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("format %v: %v; want an error saying %q", tc.args, err, tc.want)
@@ -178,10 +187,7 @@ func TestFormatRootOwner(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			v, err := openVolumeOnly(context.Background(), dir, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			v := openForTest(t, dir)
 			defer v.close()
 			a, err := v.meta.GetAttr(context.Background(), meta.RootIno)
 			if err != nil {
