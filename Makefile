@@ -9,7 +9,8 @@ GO     ?= go
 
 # Format a default local volume (once), mount it in the background and serve
 # it over NFSv3 on $(NFS) from the same process.
-run: setup build
+run: build
+	@bash .ci/setup --run
 	@test -f $(VOLUME)/VOLUME || $(BIN) format $(VOLUME)
 	@mkdir -p $(MNT)
 	$(BIN) mount --background --nfs $(NFS) $(VOLUME) $(MNT)
