@@ -375,6 +375,9 @@ func mountBackground(dir, mnt string) error {
 	if err != nil {
 		return err
 	}
+	if abs, err := filepath.Abs(mnt); err == nil {
+		mnt = abs // as the mount table shows it, and as umount takes it from anywhere
+	}
 	fmt.Printf("mounted %s at %s (pid %d, log %s)\n", absDir, mnt, pid, logPath)
 	return nil
 }
