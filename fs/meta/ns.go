@@ -296,7 +296,13 @@ func (m *Meta) create(ctx context.Context, c *Caller, parent uint64, mode uint32
 // no links yet: owner and times, and the set-group-ID rules (a setgid
 // directory gives its group, and its setgid bit to subdirectories; a
 // non-directory keeps setgid only if c belongs to its group or is root).
+// A directory never gets setuid, nor setgid but from its parent, as
+// mkdir(2) (vfs_mkdir) has it: the kernel strips them for FUSE, but an
+// NFS MKDIR passes the client's mode on.
 func (x *tx) newInode(c *Caller, dir *Attr, ino, gen uint64, mode uint32) *Attr {
+	if mode&syscall.S_IFMT == syscall.S_IFDIR {
+		mode &^= syscall.S_ISUID | syscall.S_ISGID
+	}
 	a := &Attr{Ino: ino, Gen: gen, Mode: mode, Uid: c.Uid, Gid: c.Gid,
 		Atime: x.now, Mtime: x.now, Ctime: x.now, Parent: dir.Ino,
 		Flags: FlagNoXattrs | FlagNoChunks}
@@ -549,9 +555,11 @@ func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, o
 		if n == "." || n == ".." {
 			return nil, false, syscall.EBUSY
 		}
-		if err := CheckName(n); err != nil {
-			return nil, false, err
-		}
+	}
+	// The new name is checked once the source is found: a missing
+	// source is ENOENT whatever the new name, as rename(2) says.
+	if err := CheckName(oldName); err != nil {
+		return nil, false, err
 	}
 	defer m.dirs.lock(oldParent, newParent)()
 	err = m.update(ctx, func(x *tx) error {
@@ -577,6 +585,9 @@ func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, o
 		if !ok {
 			return syscall.ENOENT
 		}
+		if err := CheckName(newName); err != nil {
+			return err
+		}
 		src, err := x.inode(se.child)
 		if err != nil {
 			return err
@@ -593,6 +604,20 @@ func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, o
 		}
 		if oldParent == newParent && oldName == newName {
 			return nil
+		}
+		// A target directory on the way down to the source holds it:
+		// Linux answers ENOTEMPTY (EINVAL for an exchange) before it
+		// looks at permissions or types (the "trap" of do_renameat2),
+		// also when the source is a file. Only NFS can ask this: the
+		// kernel answers FUSE itself.
+		if dstExists && de.typ == syscall.S_IFDIR && oldParent != newParent {
+			if trap, err := x.isAncestor(de.child, oldParent); err != nil {
+				return err
+			} else if trap && flags&RenameExchange != 0 {
+				return syscall.EINVAL
+			} else if trap {
+				return syscall.ENOTEMPTY
+			}
 		}
 		if stickyDenies(od, src, c) {
 			return syscall.EPERM

@@ -157,8 +157,9 @@ func TestMknodErrors(t *testing.T) {
 
 func TestMknodSetgidInheritance(t *testing.T) {
 	v := newVolume(t, nil)
-	sg := v.mknod(Root, RootIno, "sg", syscall.S_IFDIR|syscall.S_ISGID|0o777)
-	if _, err := v.m.SetAttr(v.ctx, &Root, sg.Ino, SetAttrIn{Valid: SetGid, Gid: 500}); err != nil {
+	// mkdir(2) never sets setgid from the mode (below): chmod does.
+	sg := v.mknod(Root, RootIno, "sg", syscall.S_IFDIR|0o777)
+	if _, err := v.m.SetAttr(v.ctx, &Root, sg.Ino, SetAttrIn{Valid: SetGid | SetMode, Gid: 500, Mode: syscall.S_ISGID | 0o777}); err != nil {
 		t.Fatal(err)
 	}
 	if a := v.attr(sg.Ino); a.Gid != 500 || a.Mode&syscall.S_ISGID == 0 {
@@ -196,6 +197,15 @@ func TestMknodSetgidInheritance(t *testing.T) {
 	a := v.mknod(alice, plain.Ino, "f", syscall.S_IFREG|0o644)
 	if a.Gid != alice.Gid {
 		t.Errorf("file in a plain directory has gid %d, want the creator's %d", a.Gid, alice.Gid)
+	}
+	// A directory gets neither setuid nor setgid from the mode asked
+	// for (vfs_mkdir keeps the permission and sticky bits); an NFS MKDIR
+	// passes the client's mode on.
+	for _, c := range []Caller{Root, alice} {
+		d := v.mknod(c, plain.Ino, fmt.Sprintf("d%d", c.Uid), syscall.S_IFDIR|syscall.S_ISUID|syscall.S_ISGID|syscall.S_ISVTX|0o755)
+		if d.Mode != syscall.S_IFDIR|syscall.S_ISVTX|0o755 {
+			t.Errorf("mkdir by uid %d with mode 07755 in a plain directory: mode %o, want 41755", c.Uid, d.Mode)
+		}
 	}
 	v.checkTree()
 }
@@ -539,6 +549,16 @@ func TestRename(t *testing.T) {
 			after: names{"/a/f": "f"}},
 		{name: "new name too long", from: [2]string{"a", "f"}, to: [2]string{"b", strings.Repeat("l", 256)}, want: syscall.ENAMETOOLONG,
 			after: names{"/a/f": "f"}},
+		{name: "source missing, new name too long", from: [2]string{"a", "nope"}, to: [2]string{"b", strings.Repeat("l", 256)}, want: syscall.ENOENT},
+		{name: "source name too long", from: [2]string{"a", strings.Repeat("l", 256)}, to: [2]string{"b", "x"}, want: syscall.ENAMETOOLONG},
+		// The target holds the source (Linux's rename "trap"): ENOTEMPTY
+		// before any type check, also for a file; EINVAL for an exchange.
+		{name: "file onto an ancestor of its directory", from: [2]string{"sub", "x"}, to: [2]string{"/", "a"}, want: syscall.ENOTEMPTY,
+			after: names{"/a/sub/x": "x", "/a": "a"}},
+		{name: "file onto its own directory", from: [2]string{"a", "f"}, to: [2]string{"/", "a"}, want: syscall.ENOTEMPTY,
+			after: names{"/a/f": "f", "/a": "a"}},
+		{name: "exchange file with an ancestor", from: [2]string{"sub", "x"}, to: [2]string{"/", "a"}, flags: RenameExchange, want: syscall.EINVAL,
+			after: names{"/a/sub/x": "x", "/a": "a"}},
 		{name: "dot source", from: [2]string{"a", "."}, to: [2]string{"b", "x"}, want: syscall.EBUSY},
 		{name: "dotdot target", from: [2]string{"a", "f"}, to: [2]string{"b", ".."}, want: syscall.EBUSY},
 	}
