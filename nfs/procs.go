@@ -184,6 +184,18 @@ func (rq *request) setattr() {
 	// A symlink's mode is always 0777 (Linux has no lchmod, and its
 	// clients follow links to chmod): as knfsd does, a mode given for one
 	// is ignored, and a SETATTR that gave nothing else changes nothing.
+	// A chown of a non-directory drops setuid, and setgid with group
+	// execute; when the same SETATTR sets the mode, they are dropped from
+	// that mode, which would otherwise be applied as given after the
+	// chown (knfsd's nfsd_sanitize_attrs; chmod then chown gives the
+	// same). FUSE never asks this: the kernel folds the drop into the
+	// mode it sends.
+	if sa.in.Valid&(meta.SetUid|meta.SetGid) != 0 && sa.in.Valid&meta.SetMode != 0 && a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		sa.in.Mode &^= syscall.S_ISUID
+		if sa.in.Mode&syscall.S_IXGRP != 0 {
+			sa.in.Mode &^= syscall.S_ISGID
+		}
+	}
 	if a.Mode&syscall.S_IFMT == syscall.S_IFLNK && sa.in.Valid&meta.SetMode != 0 {
 		sa.in.Valid &^= meta.SetMode
 		if sa.in.Valid == 0 {
@@ -605,6 +617,17 @@ func (rq *request) symlink() {
 	if !rq.argsOK() {
 		return
 	}
+	if len(target) == 0 {
+		// Refused before the name is looked at, as symlink(2) (ENOENT)
+		// and knfsd (INVAL) both do.
+		dir, st := rq.resolveDir(h)
+		if st != nfsOK {
+			rq.fail(st, 2)
+			return
+		}
+		rq.createFailed(errNoEnt, dir.Ino)
+		return
+	}
 	// A symlink's mode is always 0777; only owner and times apply.
 	rq.mkobj(h, name, meta.NewNode{Mode: syscall.S_IFLNK | 0o777, Target: string(target)}, sa.rest())
 }
@@ -726,9 +749,9 @@ func (rq *request) rename() {
 	switch {
 	case fromName == "." || fromName == ".." || toName == "." || toName == "..":
 		err = syscall.EINVAL
-	case len(fromName) > maxName || len(toName) > maxName:
-		err = syscall.ENAMETOOLONG
 	default:
+		// Names too long are the metadata's to refuse, in rename(2)'s
+		// order: a missing source first.
 		moved, replaced := rq.watched(from.Ino, fromName), rq.watched(to.Ino, toName)
 		if err = rq.s.f.Rename(rq.ctx, rq.c, from.Ino, fromName, to.Ino, toName, 0); err == nil {
 			rq.s.changed(moved)    // ctime (and a directory's "..")

@@ -154,10 +154,29 @@ func TestSetattr(t *testing.T) {
 	if st := set(sattr(u32(0o4711), u32(42), u32(43), nil, timeClient, timeClient, [2]uint32{1000, 5}, [2]uint32{2000, 7})); st != nfsOK {
 		t.Fatalf("chmod/chown/utimes: %d", st)
 	}
+	// The chown drops the setuid bit from the mode given with it, as
+	// knfsd does (nfsd_sanitize_attrs) and chmod then chown would.
 	_, a := w.getattr(fh)
-	if a.mode != 0o4711 || a.uid != 42 || a.gid != 43 || a.atime != [2]uint32{1000, 5} || a.mtime != [2]uint32{2000, 7} {
+	if a.mode != 0o711 || a.uid != 42 || a.gid != 43 || a.atime != [2]uint32{1000, 5} || a.mtime != [2]uint32{2000, 7} {
 		t.Errorf("attributes %+v", a)
 	}
+	for _, tc := range []struct {
+		mode, gid *uint32
+		want      uint32
+	}{
+		{u32(0o4711), nil, 0o4711},     // chmod alone keeps what it sets
+		{u32(0o6750), u32(43), 0o750},  // with a chgrp: setgid with group execute goes too
+		{u32(0o6740), u32(43), 0o2740}, // setgid without group execute is mandatory locking: kept
+		{u32(0o4755), u32(43), 0o755},  // even to the same group
+	} {
+		if st := set(sattr(tc.mode, nil, tc.gid, nil, 0, 0, zero, zero)); st != nfsOK {
+			t.Fatalf("setattr mode %o gid %v: %d", *tc.mode, tc.gid, st)
+		}
+		if _, got := w.getattr(fh); got.mode != tc.want {
+			t.Errorf("setattr mode %o, gid given %v: mode %o, want %o", *tc.mode, tc.gid != nil, got.mode, tc.want)
+		}
+	}
+	_, a = w.getattr(fh)
 	if st := set(sattr(u32(0o600), nil, nil, nil, 0, 0, zero, zero), a.ctime[0], a.ctime[1]); st != nfsOK {
 		t.Errorf("guarded setattr with the current ctime: %d", st)
 	}
