@@ -77,14 +77,14 @@ func TestCrashAcknowledgedWritesSurvive(t *testing.T) {
 
 // TestCrashAcknowledgedWritesSurviveS3SmallDisk is the same on a volume
 // whose store is S3 (MinIO) and whose directory (metadata and staging log)
-// is on a 96 MiB disk that the rounds' writes overfill: writers wait for
+// is on a 64 MiB disk that the rounds' writes overfill: writers wait for
 // uploads, the log starts segments early to free space, and the kills land
 // in the middle of that.
 func TestCrashAcknowledgedWritesSurviveS3SmallDisk(t *testing.T) {
 	srv := startMinIO(t)
 	bucket := "objfs-ack-crash"
 	srv.MakeBucket(t, bucket)
-	v, _ := volumeOnSmallDisk(t, "96m")
+	v, _ := volumeOnSmallDisk(t, "64m")
 	if out, err := runObjfs(time.Minute, "format", "--store", srv.URL(bucket, "vol"), v.dir); err != nil {
 		t.Fatalf("objfs format: %v\n%s", err, out)
 	}
