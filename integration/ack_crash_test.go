@@ -81,13 +81,7 @@ func TestCrashAcknowledgedWritesSurvive(t *testing.T) {
 // uploads, the log starts segments early to free space, and the kills land
 // in the middle of that.
 func TestCrashAcknowledgedWritesSurviveS3SmallDisk(t *testing.T) {
-	srv := startMinIO(t)
-	bucket := "objfs-ack-crash"
-	srv.MakeBucket(t, bucket)
-	v, _ := volumeOnSmallDisk(t, "64m")
-	if out, err := runObjfs(time.Minute, "format", "--store", srv.URL(bucket, "vol"), v.dir); err != nil {
-		t.Fatalf("objfs format: %v\n%s", err, out)
-	}
+	_, v, _ := s3VolumeOnSmallDisk(t, "64m")
 	testAckCrash(t, v, 3)
 	logs, _ := filepath.Glob(filepath.Join(v.base, "mount-*.log"))
 	waited := 0

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/objfs/objfs/objstore/s3/s3test"
 )
 
 // smallDiskReserve is the --reserve of TestS3StagingOnSmallDisk's mount.
@@ -29,13 +31,7 @@ const smallDiskReserve = 32 << 20
 // on once it is back. The file reads back intact, and fsck --verify finds
 // every block in the bucket.
 func TestS3StagingOnSmallDisk(t *testing.T) {
-	srv := startMinIO(t)
-	bucket := "objfs-small-disk"
-	srv.MakeBucket(t, bucket)
-	v, disk := volumeOnSmallDisk(t, "160m")
-	if out, err := runObjfs(time.Minute, "format", "--store", srv.URL(bucket, "vol"), v.dir); err != nil {
-		t.Fatalf("objfs format: %v\n%s", err, out)
-	}
+	srv, v, disk := s3VolumeOnSmallDisk(t, "160m")
 	v.mount(t, "--reserve", fmt.Sprint(smallDiskReserve))
 
 	// The free space on the small disk, sampled while the files are
@@ -173,6 +169,22 @@ func TestS3StagingOnSmallDisk(t *testing.T) {
 	if out, err := runObjfs(5*time.Minute, "fsck", "--verify", v.dir); err != nil || !strings.Contains(out, "; 0 errors") {
 		t.Fatalf("fsck --verify: %v\n%s", err, out)
 	}
+}
+
+// s3VolumeOnSmallDisk formats a volume whose directory (metadata, staging
+// log, disk cache) is on a tmpfs of size and whose store is a bucket of a
+// MinIO server of its own, and returns the server, the volume (not
+// mounted) and the tmpfs's directory.
+func s3VolumeOnSmallDisk(t *testing.T, size string) (*s3test.Server, *volume, string) {
+	t.Helper()
+	srv := startMinIO(t)
+	bucket := "objfs-small-disk"
+	srv.MakeBucket(t, bucket)
+	v, disk := volumeOnSmallDisk(t, size)
+	if out, err := runObjfs(time.Minute, "format", "--store", srv.URL(bucket, "vol"), v.dir); err != nil {
+		t.Fatalf("objfs format: %v\n%s", err, out)
+	}
+	return srv, v, disk
 }
 
 // sameAs compares the file at path with what want reads, in 1 MiB pieces,
