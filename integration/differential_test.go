@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/objfs/objfs/integration/difftest"
 )
 
 // TestDifferential applies one seeded random sequence of filesystem
@@ -52,83 +54,15 @@ func TestDifferential(t *testing.T) {
 		return
 	}
 	t.Errorf("seed %d: %s", seed, f)
-	t.Logf("last operations of the full run:\n%s", lastOps(f.trace, 15))
+	t.Logf("last operations of the full run:\n%s", difftest.LastOps(f.Trace, 15))
 
 	// Search for the shortest failing prefix. The sequence of operations is
 	// a pure function of the seed and the reference directory, so a prefix
 	// of length n replays exactly the first n operations.
-	hi := nops
-	if f.step >= 0 {
-		hi = f.step + 1
-	}
-	best := f
-	lo := 0
-	const maxRuns = 15
-	const budget = 150 * time.Second
-	runs := 0
-	var flaky []string
-	bstart := time.Now()
-	for hi-lo > 1 && runs < maxRuns && time.Since(bstart) < budget {
-		mid := lo + (hi-lo)/2
-		runs++
-		g := runDifferential(t, seed, mid, false)
-		verdict := "passes"
-		if g != nil {
-			verdict = "fails: " + firstLines(g.String())
-			k := mid
-			if g.step >= 0 && g.step+1 < k {
-				k = g.step + 1
-			}
-			if k <= lo {
-				// A shorter prefix passed before: the failure depends on
-				// timing, not only on the operations.
-				flaky = append(flaky, fmt.Sprintf("prefix %d passed, but a run of %d operations failed at #%d", lo, mid, k-1))
-				lo = 0
-			}
-			hi = k
-			best = g
-		} else {
-			lo = mid
-		}
-		t.Logf("bisect: prefix %d %s; now searching (%d, %d]", mid, verdict, lo, hi)
-	}
-	exact := ""
-	if hi-lo > 1 {
-		exact = fmt.Sprintf(" (search stopped after %d runs; a prefix between %d and %d may also fail)", runs, lo+1, hi)
-	}
-	if len(flaky) > 0 {
-		exact += "\nNOT DETERMINISTIC: " + strings.Join(flaky, "; ")
-	}
+	best, hi, note := difftest.Shrink(nops, f, func(k int) *difftest.Failure { return runDifferential(t, seed, k, false) },
+		15, 150*time.Second, t.Logf)
 	t.Errorf("seed %d: shortest failing prefix found: %d operations%s\nfailure: %s\nlast operations (index, op -> reference outcome):\n%s\nrerun with OBJFS_DIFF_SEED=%d OBJFS_DIFF_OPS=%d",
-		seed, hi, exact, best, lastOps(best.trace, 12), seed, hi)
-}
-
-// firstLines returns the first two lines of s, joined.
-func firstLines(s string) string {
-	lines := strings.SplitN(s, "\n", 3)
-	return strings.Join(lines[:min(2, len(lines))], " ")
-}
-
-func lastOps(trace []string, n int) string {
-	if len(trace) > n {
-		trace = trace[len(trace)-n:]
-	}
-	return "  " + strings.Join(trace, "\n  ")
-}
-
-// diffFailure describes the first divergence of a run.
-type diffFailure struct {
-	step  int    // index of the failing operation, -1 for the final checks
-	phase string // where it failed
-	msg   string
-	trace []string
-}
-
-func (f *diffFailure) String() string {
-	if f.step >= 0 {
-		return fmt.Sprintf("operation #%d (%s) diverged: %s", f.step, f.trace[len(f.trace)-1], f.msg)
-	}
-	return fmt.Sprintf("%s after %d operations: %s", f.phase, len(f.trace), f.msg)
+		seed, hi, note, best, difftest.LastOps(best.Trace, 12), seed, hi)
 }
 
 // --- the run ---
@@ -191,14 +125,14 @@ var namePool = []string{"a", "b", "c", "d", "e", "f"}
 // runDifferential runs the first nops operations of the sequence for seed on
 // a fresh volume and a fresh reference directory, then compares the trees,
 // and (if remount) compares again after a remount. It returns nil on success.
-func runDifferential(t *testing.T, seed uint64, nops int, remount bool) *diffFailure {
+func runDifferential(t *testing.T, seed uint64, nops int, remount bool) *difftest.Failure {
 	t.Helper()
 	return runDifferentialOn(t, newVolume, seed, nops, remount)
 }
 
 // runDifferentialOn is runDifferential on a volume made by newVol (e.g. one
 // whose blocks live in an S3 bucket).
-func runDifferentialOn(t *testing.T, newVol func(testing.TB) *volume, seed uint64, nops int, remount bool) *diffFailure {
+func runDifferentialOn(t *testing.T, newVol func(testing.TB) *volume, seed uint64, nops int, remount bool) *difftest.Failure {
 	t.Helper()
 	v := newVol(t)
 	defer v.destroy(t)
@@ -219,13 +153,13 @@ func runDifferentialOn(t *testing.T, newVol func(testing.TB) *volume, seed uint6
 	r.sides[0] = diffSide{name: "objfs", top: v.mnt, root: v.mnt + "/w", idx: 0}
 	r.sides[1] = diffSide{name: "reference", top: refTop, root: refTop + "/w", idx: 1}
 
-	fail := func(step int, phase, msg string) *diffFailure {
+	fail := func(step int, phase, msg string) *difftest.Failure {
 		if ok, why := v.alive(); !ok {
 			msg += "\n" + why
 		} else {
 			msg += fmt.Sprintf("\n(objfs log: %s)", v.proc.logPath)
 		}
-		return &diffFailure{step: step, phase: phase, msg: msg, trace: r.trace}
+		return &difftest.Failure{Step: step, Phase: phase, Msg: msg, Trace: r.trace}
 	}
 
 	names, err := readNames(v.mnt)
@@ -706,63 +640,44 @@ func flagString(fl int) string {
 
 // --- the operations ---
 
-type diffOp struct {
-	name   string
-	weight int
-	fn     func(r *diffRun) error
-}
+type diffOp = difftest.Op[*diffRun]
 
 var diffOps = []diffOp{
-	{"create", 12, (*diffRun).opCreate},
-	{"mkdir", 8, (*diffRun).opMkdir},
-	{"symlink", 3, (*diffRun).opSymlink},
-	{"write", 12, (*diffRun).opWrite},
-	{"read", 8, (*diffRun).opRead},
-	{"truncate", 4, (*diffRun).opTruncate},
-	{"rename", 9, (*diffRun).opRename},
-	{"link", 4, (*diffRun).opLink},
-	{"unlink", 4, (*diffRun).opUnlink},
-	{"rmdir", 3, (*diffRun).opRmdir},
-	{"readlink", 2, (*diffRun).opReadlink},
-	{"chmod", 3, (*diffRun).opChmod},
-	{"chown", 2, (*diffRun).opChown},
-	{"utimens", 3, (*diffRun).opUtimens},
-	{"fsync", 1, (*diffRun).opFsyncPath},
-	{"lstat", 3, (*diffRun).opLstat},
-	{"readdir", 2, (*diffRun).opReaddir},
-	{"open", 4, (*diffRun).opOpen},
-	{"close", 3, (*diffRun).opClose},
-	{"hwrite", 8, (*diffRun).opHWrite},
-	{"hread", 4, (*diffRun).opHRead},
-	{"htruncate", 2, (*diffRun).opHTruncate},
-	{"hpunch", 2, (*diffRun).opHPunch},
-	{"hfsync", 1, (*diffRun).opHFsync},
-	{"hfstat", 2, (*diffRun).opHFstat},
-	{"hpathgone", 2, (*diffRun).opHPathGone},
-	{"hcopy", 3, (*diffRun).opHCopy},
-	{"xattr", 4, (*diffRun).opXattr},
-	{"hmmap", 3, (*diffRun).opHMmap},
+	{Name: "create", Weight: 12, Fn: (*diffRun).opCreate},
+	{Name: "mkdir", Weight: 8, Fn: (*diffRun).opMkdir},
+	{Name: "symlink", Weight: 3, Fn: (*diffRun).opSymlink},
+	{Name: "write", Weight: 12, Fn: (*diffRun).opWrite},
+	{Name: "read", Weight: 8, Fn: (*diffRun).opRead},
+	{Name: "truncate", Weight: 4, Fn: (*diffRun).opTruncate},
+	{Name: "rename", Weight: 9, Fn: (*diffRun).opRename},
+	{Name: "link", Weight: 4, Fn: (*diffRun).opLink},
+	{Name: "unlink", Weight: 4, Fn: (*diffRun).opUnlink},
+	{Name: "rmdir", Weight: 3, Fn: (*diffRun).opRmdir},
+	{Name: "readlink", Weight: 2, Fn: (*diffRun).opReadlink},
+	{Name: "chmod", Weight: 3, Fn: (*diffRun).opChmod},
+	{Name: "chown", Weight: 2, Fn: (*diffRun).opChown},
+	{Name: "utimens", Weight: 3, Fn: (*diffRun).opUtimens},
+	{Name: "fsync", Weight: 1, Fn: (*diffRun).opFsyncPath},
+	{Name: "lstat", Weight: 3, Fn: (*diffRun).opLstat},
+	{Name: "readdir", Weight: 2, Fn: (*diffRun).opReaddir},
+	{Name: "open", Weight: 4, Fn: (*diffRun).opOpen},
+	{Name: "close", Weight: 3, Fn: (*diffRun).opClose},
+	{Name: "hwrite", Weight: 8, Fn: (*diffRun).opHWrite},
+	{Name: "hread", Weight: 4, Fn: (*diffRun).opHRead},
+	{Name: "htruncate", Weight: 2, Fn: (*diffRun).opHTruncate},
+	{Name: "hpunch", Weight: 2, Fn: (*diffRun).opHPunch},
+	{Name: "hfsync", Weight: 1, Fn: (*diffRun).opHFsync},
+	{Name: "hfstat", Weight: 2, Fn: (*diffRun).opHFstat},
+	{Name: "hpathgone", Weight: 2, Fn: (*diffRun).opHPathGone},
+	{Name: "hcopy", Weight: 3, Fn: (*diffRun).opHCopy},
+	{Name: "xattr", Weight: 4, Fn: (*diffRun).opXattr},
+	{Name: "hmmap", Weight: 3, Fn: (*diffRun).opHMmap},
 }
 
 var shrinkOps = []diffOp{
-	{"unlink", 5, (*diffRun).opUnlink},
-	{"rmdir", 3, (*diffRun).opRmdir},
-	{"rmtree", 2, (*diffRun).opRmtree},
-}
-
-func pickOp(rng *rand.Rand, ops []diffOp) diffOp {
-	total := 0
-	for _, o := range ops {
-		total += o.weight
-	}
-	x := rng.IntN(total)
-	for _, o := range ops {
-		if x < o.weight {
-			return o
-		}
-		x -= o.weight
-	}
-	panic("unreachable")
+	{Name: "unlink", Weight: 5, Fn: (*diffRun).opUnlink},
+	{Name: "rmdir", Weight: 3, Fn: (*diffRun).opRmdir},
+	{Name: "rmtree", Weight: 2, Fn: (*diffRun).opRmtree},
 }
 
 func (r *diffRun) step() error {
@@ -771,15 +686,15 @@ func (r *diffRun) step() error {
 	if len(r.list()) > bigTree && r.chance(0.5) {
 		ops = shrinkOps
 	}
-	o := pickOp(r.rng, ops)
-	err := o.fn(r)
+	o := difftest.Pick(r.rng, ops)
+	err := o.Fn(r)
 	if r.stats == nil {
 		r.stats = map[string]*[2]int{}
 	}
-	c := r.stats[o.name]
+	c := r.stats[o.Name]
 	if c == nil {
 		c = new([2]int)
-		r.stats[o.name] = c
+		r.stats[o.Name] = c
 	}
 	if strings.Contains(r.outcome, "-> ok") {
 		c[0]++

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/objfs/objfs/integration/difftest"
 )
 
 // objfsBin is the objfs binary built once by TestMain; buildErr holds the
@@ -656,23 +658,15 @@ func (v *volume) stallWatchdog(t testing.TB, what string, d time.Duration) (stop
 	return func() { timer.Stop() }
 }
 
-// envCount reads a positive count from environment variable name, def if
-// it is unset.
 // envSeed returns the seed named by environment variable name, or a fresh
 // one from the clock; tests log it so that a failure can be rerun.
 func envSeed(t testing.TB, name string) uint64 {
 	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return uint64(time.Now().UnixNano())
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		t.Fatalf("%s=%q: want an unsigned integer seed", name, s)
-	}
-	return n
+	return difftest.EnvUint(t, name, uint64(time.Now().UnixNano()))
 }
 
+// envCount reads a positive count from environment variable name, def if
+// it is unset.
 func envCount(t testing.TB, name string, def int) int {
 	t.Helper()
 	s := os.Getenv(name)

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/objfs/objfs/integration/difftest"
 	"github.com/objfs/objfs/objstore/s3/s3test"
 )
 
@@ -46,7 +47,7 @@ func TestS3Differential(t *testing.T) {
 	}
 	start := time.Now()
 	if f := runDifferentialOn(t, newVol, seed, nops, true); f != nil {
-		t.Fatalf("seed %d: %s\nlast operations:\n%s\nrerun with OBJFS_DIFF_SEED=%d OBJFS_S3_DIFF_OPS=%d", seed, f, lastOps(f.trace, 15), seed, nops)
+		t.Fatalf("seed %d: %s\nlast operations:\n%s\nrerun with OBJFS_DIFF_SEED=%d OBJFS_S3_DIFF_OPS=%d", seed, f, difftest.LastOps(f.Trace, 15), seed, nops)
 	}
 	t.Logf("run took %v", time.Since(start).Round(time.Millisecond))
 

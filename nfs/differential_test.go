@@ -8,13 +8,14 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/objfs/objfs/integration/difftest"
 )
 
 // TestNFSDifferential applies one seeded random sequence of NFSv3
@@ -42,8 +43,8 @@ func TestNFSDifferential(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the reference side changes owners and needs root")
 	}
-	seed := ndEnvUint(t, "OBJFS_NFS_DIFF_SEED", uint64(time.Now().UnixNano()))
-	nops := int(ndEnvUint(t, "OBJFS_NFS_DIFF_OPS", 3000))
+	seed := difftest.EnvUint(t, "OBJFS_NFS_DIFF_SEED", uint64(time.Now().UnixNano()))
+	nops := int(difftest.EnvUint(t, "OBJFS_NFS_DIFF_OPS", 3000))
 	t.Logf("seed %d, %d operations (rerun with OBJFS_NFS_DIFF_SEED=%d OBJFS_NFS_DIFF_OPS=%d)", seed, nops, seed, nops)
 
 	// Modes are compared exactly: the umask must not remove bits on the
@@ -58,9 +59,9 @@ func TestNFSDifferential(t *testing.T) {
 		return
 	}
 	t.Errorf("seed %d: %s", seed, f)
-	t.Logf("last operations of the full run (index, operation -> reference outcome):\n%s", ndLastOps(f.trace, 15))
+	t.Logf("last operations of the full run (index, operation -> reference outcome):\n%s", difftest.LastOps(f.Trace, 15))
 	if p := os.Getenv("OBJFS_NFS_DIFF_TRACE"); p != "" {
-		if err := os.WriteFile(p, []byte(strings.Join(f.trace, "\n")+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte(strings.Join(f.Trace, "\n")+"\n"), 0o644); err != nil {
 			t.Errorf("writing the trace: %v", err)
 		} else {
 			t.Logf("the whole trace of the full run is in %s", p)
@@ -68,74 +69,16 @@ func TestNFSDifferential(t *testing.T) {
 	}
 
 	// Shortest failing prefix: a prefix of n operations replays exactly
-	// the first n operations of the full run.
-	hi := nops
-	if f.step >= 0 {
-		hi = f.step + 1
-	}
-	// A failure seen only once the volume was reopened needs the reopen
-	// in every try.
-	reopen := f.phase == ndPhaseReopen || f.phase == ndPhaseAfterReopen
-	best, lo, runs := f, 0, 0
-	const maxRuns = 14
-	const budget = 90 * time.Second
-	var flaky []string
-	bstart := time.Now()
-	for hi-lo > 1 && runs < maxRuns && time.Since(bstart) < budget {
-		mid := lo + (hi-lo)/2
-		runs++
-		g := ndRunOnce(t, seed, mid, reopen, false)
-		verdict := "passes"
-		if g == nil {
-			lo = mid
-		} else {
-			verdict = "fails: " + strings.SplitN(g.String(), "\n", 2)[0]
-			k := mid
-			if g.step >= 0 && g.step+1 < k {
-				k = g.step + 1
-			}
-			if k <= lo {
-				// A shorter prefix passed before: the failure depends on
-				// timing, not only on the operations.
-				flaky = append(flaky, fmt.Sprintf("prefix %d passed, but a run of %d operations failed at #%d", lo, mid, k-1))
-				lo = 0
-			}
-			hi, best = k, g
-		}
-		t.Logf("bisect: prefix %d %s; now searching (%d, %d]", mid, verdict, lo, hi)
-	}
-	exact := ""
-	if hi-lo > 1 {
-		exact = fmt.Sprintf(" (search stopped after %d runs; a prefix between %d and %d may also fail)", runs, lo+1, hi)
-	}
-	if len(flaky) > 0 {
-		exact += "\nNOT DETERMINISTIC: " + strings.Join(flaky, "; ")
-	}
+	// the first n operations of the full run. A failure seen only once
+	// the volume was reopened needs the reopen in every try.
+	reopen := f.Phase == ndPhaseReopen || f.Phase == ndPhaseAfterReopen
+	best, hi, note := difftest.Shrink(nops, f, func(k int) *difftest.Failure { return ndRunOnce(t, seed, k, reopen, false) },
+		14, 90*time.Second, t.Logf)
 	t.Errorf("seed %d: shortest failing prefix found: %d operations%s\nfailure: %s\nlast operations (index, operation -> reference outcome):\n%s\nrerun with OBJFS_NFS_DIFF_SEED=%d OBJFS_NFS_DIFF_OPS=%d",
-		seed, hi, exact, best, ndLastOps(best.trace, 15), seed, hi)
+		seed, hi, note, best, difftest.LastOps(best.Trace, 15), seed, hi)
 }
 
-func ndEnvUint(t *testing.T, name string, def uint64) uint64 {
-	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	v, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		t.Fatalf("%s=%q: want an unsigned integer", name, s)
-	}
-	return v
-}
-
-func ndLastOps(trace []string, n int) string {
-	if len(trace) > n {
-		trace = trace[len(trace)-n:]
-	}
-	return "  " + strings.Join(trace, "\n  ")
-}
-
-// Phases of a run, as ndFailure names them.
+// Phases of a run, as its difftest.Failure names them.
 const (
 	ndPhaseSetup       = "setup"
 	ndPhaseOp          = "operation"
@@ -143,21 +86,6 @@ const (
 	ndPhaseReopen      = "reopening the volume"
 	ndPhaseAfterReopen = "comparison after closing and reopening the volume"
 )
-
-// ndFailure is the first divergence of a run.
-type ndFailure struct {
-	step  int    // index of the failing operation, -1 for the final checks
-	phase string // where it failed
-	msg   string
-	trace []string
-}
-
-func (f *ndFailure) String() string {
-	if f.step >= 0 {
-		return fmt.Sprintf("operation #%d (%s) diverged: %s", f.step, f.trace[len(f.trace)-1], f.msg)
-	}
-	return fmt.Sprintf("%s after %d operations: %s", f.phase, len(f.trace), f.msg)
-}
 
 // --- NFSv3 procedures (RFC 1813) and statuses ---
 
@@ -480,7 +408,7 @@ const (
 // fresh volume and a fresh reference directory, compares the trees, and
 // (with reopen) compares them again after the volume is closed and opened
 // behind a new server. It returns nil on success. verbose logs what ran.
-func ndRunOnce(t *testing.T, seed uint64, nops int, reopen, verbose bool) *ndFailure {
+func ndRunOnce(t *testing.T, seed uint64, nops int, reopen, verbose bool) *difftest.Failure {
 	t.Helper()
 	v := newTestVolume(t)
 	f, closeFS := v.open(t)
@@ -505,8 +433,8 @@ func ndRunOnce(t *testing.T, seed uint64, nops int, reopen, verbose bool) *ndFai
 		stats:  map[string]*[2]int{},
 		rules:  map[string]int{},
 	}
-	fail := func(step int, phase, msg string) *ndFailure {
-		return &ndFailure{step: step, phase: phase, msg: msg, trace: r.trace}
+	fail := func(step int, phase, msg string) *difftest.Failure {
+		return &difftest.Failure{Step: step, Phase: phase, Msg: msg, Trace: r.trace}
 	}
 	r.connect(addr)
 	// The work directory: the same mode on both sides, so that the
@@ -1277,53 +1205,34 @@ func (r *ndRun) op(format string, args ...any) { r.desc = fmt.Sprintf(format, ar
 
 // --- the operations ---
 
-type ndOp struct {
-	name   string
-	weight int
-	fn     func(r *ndRun) error
-}
+type ndOp = difftest.Op[*ndRun]
 
 var ndOps = []ndOp{
-	{"create", 11, (*ndRun).opCreate},
-	{"mkdir", 7, (*ndRun).opMkdir},
-	{"symlink", 4, (*ndRun).opSymlink},
-	{"mknod", 2, (*ndRun).opMknod},
-	{"link", 4, (*ndRun).opLink},
-	{"remove", 5, (*ndRun).opRemove},
-	{"rmdir", 4, (*ndRun).opRmdir},
-	{"rename", 11, (*ndRun).opRename},
-	{"write", 12, (*ndRun).opWrite},
-	{"read", 7, (*ndRun).opRead},
-	{"setattr", 8, (*ndRun).opSetattr},
-	{"getattr", 4, (*ndRun).opGetattr},
-	{"readlink", 2, (*ndRun).opReadlink},
-	{"readdirplus", 4, (*ndRun).opReaddirplus},
-	{"commit", 2, (*ndRun).opCommit},
-	{"lookup", 4, (*ndRun).opLookup},
-	{"access", 2, (*ndRun).opAccess},
-	{"rmtree", 1, (*ndRun).opRmtree},
+	{Name: "create", Weight: 11, Fn: (*ndRun).opCreate},
+	{Name: "mkdir", Weight: 7, Fn: (*ndRun).opMkdir},
+	{Name: "symlink", Weight: 4, Fn: (*ndRun).opSymlink},
+	{Name: "mknod", Weight: 2, Fn: (*ndRun).opMknod},
+	{Name: "link", Weight: 4, Fn: (*ndRun).opLink},
+	{Name: "remove", Weight: 5, Fn: (*ndRun).opRemove},
+	{Name: "rmdir", Weight: 4, Fn: (*ndRun).opRmdir},
+	{Name: "rename", Weight: 11, Fn: (*ndRun).opRename},
+	{Name: "write", Weight: 12, Fn: (*ndRun).opWrite},
+	{Name: "read", Weight: 7, Fn: (*ndRun).opRead},
+	{Name: "setattr", Weight: 8, Fn: (*ndRun).opSetattr},
+	{Name: "getattr", Weight: 4, Fn: (*ndRun).opGetattr},
+	{Name: "readlink", Weight: 2, Fn: (*ndRun).opReadlink},
+	{Name: "readdirplus", Weight: 4, Fn: (*ndRun).opReaddirplus},
+	{Name: "commit", Weight: 2, Fn: (*ndRun).opCommit},
+	{Name: "lookup", Weight: 4, Fn: (*ndRun).opLookup},
+	{Name: "access", Weight: 2, Fn: (*ndRun).opAccess},
+	{Name: "rmtree", Weight: 1, Fn: (*ndRun).opRmtree},
 }
 
 // ndShrinkOps keep the tree small once it has grown.
 var ndShrinkOps = []ndOp{
-	{"remove", 5, (*ndRun).opRemove},
-	{"rmdir", 3, (*ndRun).opRmdir},
-	{"rmtree", 2, (*ndRun).opRmtree},
-}
-
-func ndPick(rng *rand.Rand, ops []ndOp) ndOp {
-	total := 0
-	for _, o := range ops {
-		total += o.weight
-	}
-	x := rng.IntN(total)
-	for _, o := range ops {
-		if x < o.weight {
-			return o
-		}
-		x -= o.weight
-	}
-	panic("unreachable")
+	{Name: "remove", Weight: 5, Fn: (*ndRun).opRemove},
+	{Name: "rmdir", Weight: 3, Fn: (*ndRun).opRmdir},
+	{Name: "rmtree", Weight: 2, Fn: (*ndRun).opRmtree},
 }
 
 func (r *ndRun) step() error {
@@ -1332,12 +1241,12 @@ func (r *ndRun) step() error {
 	if len(r.list()) > ndBigTree && r.chance(0.4) {
 		ops = ndShrinkOps
 	}
-	o := ndPick(r.rng, ops)
-	err := o.fn(r)
-	c := r.stats[o.name]
+	o := difftest.Pick(r.rng, ops)
+	err := o.Fn(r)
+	c := r.stats[o.Name]
 	if c == nil {
 		c = new([2]int)
-		r.stats[o.name] = c
+		r.stats[o.Name] = c
 	}
 	if strings.HasPrefix(r.outcome, " -> OK") {
 		c[0]++

@@ -1,0 +1,123 @@
+// Package difftest holds what the differential tests of the FUSE mount
+// (integration) and of the NFS server (nfs) share: the weighted choice of
+// random operations, the failure a run reports, and the search for the
+// shortest prefix of a seeded sequence that still fails.
+package difftest
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Op is one kind of operation of a run of type R, chosen by Weight.
+type Op[R any] struct {
+	Name   string
+	Weight int
+	Fn     func(R) error
+}
+
+// Pick chooses one of ops at random, in proportion to the weights.
+func Pick[R any](rng *rand.Rand, ops []Op[R]) Op[R] {
+	total := 0
+	for _, o := range ops {
+		total += o.Weight
+	}
+	x := rng.IntN(total)
+	for _, o := range ops {
+		if x < o.Weight {
+			return o
+		}
+		x -= o.Weight
+	}
+	return ops[len(ops)-1] // unreachable with positive weights
+}
+
+// Failure is the first divergence of a run.
+type Failure struct {
+	Step  int    // index of the failing operation, -1 for the checks after the operations
+	Phase string // where it failed
+	Msg   string
+	Trace []string // one line per operation run
+}
+
+func (f *Failure) String() string {
+	if f.Step >= 0 {
+		return fmt.Sprintf("operation #%d (%s) diverged: %s", f.Step, f.Trace[len(f.Trace)-1], f.Msg)
+	}
+	return fmt.Sprintf("%s after %d operations: %s", f.Phase, len(f.Trace), f.Msg)
+}
+
+// LastOps formats the last n lines of a trace, indented.
+func LastOps(trace []string, n int) string {
+	if len(trace) > n {
+		trace = trace[len(trace)-n:]
+	}
+	return "  " + strings.Join(trace, "\n  ")
+}
+
+// Shrink searches for the shortest failing prefix of a sequence of n
+// operations whose full run failed with first: run(k) replays the first k
+// operations on a fresh volume (a pure function of the seed) and returns
+// its failure, nil if it passed. It bisects for at most maxRuns runs and
+// budget, logging each with logf, and returns the shortest failure found,
+// its length, and a note when the search stopped early or found the
+// failure to depend on timing.
+func Shrink(n int, first *Failure, run func(k int) *Failure, maxRuns int, budget time.Duration, logf func(format string, args ...any)) (best *Failure, length int, note string) {
+	hi := n
+	if first.Step >= 0 {
+		hi = first.Step + 1
+	}
+	best, lo, runs := first, 0, 0
+	var flaky []string
+	start := time.Now()
+	for hi-lo > 1 && runs < maxRuns && time.Since(start) < budget {
+		mid := lo + (hi-lo)/2
+		runs++
+		verdict := "passes"
+		if g := run(mid); g == nil {
+			lo = mid
+		} else {
+			lines := strings.SplitN(g.String(), "\n", 3)
+			verdict = "fails: " + strings.Join(lines[:min(2, len(lines))], " ")
+			k := mid
+			if g.Step >= 0 && g.Step+1 < k {
+				k = g.Step + 1
+			}
+			if k <= lo {
+				// A shorter prefix passed before: the failure depends on
+				// timing, not only on the operations.
+				flaky = append(flaky, fmt.Sprintf("prefix %d passed, but a run of %d operations failed at #%d", lo, mid, k-1))
+				lo = 0
+			}
+			hi, best = k, g
+		}
+		logf("bisect: prefix %d %s; now searching (%d, %d]", mid, verdict, lo, hi)
+	}
+	if hi-lo > 1 {
+		note = fmt.Sprintf(" (search stopped after %d runs; a prefix between %d and %d may also fail)", runs, lo+1, hi)
+	}
+	if len(flaky) > 0 {
+		note += "\nNOT DETERMINISTIC: " + strings.Join(flaky, "; ")
+	}
+	return best, hi, note
+}
+
+// EnvUint reads an unsigned integer knob from the environment, def when it
+// is unset; a malformed value fails the test.
+func EnvUint(t testing.TB, name string, def uint64) uint64 {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: want an unsigned integer", name, s)
+	}
+	return v
+}
