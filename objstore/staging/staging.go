@@ -158,12 +158,13 @@ type Store struct {
 	direct   atomic.Uint64 // objects put straight to the backend (DirectFrom)
 	retries  atomic.Uint64 // failed upload attempts since open
 
-	progressAt   atomic.Int64  // when an upload last finished, or uploads got work after none (UnixNano)
-	spaceWaits   atomic.Uint64 // Puts that waited for uploads to free space
-	spaceRefused atomic.Uint64 // of which failed all the same
-	spaceWaiting int           // Puts waiting for space now (under mu)
-	spaceWarned  time.Time     // when the log last said so (under mu)
-	admitted     int           // Puts Admit let through, not yet returned (under mu)
+	progressAt    atomic.Int64  // when an upload last finished, or uploads got work after none (UnixNano)
+	spaceWaits    atomic.Uint64 // Puts that waited for uploads to free space
+	spaceRefused  atomic.Uint64 // of which failed all the same
+	spaceWaiting  int           // Puts waiting for space now (under mu)
+	spaceWarned   time.Time     // when the log last said so (under mu)
+	refusalWarned time.Time     // when it last said it refused one (under mu)
+	admitted      int           // Puts Admit let through, not yet returned (under mu)
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -324,8 +325,8 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 // admit asks Options.Admit for room for n bytes. With SpaceWait, a
 // refusal for lack of space waits for uploads to give the log's space back
 // and asks again, while they make progress.
-func (s *Store) admit(ctx context.Context, n int64) (func(), error) {
-	done, err := s.opts.Admit(n)
+func (s *Store) admit(ctx context.Context, n int64) (done func(), err error) {
+	done, err = s.opts.Admit(n)
 	if err == nil || s.opts.SpaceWait <= 0 || !errors.Is(err, syscall.ENOSPC) {
 		return done, err
 	}
@@ -339,11 +340,17 @@ func (s *Store) admit(ctx context.Context, n int64) (func(), error) {
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		s.spaceWaiting--
-		s.mu.Unlock()
-		if err != nil {
-			s.spaceRefused.Add(1)
-			s.log.Warn("staging: a write refused: uploads freed no space for it", "dir", s.dir, "err", err)
+		if err == nil {
+			return
+		}
+		s.spaceRefused.Add(1)
+		// With the store down every write is refused: say so once a
+		// minute, with the count (Stats has it too).
+		if now := time.Now(); now.Sub(s.refusalWarned) > time.Minute {
+			s.refusalWarned = now
+			s.log.Warn("staging: writes refused: uploads freed no space for them", "dir", s.dir, "refused_since_open", s.spaceRefused.Load(), "err", err)
 		}
 	}()
 	tick := time.NewTicker(spacePoll)
