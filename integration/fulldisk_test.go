@@ -205,26 +205,31 @@ func volumeOnSmallDisk(t *testing.T, size string) (v *volume, disk string) {
 	return v, disk
 }
 
-// fill writes n bytes of random data to a new file in 1 MiB writes, then
-// fsyncs and closes it, and returns the first error.
-func fill(path string, n int) error { return fillFrom(path, n, rand.Reader) }
+// fill writes n bytes of random data to a new file (replacing one of that
+// name) in 1 MiB writes, then fsyncs and closes it, and returns the first
+// error.
+func fill(path string, n int) error { return writeFileSynced(path, os.O_TRUNC, rand.Reader, n) }
 
-// fillFrom is fill with the data read from src.
-func fillFrom(path string, n int, src io.Reader) error {
-	f, err := os.Create(path)
+// writeFileSynced creates path (flag: os.O_EXCL, or os.O_TRUNC to replace a
+// file of that name), writes n bytes read from src in writes of at most 1
+// MiB, fsyncs and closes it, and returns the first error.
+func writeFileSynced(path string, flag int, src io.Reader, n int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|flag, 0o644)
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 1<<20)
-	for written := 0; written < n; written += len(buf) {
-		if _, err := io.ReadFull(src, buf); err != nil {
+	buf := make([]byte, min(n, 1<<20))
+	for written := 0; written < n; {
+		piece := buf[:min(len(buf), n-written)]
+		if _, err := io.ReadFull(src, piece); err != nil {
 			f.Close()
 			return err
 		}
-		if _, err := f.Write(buf); err != nil {
+		if _, err := f.Write(piece); err != nil {
 			f.Close()
 			return err
 		}
+		written += len(piece)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()

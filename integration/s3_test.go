@@ -269,19 +269,7 @@ func readUncached(path string) ([]byte, error) {
 
 // writeSynced writes a new file and fsyncs it before closing.
 func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeFileSynced(path, os.O_EXCL, bytes.NewReader(data), len(data))
 }
 
 // TestS3StoreProblems: bad credentials, a missing bucket and an unreachable

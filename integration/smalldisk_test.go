@@ -64,7 +64,7 @@ func TestS3StagingOnSmallDisk(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		defer close(written)
-		fillErr = fillFrom(big, size, rand.NewChaCha8(seed))
+		fillErr = writeFileSynced(big, os.O_EXCL, rand.NewChaCha8(seed), size)
 	}()
 	// Small files (kept in the metadata) created meanwhile: the log
 	// leaves room for them rather than filling the disk to the reserve.
