@@ -291,26 +291,6 @@ func ndFattr(a fattr) ndAttr {
 	return ndAttr{typ: a.typ, mode: a.mode, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size, mtime: a.mtime, fileid: a.fileid}
 }
 
-func ndFtype(mode uint32) uint32 {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return nf3Reg
-	case unix.S_IFDIR:
-		return nf3Dir
-	case unix.S_IFLNK:
-		return nf3Lnk
-	case unix.S_IFIFO:
-		return nf3Fifo
-	case unix.S_IFSOCK:
-		return nf3Sock
-	case unix.S_IFCHR:
-		return nf3Chr
-	case unix.S_IFBLK:
-		return nf3Blk
-	}
-	return 0
-}
-
 func ndTypeName(typ uint32) string {
 	switch typ {
 	case nf3Reg:
@@ -980,7 +960,7 @@ func (r *ndRun) refAttr(abs string) (ndAttr, error) {
 		r.mtimeN++
 	}
 	return ndAttr{
-		typ: ndFtype(st.Mode), mode: st.Mode & 0o7777, nlink: uint32(st.Nlink),
+		typ: ftype(st.Mode), mode: st.Mode & 0o7777, nlink: uint32(st.Nlink),
 		uid: st.Uid, gid: st.Gid, size: uint64(st.Size),
 		mtime:  [2]uint32{uint32(st.Mtim.Sec), uint32(st.Mtim.Nsec)},
 		fileid: st.Ino,

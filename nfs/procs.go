@@ -580,6 +580,12 @@ func (rq *request) mkobj(h []byte, name string, n meta.NewNode, rest meta.SetAtt
 		rq.fail(st, 2)
 		return
 	}
+	if n.Mode&syscall.S_IFMT == syscall.S_IFLNK && n.Target == "" {
+		// An empty target is refused before the name is looked at, as
+		// symlink(2) (ENOENT) and knfsd (INVAL) both do.
+		rq.createFailed(errNoEnt, dir.Ino)
+		return
+	}
 	if st := checkName(name); st != nfsOK {
 		if name == "." || name == ".." {
 			st = errExist
@@ -615,17 +621,6 @@ func (rq *request) symlink() {
 	sa := readSattr(rq.args)
 	target := rq.args.opaque(maxPath)
 	if !rq.argsOK() {
-		return
-	}
-	if len(target) == 0 {
-		// Refused before the name is looked at, as symlink(2) (ENOENT)
-		// and knfsd (INVAL) both do.
-		dir, st := rq.resolveDir(h)
-		if st != nfsOK {
-			rq.fail(st, 2)
-			return
-		}
-		rq.createFailed(errNoEnt, dir.Ino)
 		return
 	}
 	// A symlink's mode is always 0777; only owner and times apply.
