@@ -1,14 +1,12 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,10 +17,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	nfsc "github.com/willscott/go-nfs-client/nfs"
-	"github.com/willscott/go-nfs-client/nfs/rpc"
-	"github.com/willscott/go-nfs-client/nfs/xdr"
 )
 
 // TestCrashAcknowledgedWritesSurvive: NFS WRITEs and FUSE fsyncs are
@@ -147,7 +141,7 @@ func ackCrashRound(t *testing.T, v *volume, addr string, m *ackModel, rng *rand.
 			w.mnt = v.mnt
 		} else {
 			w.name = fmt.Sprintf("nfs%d", i-nfuse)
-			c, err := dialAckNFS(addr)
+			c, err := dialWireNFS(addr)
 			if err != nil {
 				t.Fatalf("round %d: %s: %v", round, w.name, err)
 			}
@@ -673,7 +667,7 @@ type ackWriter struct {
 	round      int
 	dir        string
 	mnt        string
-	nfs        *ackNFSConn
+	nfs        *wireNFS
 	dirFH      []byte
 	model      *ackModel
 	rng        *rand.Rand
@@ -720,7 +714,7 @@ func (w *ackWriter) create(i int) error {
 	name := fmt.Sprintf("%s-%d", w.name, i)
 	f := &ackFile{rel: w.dir + "/" + name}
 	if w.nfs != nil {
-		fh, err := w.nfs.create(w.dirFH, name)
+		fh, err := w.nfs.create(w.dirFH, name, createGuarded, 0o644)
 		if err != nil {
 			return fmt.Errorf("NFS CREATE %s: %w", f.rel, err)
 		}
@@ -845,9 +839,9 @@ func (w *ackWriter) truncate(f *ackFile) error {
 // nfsChunk picks the payload of one WRITE: mostly the 1 MiB maximum,
 // sometimes an odd size.
 func (w *ackWriter) nfsChunk(left int) int {
-	c := ackMaxWrite
+	c := wireMaxWrite
 	if w.rng.IntN(3) == 0 {
-		c = 1 + w.rng.IntN(ackMaxWrite)
+		c = 1 + w.rng.IntN(wireMaxWrite)
 	}
 	return min(c, left)
 }
@@ -860,11 +854,11 @@ func (w *ackWriter) writeFileSync(f *ackFile, off int64, data []byte, seed uint6
 		at := off + int64(done)
 		next := base.write(off, int64(done+c), seed)
 		w.model.begin(f.rel, next, at, at+int64(c), w.event("FILE_SYNC WRITE [%d,%d) of [%d,%d)", at, at+int64(c), off, off+int64(len(data))))
-		n, committed, _, err := w.nfs.write(f.fh, at, data[done:done+c], ackStableFileSync)
+		n, committed, _, err := w.nfs.write(f.fh, at, data[done:done+c], stableFileSync)
 		if err != nil {
 			return fmt.Errorf("NFS WRITE FILE_SYNC %s [%d,%d): %w", f.rel, at, at+int64(c), err)
 		}
-		if committed != ackStableFileSync {
+		if committed != stableFileSync {
 			return fmt.Errorf("NFS WRITE FILE_SYNC %s [%d,%d): reply says committed=%d, RFC 1813 requires FILE_SYNC (2)", f.rel, at, at+int64(c), committed)
 		}
 		if n == 0 || n > c {
@@ -890,7 +884,7 @@ func (w *ackWriter) writeUnstable(f *ackFile, off int64, data []byte, seed uint6
 	for done := 0; done < len(data); {
 		c := w.nfsChunk(len(data) - done)
 		at := off + int64(done)
-		n, _, v, err := w.nfs.write(f.fh, at, data[done:done+c], ackStableUnstable)
+		n, _, v, err := w.nfs.write(f.fh, at, data[done:done+c], stableUnstable)
 		if err != nil {
 			return fmt.Errorf("NFS WRITE UNSTABLE %s [%d,%d): %w", f.rel, at, at+int64(c), err)
 		}
@@ -912,200 +906,4 @@ func (w *ackWriter) writeUnstable(f *ackFile, off int64, data []byte, seed uint6
 	}
 	w.acked(f, next, int64(len(data)))
 	return nil
-}
-
-// --- a minimal NFSv3 client ---
-
-// ackNFSConn is one TCP connection to the NFS server that makes one call at a
-// time, encoded with go-nfs-client's XDR and types. go-nfs-client's own
-// rpc.Client does not suit a crash test: it reconnects by itself and resends
-// a call that had no reply, so a WRITE sent before the kill could reach the
-// restarted server, and after a kill its calls keep retrying for seconds.
-// This one fails at once when the connection breaks and never reconnects.
-type ackNFSConn struct {
-	mu   sync.Mutex
-	conn net.Conn
-	br   *bufio.Reader
-	xid  uint32
-	cred rpc.Auth
-}
-
-const (
-	ackNFSProg   = 100003
-	ackMountProg = 100005
-	ackMaxWrite  = 1 << 20 // the server's wtmax
-
-	ackStableUnstable = 0
-	ackStableFileSync = 2
-
-	ackCallTimeout = 2 * time.Minute
-)
-
-func dialAckNFS(addr string) (*ackNFSConn, error) {
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("dial NFS %s: %w", addr, err)
-	}
-	return &ackNFSConn{conn: conn, br: bufio.NewReader(conn), xid: rand.Uint32(),
-		cred: rpc.NewAuthUnix("objfs-ack-crash", 0, 0).Auth()}, nil
-}
-
-// Close breaks the connection; a call in progress fails.
-func (c *ackNFSConn) Close() { c.conn.Close() }
-
-// call sends one RPC and returns the reader positioned at the procedure's
-// result, after checking that the call was accepted and, for NFS, that the
-// status is NFS3_OK.
-func (c *ackNFSConn) call(prog, proc uint32, args ...any) (io.Reader, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.xid++
-	var buf bytes.Buffer
-	buf.Write([]byte{0, 0, 0, 0}) // record mark, set below
-	head := struct {
-		Xid, Msgtype uint32
-		rpc.Header
-	}{c.xid, 0, rpc.Header{Rpcvers: 2, Prog: prog, Vers: 3, Proc: proc, Cred: c.cred, Verf: rpc.AuthNull}}
-	if err := xdr.Write(&buf, head); err != nil {
-		return nil, fmt.Errorf("encoding the call: %w", err)
-	}
-	for _, a := range args {
-		if err := xdr.Write(&buf, a); err != nil {
-			return nil, fmt.Errorf("encoding the arguments: %w", err)
-		}
-	}
-	b := buf.Bytes()
-	binary.BigEndian.PutUint32(b, uint32(len(b)-4)|1<<31)
-	if err := c.conn.SetDeadline(time.Now().Add(ackCallTimeout)); err != nil {
-		return nil, err
-	}
-	if _, err := c.conn.Write(b); err != nil {
-		return nil, fmt.Errorf("sending: %w", err)
-	}
-	var rec []byte
-	for {
-		var mark [4]byte
-		if _, err := io.ReadFull(c.br, mark[:]); err != nil {
-			return nil, fmt.Errorf("reading the reply: %w", err)
-		}
-		n := binary.BigEndian.Uint32(mark[:])
-		frag := make([]byte, n&^(1<<31))
-		if _, err := io.ReadFull(c.br, frag); err != nil {
-			return nil, fmt.Errorf("reading the reply: %w", err)
-		}
-		rec = append(rec, frag...)
-		if n&(1<<31) != 0 {
-			break
-		}
-	}
-	r := bytes.NewReader(rec)
-	var rh struct{ Xid, Msgtype, Stat uint32 }
-	if err := xdr.Read(r, &rh); err != nil {
-		return nil, fmt.Errorf("decoding the reply: %w", err)
-	}
-	if rh.Xid != c.xid || rh.Msgtype != 1 || rh.Stat != 0 {
-		return nil, fmt.Errorf("reply xid %d type %d stat %d to call xid %d: not an accepted reply", rh.Xid, rh.Msgtype, rh.Stat, c.xid)
-	}
-	var acc struct {
-		Verf   rpc.Auth
-		Accept uint32
-	}
-	if err := xdr.Read(r, &acc); err != nil {
-		return nil, fmt.Errorf("decoding the reply: %w", err)
-	}
-	if acc.Accept != 0 {
-		return nil, fmt.Errorf("call not executed: accept_stat %d", acc.Accept)
-	}
-	status, err := xdr.ReadUint32(r)
-	if err != nil {
-		return nil, fmt.Errorf("decoding the status: %w", err)
-	}
-	if status != 0 {
-		return nil, fmt.Errorf("status %d: %w", status, nfsc.NFS3Error(status))
-	}
-	return r, nil
-}
-
-// mnt asks MOUNT for the handle of dir.
-func (c *ackNFSConn) mnt(dir string) ([]byte, error) {
-	r, err := c.call(ackMountProg, 1, dir)
-	if err != nil {
-		return nil, err
-	}
-	var res struct{ FH []byte }
-	if err := xdr.Read(r, &res); err != nil {
-		return nil, fmt.Errorf("decoding MNT: %w", err)
-	}
-	return res.FH, nil
-}
-
-// create makes an empty file (GUARDED: an existing name is an error).
-func (c *ackNFSConn) create(dir []byte, name string) ([]byte, error) {
-	how := struct {
-		Mode uint32
-		Attr nfsc.Sattr3
-	}{1, nfsc.Sattr3{Mode: nfsc.SetMode{SetIt: true, Mode: 0o644}}}
-	r, err := c.call(ackNFSProg, nfsc.NFSProc3Create, nfsc.Diropargs3{FH: dir, Filename: name}, how)
-	if err != nil {
-		return nil, err
-	}
-	var res struct {
-		FH   nfsc.PostOpFH3
-		Attr nfsc.PostOpAttr
-		Wcc  nfsc.WccData
-	}
-	if err := xdr.Read(r, &res); err != nil {
-		return nil, fmt.Errorf("decoding CREATE: %w", err)
-	}
-	if !res.FH.IsSet {
-		return nil, errors.New("CREATE returned no file handle")
-	}
-	return res.FH.FH, nil
-}
-
-// write sends one WRITE and returns the count, committed and verifier of
-// the reply.
-func (c *ackNFSConn) write(fh []byte, off int64, data []byte, stable uint32) (int, uint32, uint64, error) {
-	args := struct {
-		FH     []byte
-		Offset uint64
-		Count  uint32
-		Stable uint32
-		Data   []byte
-	}{fh, uint64(off), uint32(len(data)), stable, data}
-	r, err := c.call(ackNFSProg, nfsc.NFSProc3Write, args)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	var res struct {
-		Wcc       nfsc.WccData
-		Count     uint32
-		Committed uint32
-		Verf      uint64
-	}
-	if err := xdr.Read(r, &res); err != nil {
-		return 0, 0, 0, fmt.Errorf("decoding WRITE: %w", err)
-	}
-	return int(res.Count), res.Committed, res.Verf, nil
-}
-
-// commit sends COMMIT for the whole file and returns the verifier.
-func (c *ackNFSConn) commit(fh []byte) (uint64, error) {
-	args := struct {
-		FH     []byte
-		Offset uint64
-		Count  uint32
-	}{fh, 0, 0}
-	r, err := c.call(ackNFSProg, nfsc.NFSProc3Commit, args)
-	if err != nil {
-		return 0, err
-	}
-	var res struct {
-		Wcc  nfsc.WccData
-		Verf uint64
-	}
-	if err := xdr.Read(r, &res); err != nil {
-		return 0, fmt.Errorf("decoding COMMIT: %w", err)
-	}
-	return res.Verf, nil
 }
