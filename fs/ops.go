@@ -18,8 +18,12 @@ func (f *FS) withBuffered(a *Attr) *Attr {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if len(in.buf.extents) > 0 {
+		// What the commit will write (meta.Write): mtime is the last
+		// buffered write's time even when an earlier utimes set it
+		// later (touch -d tomorrow, then a write); explicit times after
+		// the writes commit those first (SetAttr), so none is pending.
 		a.Size = max(a.Size, in.buf.end())
-		a.Mtime = max(a.Mtime, in.mtime)
+		a.Mtime = in.mtime
 		a.Ctime = max(a.Ctime, in.mtime)
 	}
 	return a

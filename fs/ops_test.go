@@ -80,6 +80,25 @@ func TestWriteTimes(t *testing.T) {
 	if a3.Mtime != a2.Mtime || a3.Ctime != a2.Ctime {
 		t.Errorf("a read changed mtime/ctime")
 	}
+
+	// After times set in the future (touch -d), a write sets mtime to
+	// the time of the write at once, as the commit will: a buffered
+	// write must not show the old time until it is committed.
+	future := time.Now().Add(24 * time.Hour).UnixNano()
+	if _, err := v.f.SetAttr(v.ctx, &meta.Root, ino, meta.SetAttrIn{Valid: meta.SetMtime, Mtime: future}, 0); err != nil {
+		t.Fatal(err)
+	}
+	fh = v.openFile(ino, syscall.O_RDWR)
+	before := time.Now().UnixNano()
+	v.write(fh, 1, []byte("y"))
+	a4, _ := v.f.GetAttr(v.ctx, ino)
+	if a4.Mtime < before || a4.Mtime >= future {
+		t.Errorf("buffered write after mtime was set in the future: mtime %d, want the write's time (after %d, before %d)", a4.Mtime, before, future)
+	}
+	v.release(fh)
+	if a5, _ := v.f.GetAttr(v.ctx, ino); a5.Mtime != a4.Mtime {
+		t.Errorf("the commit changed mtime %d -> %d", a4.Mtime, a5.Mtime)
+	}
 }
 
 // TestHandlelessIO covers the NFS entry points: permissions are checked on
