@@ -706,10 +706,10 @@ func (rq *request) unlinkLike(rmdir bool) {
 }
 
 // watched returns the inode name names in dir, when a FUSE mount of this
-// process must hear about changes to it (Options.Changed is set), so that
+// process must hear about changes to it (Options.Watcher is set), so that
 // a remove or rename can tell it which inode lost a link; 0 otherwise.
 func (rq *request) watched(dir uint64, name string) uint64 {
-	if rq.s.opts.Changed == nil {
+	if rq.s.opts.Watcher == nil {
 		return 0
 	}
 	a, err := rq.s.f.Lookup(rq.ctx, &meta.Root, dir, name)
@@ -748,16 +748,16 @@ func (rq *request) rename() {
 		// Names too long are the metadata's to refuse, in rename(2)'s
 		// order: a missing source first.
 		moved, replaced := rq.watched(from.Ino, fromName), rq.watched(to.Ino, toName)
+		done := rq.s.renaming(from.Ino, fromName, to.Ino, toName)
 		if err = rq.s.f.Rename(rq.ctx, rq.c, from.Ino, fromName, to.Ino, toName, 0); err == nil {
 			rq.s.changed(moved)    // ctime (and a directory's "..")
 			rq.s.changed(replaced) // lost a link
 		}
+		done(err == nil) // reports both names changed
 	}
 	if err != nil {
 		rq.w.u32(statusOf(rq.ctx, rq.s.log, rq.op, err))
 	} else {
-		rq.s.entryChanged(from.Ino, fromName)
-		rq.s.entryChanged(to.Ino, toName)
 		rq.w.u32(nfsOK)
 	}
 	rq.wcc(from.Ino)

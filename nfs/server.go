@@ -81,12 +81,10 @@ type Options struct {
 	MaxConns int
 	Logger   *slog.Logger
 
-	// Changed and EntryChanged, when set, are told after a procedure
-	// changed an inode's attributes or data, or a name in a directory. A
-	// FUSE mount of the same process uses them to drop its kernel caches,
-	// so it sees NFS clients' changes at once.
-	Changed      func(ino uint64)
-	EntryChanged func(dir uint64, name string)
+	// Watcher, when set, is told of every change a procedure makes (a
+	// FUSE mount of the same process, which keeps its kernel's caches
+	// true to NFS clients' changes).
+	Watcher Watcher
 
 	// Ops, when set, records every NFS procedure (count, failures, latency).
 	Ops *metrics.Ops
@@ -555,16 +553,44 @@ func (p *pipeListener) Close() error {
 
 func (p *pipeListener) Addr() net.Addr { return p.addr }
 
-// changed reports a change of ino's attributes or data to Options.Changed.
+// A Watcher is told of the changes NFS procedures make. A FUSE mount of
+// the same process is one: its kernel caches names and attributes for a
+// minute, and must drop what an NFS client changed before that client
+// hears that its change is done, so that both front ends see each other's
+// changes at once.
+type Watcher interface {
+	// Changed: ino's attributes or data changed.
+	Changed(ino uint64)
+	// EntryChanged: name in dir names something else now, or nothing.
+	EntryChanged(dir uint64, name string)
+	// Renaming is told before a RENAME is made, and returns done, which
+	// is called once the rename is made (renamed) or has failed. Until
+	// then a FUSE mount answers lookups of the two names as they were
+	// before the rename; done tells its kernel of the change, then lets
+	// the new state show. A process on the mount thus finds the file
+	// under one of the names at any time, never under both or neither.
+	Renaming(fromDir uint64, fromName string, toDir uint64, toName string) (done func(renamed bool))
+}
+
+// changed reports a change of ino's attributes or data to the Watcher.
 func (s *server) changed(ino uint64) {
-	if s.opts.Changed != nil && ino != 0 {
-		s.opts.Changed(ino)
+	if s.opts.Watcher != nil && ino != 0 {
+		s.opts.Watcher.Changed(ino)
 	}
 }
 
-// entryChanged reports a change of name in dir to Options.EntryChanged.
+// entryChanged reports a change of name in dir to the Watcher.
 func (s *server) entryChanged(dir uint64, name string) {
-	if s.opts.EntryChanged != nil {
-		s.opts.EntryChanged(dir, name)
+	if s.opts.Watcher != nil {
+		s.opts.Watcher.EntryChanged(dir, name)
 	}
+}
+
+// renaming tells the Watcher of a rename about to be made; see
+// Watcher.Renaming.
+func (s *server) renaming(fromDir uint64, fromName string, toDir uint64, toName string) (done func(renamed bool)) {
+	if s.opts.Watcher == nil {
+		return func(bool) {}
+	}
+	return s.opts.Watcher.Renaming(fromDir, fromName, toDir, toName)
 }

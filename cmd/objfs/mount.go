@@ -202,15 +202,14 @@ func mount(dir, mnt string, o mountOptions) (err error) {
 			err = cerr
 		}
 	}()
-	srv, err := fuse.Mount(f, mnt, fuse.MountOptions{Debug: o.debug, AllowOther: o.allowOther, KernelPermissions: o.kernelPerm}, log, opsFor(reg, "fuse", "FUSE requests"))
+	srv, inval, err := fuse.Mount(f, mnt, fuse.MountOptions{Debug: o.debug, AllowOther: o.allowOther, KernelPermissions: o.kernelPerm}, log, opsFor(reg, "fuse", "FUSE requests"))
 	if err != nil {
 		return err
 	}
 	if o.nfs.listen != "" {
 		// NFS clients' changes drop the mount's kernel caches, so both
 		// front ends see each other's changes at once.
-		inval := fuse.NewInvalidator(srv)
-		o.nfs.changed, o.nfs.entryChanged = inval.Inode, inval.Entry
+		o.nfs.watcher = inval
 		o.nfs.ops = opsFor(reg, "nfs", "NFS procedures")
 		stopNFS, addr, err := startNFS(ctx, f, o.nfs)
 		if err != nil {

@@ -32,12 +32,11 @@ type nfsFlags struct {
 	anonUid  uint32
 	anonGid  uint32
 
-	// Set by `objfs mount --nfs`: drop the FUSE mount's caches of what
-	// NFS clients change.
-	changed      func(ino uint64)
-	entryChanged func(dir uint64, name string)
-	ops          *metrics.Ops
-	metrics      string // `objfs nfs --metrics`
+	// Set by `objfs mount --nfs`: keeps the FUSE mount's caches true to
+	// what NFS clients change.
+	watcher nfs.Watcher
+	ops     *metrics.Ops
+	metrics string // `objfs nfs --metrics`
 }
 
 // addFlags registers the export options on fl, each name prefixed with
@@ -54,7 +53,7 @@ func (o *nfsFlags) addFlags(fl *pflag.FlagSet, prefix string) {
 // options turns the flags into server options, checking them.
 func (o *nfsFlags) options(log *slog.Logger) (nfs.Options, error) {
 	opts := nfs.Options{ReadOnly: o.readOnly, AnonUid: o.anonUid, AnonGid: o.anonGid, Logger: log,
-		Changed: o.changed, EntryChanged: o.entryChanged, Ops: o.ops}
+		Watcher: o.watcher, Ops: o.ops}
 	var err error
 	if opts.Squash, err = nfs.ParseSquash(o.squash); err != nil {
 		return opts, err

@@ -47,12 +47,23 @@ type FS struct {
 	noKernelChecks bool
 	warned         atomic.Bool
 	punchWarned    atomic.Bool // a punch refused on an older format, logged
+	// holds: names an NFS rename is changing (Invalidator.Renaming);
+	// the mount's own changes to a held name refresh it.
+	holds nameHolds
 }
 
 // New returns the FUSE adapter for f; ops, when not nil, records every
 // request.
 func New(f *fs.FS, log *slog.Logger, ops *metrics.Ops) *FS {
-	return &FS{RawFileSystem: gofuse.NewDefaultRawFileSystem(), fs: f, log: log, ops: ops}
+	a := &FS{RawFileSystem: gofuse.NewDefaultRawFileSystem(), fs: f, log: log, ops: ops}
+	a.holds.lookup = func(dir uint64, name string) uint64 {
+		at, err := f.Lookup(context.Background(), &meta.Root, dir, name)
+		if err != nil {
+			return 0 // missing, or unreadable: the kernel will ask again
+		}
+		return at.Ino
+	}
+	return a
 }
 
 // MountOptions are the choices a mount leaves to its user.
@@ -101,7 +112,10 @@ func PermissionOptions(allowOther, kernelPermissions bool, euid int) []string {
 
 // Mount mounts f at mountpoint and starts serving; the caller waits on the
 // returned server and unmounts it.
-func Mount(f *fs.FS, mountpoint string, mo MountOptions, log *slog.Logger, ops *metrics.Ops) (*gofuse.Server, error) {
+//
+// The Invalidator it returns keeps the kernel's caches true to changes
+// another front end of the process makes (see nfs.Watcher).
+func Mount(f *fs.FS, mountpoint string, mo MountOptions, log *slog.Logger, ops *metrics.Ops) (*gofuse.Server, *Invalidator, error) {
 	opts := &gofuse.MountOptions{
 		FsName:        "objfs",
 		Name:          "objfs",
@@ -129,18 +143,18 @@ func Mount(f *fs.FS, mountpoint string, mo MountOptions, log *slog.Logger, ops *
 	a.noKernelChecks = !KernelChecks(mo.AllowOther, mo.KernelPermissions, os.Geteuid())
 	srv, err := gofuse.NewServer(a, mountpoint, opts)
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return nil, nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	a.srv = srv
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return nil, nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	if err := SetReadAhead(mountpoint, ReadAheadKB); err != nil {
 		log.Debug("kernel read-ahead left at its default (needs root)", "err", err)
 	}
-	return srv, nil
+	return srv, &Invalidator{srv: srv, fs: a}, nil
 }
 
 func (a *FS) String() string { return "objfs" }
@@ -285,6 +299,13 @@ func (a *FS) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out
 	c, stop := ctx(cancel)
 	defer stop()
 	at, err := a.fs.Lookup(c, a.caller(h), h.NodeId, name)
+	if err == nil || errors.Is(err, syscall.ENOENT) {
+		// Asked after the lookup: a rename that committed while it ran
+		// is held from before its commit until the kernel knows of it.
+		if ino, held := a.holds.get(h.NodeId, name); held {
+			return a.heldEntry(c, ino, out)
+		}
+	}
 	if errors.Is(err, syscall.ENOENT) {
 		// A negative entry: the kernel remembers that the name is
 		// missing, so a create or a search path does not ask again.
@@ -296,6 +317,30 @@ func (a *FS) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out
 		return a.errno("lookup", err)
 	}
 	fillEntry(out, at)
+	return gofuse.OK
+}
+
+// heldEntry answers a lookup of a held name (Invalidator.Renaming) with
+// what it named before the rename, ino (0: nothing), and timeouts of zero,
+// so that the kernel asks again next time.
+func (a *FS) heldEntry(c context.Context, ino uint64, out *gofuse.EntryOut) gofuse.Status {
+	if ino != 0 {
+		at, err := a.fs.GetAttr(c, ino)
+		if err == nil && at.Nlink == 0 {
+			err = syscall.ENOENT // removed since: no name names it
+		}
+		if err == nil {
+			fillEntry(out, at)
+			out.SetEntryTimeout(0)
+			out.SetAttrTimeout(0)
+			return gofuse.OK
+		}
+		if !errors.Is(err, syscall.ENOENT) {
+			return a.errno("lookup", err)
+		}
+	}
+	out.NodeId = 0
+	out.SetEntryTimeout(0)
 	return gofuse.OK
 }
 
@@ -387,6 +432,7 @@ func (a *FS) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out 
 	if err != nil {
 		return a.errno("mknod", err)
 	}
+	a.holds.refresh(in.NodeId, name)
 	fillEntry(out, at)
 	return gofuse.OK
 }
@@ -399,6 +445,7 @@ func (a *FS) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out 
 	if err != nil {
 		return a.errno("mkdir", err)
 	}
+	a.holds.refresh(in.NodeId, name)
 	fillEntry(out, at)
 	return gofuse.OK
 }
@@ -407,21 +454,34 @@ func (a *FS) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name string) gof
 	defer a.ops.Observe("unlink", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("unlink", a.fs.Unlink(c, a.caller(h), h.NodeId, name))
+	err := a.fs.Unlink(c, a.caller(h), h.NodeId, name)
+	if err == nil {
+		a.holds.refresh(h.NodeId, name)
+	}
+	return a.errno("unlink", err)
 }
 
 func (a *FS) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
 	defer a.ops.Observe("rmdir", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("rmdir", a.fs.Rmdir(c, a.caller(h), h.NodeId, name))
+	err := a.fs.Rmdir(c, a.caller(h), h.NodeId, name)
+	if err == nil {
+		a.holds.refresh(h.NodeId, name)
+	}
+	return a.errno("rmdir", err)
 }
 
 func (a *FS) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) gofuse.Status {
 	defer a.ops.Observe("rename", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
-	return a.errno("rename", a.fs.Rename(c, a.caller(&in.InHeader), in.NodeId, oldName, in.Newdir, newName, in.Flags))
+	err := a.fs.Rename(c, a.caller(&in.InHeader), in.NodeId, oldName, in.Newdir, newName, in.Flags)
+	if err == nil {
+		a.holds.refresh(in.NodeId, oldName)
+		a.holds.refresh(in.Newdir, newName)
+	}
+	return a.errno("rename", err)
 }
 
 func (a *FS) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) gofuse.Status {
@@ -432,6 +492,7 @@ func (a *FS) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *g
 	if err != nil {
 		return a.errno("link", err)
 	}
+	a.holds.refresh(in.NodeId, name)
 	fillEntry(out, at)
 	return gofuse.OK
 }
@@ -444,6 +505,7 @@ func (a *FS) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name st
 	if err != nil {
 		return a.errno("symlink", err)
 	}
+	a.holds.refresh(h.NodeId, name)
 	fillEntry(out, at)
 	return gofuse.OK
 }
@@ -529,6 +591,7 @@ func (a *FS) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, ou
 	if err != nil {
 		return a.errno("create", err)
 	}
+	a.holds.refresh(in.NodeId, name)
 	fillEntry(&out.EntryOut, at)
 	out.Fh, out.OpenFlags = fh, openReplyFlags(in.Flags)
 	return gofuse.OK
@@ -831,7 +894,9 @@ func (a *FS) readDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirE
 	var ferr error
 	err = a.fs.ReadDir(c, a.caller(&in.InHeader), in.NodeId, in.Offset, func(d meta.Dirent) bool {
 		var at *meta.Attr
-		if plus {
+		if _, held := a.holds.get(in.NodeId, d.Name); plus && !held {
+			// A held name gets no attributes: the kernel makes no
+			// entry of it, and looks it up when it needs it.
 			if at, ferr = a.fs.GetAttr(c, d.Ino); ferr != nil {
 				if errors.Is(ferr, syscall.ENOENT) {
 					ferr = nil
