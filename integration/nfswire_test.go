@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"testing"
 	"time"
 
 	nfsc "github.com/willscott/go-nfs-client/nfs"
@@ -413,4 +414,25 @@ func (c *wireNFS) readdirplus(dir []byte) ([]wireEntry, error) {
 		}
 	}
 	return out, errors.New("READDIRPLUS: no EOF after 100000 replies")
+}
+
+// dialWireRoot connects to the NFS server of v's mount at addr, retrying
+// until it answers, and returns the connection (closed when t ends) and
+// the handle of the export's root.
+func dialWireRoot(t testing.TB, v *volume, addr string) (*wireNFS, []byte) {
+	t.Helper()
+	for deadline := time.Now().Add(mountReadyTimeout); ; time.Sleep(20 * time.Millisecond) {
+		c, err := dialWireNFS(addr)
+		if err == nil {
+			var root []byte
+			if root, err = c.mnt("/"); err == nil {
+				t.Cleanup(c.Close)
+				return c, root
+			}
+			c.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("NFS on %s not ready: %v\n%s", addr, err, v.proc.logTail())
+		}
+	}
 }
