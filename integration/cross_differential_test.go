@@ -50,18 +50,8 @@ func TestCrossDifferential(t *testing.T) {
 	old := syscall.Umask(0) // modes are compared; the umask must not hide bits
 	defer syscall.Umask(old)
 
-	start := time.Now()
-	f := runCross(t, seed, nops, true)
-	t.Logf("run took %v", time.Since(start).Round(time.Millisecond))
-	if f == nil {
-		return
-	}
-	t.Errorf("seed %d: %s", seed, f)
-	t.Logf("last changes of the full run:\n%s", difftest.LastOps(f.Trace, 15))
-	best, n, note := difftest.Shrink(nops, f, func(k int) *difftest.Failure { return runCross(t, seed, k, false) },
-		12, 120*time.Second, t.Logf)
-	t.Errorf("seed %d: shortest failing prefix found: %d changes%s\nfailure: %s\nlast changes:\n%s\nrerun with OBJFS_XDIFF_SEED=%d OBJFS_XDIFF_OPS=%d",
-		seed, n, note, best, difftest.LastOps(best.Trace, 12), seed, n)
+	difftest.Check(t, seed, nops, func(k int, full bool) *difftest.Failure { return runCross(t, seed, k, full) },
+		12, 120*time.Second, "OBJFS_XDIFF_SEED", "OBJFS_XDIFF_OPS")
 }
 
 // xRun is one run: the volume's work directory seen through FUSE and NFS,
@@ -109,13 +99,9 @@ func runCross(t *testing.T, seed uint64, nops int, remount bool) *difftest.Failu
 	refTop := t.TempDir()
 	defer os.RemoveAll(refTop)
 
-	var key [32]byte
-	for i := range 8 {
-		key[i] = byte(seed >> (8 * i))
-	}
 	r := &xRun{
 		rng:  rand.New(rand.NewPCG(seed, 0x78646966)),
-		data: rand.NewChaCha8(key),
+		data: difftest.Data(seed),
 		fuse: v.mnt + "/x",
 		ref:  refTop + "/x",
 	}
@@ -496,28 +482,21 @@ func (r *xRun) nfsDir(rel string, fn func(dir []byte, name string) error) error 
 	return fn(dir, name)
 }
 
-func (r *xRun) opUnlink() error {
-	rel := r.pick("fl")
-	var got error
-	if r.viaNFS("unlink %s", rel) {
-		got = r.nfsDir(rel, r.nfs.remove)
-	} else {
-		got = unix.Unlink(r.fusePath(rel))
-	}
-	r.touch(rel)
-	return r.agree(got, unix.Unlink(r.refPath(rel)))
-}
+func (r *xRun) opUnlink() error { return r.removing("unlink", "fl", r.nfs.remove, unix.Unlink) }
+func (r *xRun) opRmdir() error  { return r.removing("rmdir", "d", r.nfs.rmdir, unix.Rmdir) }
 
-func (r *xRun) opRmdir() error {
-	rel := r.pick("d")
+// removing removes a path of one of kinds (see pick) through NFS (nfsRm)
+// or FUSE, and on the reference (rm).
+func (r *xRun) removing(what, kinds string, nfsRm func(dir []byte, name string) error, rm func(path string) error) error {
+	rel := r.pick(kinds)
 	var got error
-	if r.viaNFS("rmdir %s", rel) {
-		got = r.nfsDir(rel, r.nfs.rmdir)
+	if r.viaNFS("%s %s", what, rel) {
+		got = r.nfsDir(rel, nfsRm)
 	} else {
-		got = unix.Rmdir(r.fusePath(rel))
+		got = rm(r.fusePath(rel))
 	}
 	r.touch(rel)
-	return r.agree(got, unix.Rmdir(r.refPath(rel)))
+	return r.agree(got, rm(r.refPath(rel)))
 }
 
 func (r *xRun) opRename() error {

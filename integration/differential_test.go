@@ -47,22 +47,11 @@ func TestDifferential(t *testing.T) {
 	old := syscall.Umask(0)
 	defer syscall.Umask(old)
 
-	start := time.Now()
-	f := runDifferential(t, seed, nops, true)
-	t.Logf("first run took %v", time.Since(start).Round(time.Millisecond))
-	if f == nil {
-		return
-	}
-	t.Errorf("seed %d: %s", seed, f)
-	t.Logf("last operations of the full run:\n%s", difftest.LastOps(f.Trace, 15))
-
-	// Search for the shortest failing prefix. The sequence of operations is
-	// a pure function of the seed and the reference directory, so a prefix
-	// of length n replays exactly the first n operations.
-	best, hi, note := difftest.Shrink(nops, f, func(k int) *difftest.Failure { return runDifferential(t, seed, k, false) },
-		15, 150*time.Second, t.Logf)
-	t.Errorf("seed %d: shortest failing prefix found: %d operations%s\nfailure: %s\nlast operations (index, op -> reference outcome):\n%s\nrerun with OBJFS_DIFF_SEED=%d OBJFS_DIFF_OPS=%d",
-		seed, hi, note, best, difftest.LastOps(best.Trace, 12), seed, hi)
+	// The sequence of operations is a pure function of the seed and the
+	// reference directory, so a prefix of length n replays exactly the
+	// first n operations.
+	difftest.Check(t, seed, nops, func(k int, full bool) *difftest.Failure { return runDifferential(t, seed, k, full) },
+		15, 150*time.Second, "OBJFS_DIFF_SEED", "OBJFS_DIFF_OPS")
 }
 
 // --- the run ---
@@ -140,13 +129,9 @@ func runDifferentialOn(t *testing.T, newVol func(testing.TB) *volume, seed uint6
 	defer os.RemoveAll(refTop)
 	v.mount(t)
 
-	var key [32]byte
-	for i := range 8 {
-		key[i] = byte(seed >> (8 * i))
-	}
 	r := &diffRun{
 		rng:    rand.New(rand.NewPCG(seed, 0x6f626a6673)),
-		data:   rand.NewChaCha8(key),
+		data:   difftest.Data(seed),
 		mtimes: map[uint64]unix.Timespec{},
 		ignore: map[string]bool{},
 	}

@@ -81,12 +81,15 @@ func TestCrossPipeline(t *testing.T) {
 		wg, obsWG sync.WaitGroup
 	)
 
-	for p := range producers {
-		viaNFS := p%2 == 1
-		var s *nfsSide
-		if viaNFS {
-			s = dialSide()
+	// Odd-numbered producers and consumers work over NFS.
+	sideOf := func(i int) (s *nfsSide, viaNFS bool) {
+		if i%2 == 0 {
+			return nil, false
 		}
+		return dialSide(), true
+	}
+	for p := range producers {
+		s, viaNFS := sideOf(p)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -131,11 +134,7 @@ func TestCrossPipeline(t *testing.T) {
 		nClaimed.Add(1)
 	}
 	for c := range consumers {
-		viaNFS := c%2 == 1
-		var s *nfsSide
-		if viaNFS {
-			s = dialSide()
-		}
+		s, viaNFS := sideOf(c)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

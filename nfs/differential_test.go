@@ -58,8 +58,6 @@ func TestNFSDifferential(t *testing.T) {
 	if f == nil {
 		return
 	}
-	t.Errorf("seed %d: %s", seed, f)
-	t.Logf("last operations of the full run (index, operation -> reference outcome):\n%s", difftest.LastOps(f.Trace, 15))
 	if p := os.Getenv("OBJFS_NFS_DIFF_TRACE"); p != "" {
 		if err := os.WriteFile(p, []byte(strings.Join(f.Trace, "\n")+"\n"), 0o644); err != nil {
 			t.Errorf("writing the trace: %v", err)
@@ -72,10 +70,8 @@ func TestNFSDifferential(t *testing.T) {
 	// the first n operations of the full run. A failure seen only once
 	// the volume was reopened needs the reopen in every try.
 	reopen := f.Phase == ndPhaseReopen || f.Phase == ndPhaseAfterReopen
-	best, hi, note := difftest.Shrink(nops, f, func(k int) *difftest.Failure { return ndRunOnce(t, seed, k, reopen, false) },
-		14, 90*time.Second, t.Logf)
-	t.Errorf("seed %d: shortest failing prefix found: %d operations%s\nfailure: %s\nlast operations (index, operation -> reference outcome):\n%s\nrerun with OBJFS_NFS_DIFF_SEED=%d OBJFS_NFS_DIFF_OPS=%d",
-		seed, hi, note, best, difftest.LastOps(best.Trace, 15), seed, hi)
+	difftest.Investigate(t, seed, nops, f, func(k int) *difftest.Failure { return ndRunOnce(t, seed, k, reopen, false) },
+		14, 90*time.Second, "OBJFS_NFS_DIFF_SEED", "OBJFS_NFS_DIFF_OPS")
 }
 
 // Phases of a run, as its difftest.Failure names them.
@@ -400,14 +396,10 @@ func ndRunOnce(t *testing.T, seed uint64, nops int, reopen, verbose bool) *difft
 	refTop := t.TempDir()
 	defer os.RemoveAll(refTop)
 
-	var key [32]byte
-	for i := range 8 {
-		key[i] = byte(seed >> (8 * i))
-	}
 	r := &ndRun{
 		t:      t,
 		rng:    rand.New(rand.NewPCG(seed, 0x6e66737633)),
-		data:   rand.NewChaCha8(key),
+		data:   difftest.Data(seed),
 		ref:    refTop + "/w",
 		mtimes: map[uint64]unix.Timespec{},
 		stats:  map[string]*[2]int{},

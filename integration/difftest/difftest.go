@@ -107,6 +107,42 @@ func Shrink(n int, first *Failure, run func(k int) *Failure, maxRuns int, budget
 	return best, hi, note
 }
 
+// Check runs the whole sequence for seed, run(nops, true), logging how
+// long it took; if it fails, Investigate replays prefixes with run(k,
+// false).
+func Check(t testing.TB, seed uint64, nops int, run func(k int, full bool) *Failure, maxRuns int, budget time.Duration, seedKnob, opsKnob string) {
+	t.Helper()
+	start := time.Now()
+	f := run(nops, true)
+	t.Logf("the full run took %v", time.Since(start).Round(time.Millisecond))
+	if f != nil {
+		Investigate(t, seed, nops, f, func(k int) *Failure { return run(k, false) }, maxRuns, budget, seedKnob, opsKnob)
+	}
+}
+
+// Investigate reports the failure first of a full run of nops operations
+// for seed, then searches for its shortest failing prefix (Shrink, with
+// rerun, maxRuns and budget) and reports that, with the values of the
+// knobs seedKnob and opsKnob that replay it.
+func Investigate(t testing.TB, seed uint64, nops int, first *Failure, rerun func(k int) *Failure, maxRuns int, budget time.Duration, seedKnob, opsKnob string) {
+	t.Helper()
+	t.Errorf("seed %d: %s", seed, first)
+	t.Logf("last operations of the full run (index, operation -> reference outcome):\n%s", LastOps(first.Trace, 15))
+	best, n, note := Shrink(nops, first, rerun, maxRuns, budget, t.Logf)
+	t.Errorf("seed %d: shortest failing prefix found: %d operations%s\nfailure: %s\nlast operations (index, operation -> reference outcome):\n%s\nrerun with %s=%d %s=%d",
+		seed, n, note, best, LastOps(best.Trace, 12), seedKnob, seed, opsKnob, n)
+}
+
+// Data returns the stream of bytes a run for seed writes, the same on
+// every replay.
+func Data(seed uint64) *rand.ChaCha8 {
+	var key [32]byte
+	for i := range 8 {
+		key[i] = byte(seed >> (8 * i))
+	}
+	return rand.NewChaCha8(key)
+}
+
 // EnvUint reads an unsigned integer knob from the environment, def when it
 // is unset; a malformed value fails the test.
 func EnvUint(t testing.TB, name string, def uint64) uint64 {
