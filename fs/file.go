@@ -772,10 +772,15 @@ func (f *FS) readSlice(ctx context.Context, s *meta.Slice, off uint32, dest []by
 
 // flushLocked commits in's buffered writes: uploads blocks, then commits
 // the slices that reference them in one transaction.
-func (f *FS) flushLocked(ctx context.Context, in *inode) error {
+func (f *FS) flushLocked(ctx context.Context, in *inode) (err error) {
 	if len(in.buf.extents) == 0 {
 		return nil
 	}
+	defer func() {
+		if err == nil {
+			f.commits.Add(1) // after the commit: see Commits
+		}
+	}()
 	// Every chunk that could hold data of a file small enough to be
 	// inline: such a file may stay (or become) inline only if none exists.
 	d, err := f.meta.ReadData(ctx, in.ino, 0, uint64(f.format.InlineMax)/uint64(f.format.ChunkSize))

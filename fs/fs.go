@@ -110,6 +110,9 @@ type FS struct {
 	// if no such change happened since the read began (see knowPrivs).
 	privEpoch atomic.Uint64
 
+	// commits counts commits of buffered writes (see Commits).
+	commits atomic.Uint64
+
 	// earlyBlocks: whole blocks are stored as soon as a write completes
 	// them (possible when chunks are made of whole blocks), at most
 	// Uploaders at a time (earlySem), under bgCtx.

@@ -29,6 +29,25 @@ func (f *FS) withBuffered(a *Attr) *Attr {
 	return a
 }
 
+// Commits counts the commits of buffered writes so far, each counted once
+// it is visible. Attributes read while writes were buffered show them
+// (size, mtime) but not what their commit will change beyond that (the
+// bytes a file stores, st_blocks): a front end that lets its clients
+// cache attributes must not let them keep ones read while Commits moved
+// or while the file had writes buffered (Buffered).
+func (f *FS) Commits() uint64 { return f.commits.Load() }
+
+// Buffered reports whether ino has writes not committed yet.
+func (f *FS) Buffered(ino uint64) bool {
+	in := f.lookupInode(ino)
+	if in == nil {
+		return false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.buf.extents) > 0
+}
+
 // GetAttr returns ino's attributes, including buffered writes.
 func (f *FS) GetAttr(ctx context.Context, ino uint64) (*Attr, error) {
 	a, err := f.meta.GetAttr(ctx, ino)

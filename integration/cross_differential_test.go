@@ -687,10 +687,11 @@ func (r *xRun) observe(rel string) error {
 	// What only objfs knows must be the same on both sides: a stale kernel
 	// cache shows here first (an NFS change leaves FUSE's mtime behind).
 	if fu.Ino != na.Fileid || fu.Mtim.Sec != int64(na.Mtime.Seconds) || fu.Mtim.Nsec != int64(na.Mtime.Nseconds) ||
-		fu.Ctim.Sec != int64(na.Ctime.Seconds) || fu.Ctim.Nsec != int64(na.Ctime.Nseconds) {
-		return fmt.Errorf("%s: FUSE says inode %d mtime %d.%09d ctime %d.%09d; NFS says fileid %d mtime %d.%09d ctime %d.%09d",
-			rel, fu.Ino, fu.Mtim.Sec, fu.Mtim.Nsec, fu.Ctim.Sec, fu.Ctim.Nsec,
-			na.Fileid, na.Mtime.Seconds, na.Mtime.Nseconds, na.Ctime.Seconds, na.Ctime.Nseconds)
+		fu.Ctim.Sec != int64(na.Ctime.Seconds) || fu.Ctim.Nsec != int64(na.Ctime.Nseconds) ||
+		(ref.Mode&unix.S_IFMT == unix.S_IFREG && uint64(fu.Blocks)*512 != na.Used) {
+		return fmt.Errorf("%s: FUSE says inode %d mtime %d.%09d ctime %d.%09d blocks %d; NFS says fileid %d mtime %d.%09d ctime %d.%09d used %d",
+			rel, fu.Ino, fu.Mtim.Sec, fu.Mtim.Nsec, fu.Ctim.Sec, fu.Ctim.Nsec, fu.Blocks,
+			na.Fileid, na.Mtime.Seconds, na.Mtime.Nseconds, na.Ctime.Seconds, na.Ctime.Nseconds, na.Used)
 	}
 	switch ref.Mode & unix.S_IFMT {
 	case unix.S_IFREG:

@@ -298,6 +298,7 @@ func (a *FS) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out
 	defer a.ops.Observe("lookup", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
+	epoch := a.fs.Commits()
 	at, err := a.fs.Lookup(c, a.caller(h), h.NodeId, name)
 	if err == nil || errors.Is(err, syscall.ENOENT) {
 		// Asked after the lookup: a rename that committed while it ran
@@ -317,6 +318,9 @@ func (a *FS) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out
 		return a.errno("lookup", err)
 	}
 	fillEntry(out, at)
+	if !a.cacheable(at.Ino, epoch) {
+		out.SetAttrTimeout(0)
+	}
 	return gofuse.OK
 }
 
@@ -351,13 +355,26 @@ func (a *FS) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.A
 	defer a.ops.Observe("getattr", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
+	epoch := a.fs.Commits()
 	at, err := a.fs.GetAttr(c, in.NodeId)
 	if err != nil {
 		return a.errno("getattr", err)
 	}
 	fillAttr(&out.Attr, at)
 	out.SetTimeout(attrTimeout)
+	if !a.cacheable(at.Ino, epoch) {
+		out.SetTimeout(0)
+	}
 	return gofuse.OK
+}
+
+// cacheable reports whether the kernel may keep attributes of ino read
+// since fs.Commits was epoch: not if a commit of buffered writes became
+// visible meanwhile, nor while ino has writes buffered, since committing
+// them changes what the file stores (st_blocks) without the kernel's
+// knowing. Its next stat then asks again.
+func (a *FS) cacheable(ino uint64, epoch uint64) bool {
+	return a.fs.Commits() == epoch && !a.fs.Buffered(ino)
 }
 
 func (a *FS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) gofuse.Status {
@@ -415,12 +432,16 @@ func (a *FS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.A
 	} else {
 		who = a.caller(&in.InHeader)
 	}
+	epoch := a.fs.Commits()
 	at, err := a.fs.SetAttr(c, who, in.NodeId, s, fh)
 	if err != nil {
 		return a.errno("setattr", err)
 	}
 	fillAttr(&out.Attr, at)
 	out.SetTimeout(attrTimeout)
+	if !a.cacheable(at.Ino, epoch) {
+		out.SetTimeout(0)
+	}
 	return gofuse.OK
 }
 
@@ -865,6 +886,7 @@ func (a *FS) readDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirE
 	}
 	c, stop := ctx(cancel)
 	defer stop()
+	epoch := a.fs.Commits()
 	dir, err := a.fs.GetAttr(c, in.NodeId)
 	if err != nil {
 		return a.errno(op, err)
@@ -879,6 +901,9 @@ func (a *FS) readDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirE
 		}
 		if at != nil {
 			fillEntry(eo, at)
+			if !a.cacheable(at.Ino, epoch) {
+				eo.SetAttrTimeout(0)
+			}
 		}
 		return true
 	}

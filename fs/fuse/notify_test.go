@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
@@ -161,4 +162,50 @@ func TestRenamingHoldsNames(t *testing.T) {
 	}
 	check("held, inode removed by another front end", src, "w", 0, false)
 	done(false)
+}
+
+// TestBufferedAttributesNotCached: attributes read while a file has writes
+// buffered are not for the kernel to keep: the commit changes what the
+// file stores (st_blocks) without the kernel's knowing.
+func TestBufferedAttributesNotCached(t *testing.T) {
+	f := newTestFS(t)
+	a := New(f, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	ctx := context.Background()
+	at, fh, err := f.Create(ctx, &meta.Root, meta.RootIno, "f", 0o644, syscall.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	getattr := func(when string, wantCached bool) *gofuse.AttrOut {
+		t.Helper()
+		var out gofuse.AttrOut
+		if st := a.GetAttr(nil, &gofuse.GetAttrIn{InHeader: gofuse.InHeader{NodeId: at.Ino}}, &out); st != gofuse.OK {
+			t.Fatalf("%s: getattr: %v", when, st)
+		}
+		if (out.AttrValid > 0) != wantCached {
+			t.Errorf("%s: attribute timeout %ds, want cached=%v", when, out.AttrValid, wantCached)
+		}
+		var eo gofuse.EntryOut
+		if st := a.Lookup(nil, &gofuse.InHeader{NodeId: meta.RootIno}, "f", &eo); st != gofuse.OK {
+			t.Fatalf("%s: lookup: %v", when, st)
+		}
+		if (eo.AttrValid > 0) != wantCached {
+			t.Errorf("%s: lookup's attribute timeout %ds, want cached=%v", when, eo.AttrValid, wantCached)
+		}
+		return &out
+	}
+	getattr("empty", true)
+	if _, err := f.Write(ctx, fh, 0, make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	buffered := getattr("buffered", false)
+	if err := f.Flush(ctx, fh); err != nil {
+		t.Fatal(err)
+	}
+	committed := getattr("committed", true)
+	if buffered.Blocks == committed.Blocks {
+		t.Logf("the commit left st_blocks at %d: the case this guards against did not arise", committed.Blocks)
+	}
+	if err := f.Release(ctx, fh); err != nil {
+		t.Fatal(err)
+	}
 }
