@@ -509,12 +509,16 @@ func (a *FS) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *g
 	defer a.ops.Observe("link", time.Now())
 	c, stop := ctx(cancel)
 	defer stop()
+	epoch := a.fs.Commits()
 	at, err := a.fs.Link(c, a.caller(&in.InHeader), in.Oldnodeid, in.NodeId, name)
 	if err != nil {
 		return a.errno("link", err)
 	}
 	a.holds.refresh(in.NodeId, name)
 	fillEntry(out, at)
+	if !a.cacheable(at.Ino, epoch) {
+		out.SetAttrTimeout(0) // a file being written, linked
+	}
 	return gofuse.OK
 }
 
