@@ -64,8 +64,7 @@ func (i *Invalidator) Renaming(fromDir uint64, fromName string, toDir uint64, to
 			i.notifyEntry(fromDir, fromName)
 			i.notifyEntry(toDir, toName)
 		}
-		h.release(fromDir, fromName, a, renamed)
-		h.release(toDir, toName, b, renamed)
+		h.release(renamed, a, b)
 	}
 }
 
@@ -84,7 +83,10 @@ type heldName struct {
 	name string
 }
 
-type nameHold struct{ ino uint64 }
+type nameHold struct {
+	name heldName
+	ino  uint64
+}
 
 // add takes a hold of name in dir at what it names now.
 func (h *nameHolds) add(dir uint64, name string) *nameHold {
@@ -93,28 +95,32 @@ func (h *nameHolds) add(dir uint64, name string) *nameHold {
 	if h.m == nil {
 		h.m = map[heldName][]*nameHold{}
 	}
-	hd := &nameHold{ino: h.lookup(dir, name)}
 	k := heldName{dir, name}
+	hd := &nameHold{name: k, ino: h.lookup(dir, name)}
 	h.m[k] = append(h.m[k], hd)
 	h.n.Add(1)
 	return hd
 }
 
-// release drops hold hd; when its rename was made (changed), the other
-// holds of the name take the name's new state, which the kernel now knows.
-func (h *nameHolds) release(dir uint64, name string, hd *nameHold, changed bool) {
+// release drops holds, all at once: a lookup sees all of them or none, so
+// the two names of a rename never show one the new state and the other
+// the old. When their rename was made (changed), the other holds of the
+// same names take the names' new state, which the kernel now knows.
+func (h *nameHolds) release(changed bool, holds ...*nameHold) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	k := heldName{dir, name}
-	list := slices.DeleteFunc(h.m[k], func(x *nameHold) bool { return x == hd })
-	h.n.Add(int64(len(list) - len(h.m[k])))
-	if len(list) == 0 {
-		delete(h.m, k)
-		return
-	}
-	h.m[k] = list
-	if changed {
-		h.refreshLocked(k)
+	for _, hd := range holds {
+		k := hd.name
+		list := slices.DeleteFunc(h.m[k], func(x *nameHold) bool { return x == hd })
+		h.n.Add(-1)
+		if len(list) == 0 {
+			delete(h.m, k)
+			continue
+		}
+		h.m[k] = list
+		if changed {
+			h.refreshLocked(k)
+		}
 	}
 }
 
