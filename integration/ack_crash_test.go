@@ -141,15 +141,8 @@ func ackCrashRound(t *testing.T, v *volume, addr string, m *ackModel, rng *rand.
 			w.mnt = v.mnt
 		} else {
 			w.name = fmt.Sprintf("nfs%d", i-nfuse)
-			c, err := dialWireNFS(addr)
-			if err != nil {
-				t.Fatalf("round %d: %s: %v", round, w.name, err)
-			}
-			t.Cleanup(func() { c.Close() })
-			w.nfs = c
-			if w.dirFH, err = c.mnt("/" + dir); err != nil {
-				t.Fatalf("round %d: %s: MNT /%s: %v", round, w.name, dir, err)
-			}
+			// The NFS server may still be starting (FUSE is up first).
+			w.nfs, w.dirFH = dialWireMount(t, v, addr, "/"+dir)
 		}
 		writers = append(writers, w)
 	}

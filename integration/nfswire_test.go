@@ -421,13 +421,19 @@ func (c *wireNFS) readdirplus(dir []byte) ([]wireEntry, error) {
 // the handle of the export's root.
 func dialWireRoot(t testing.TB, v *volume, addr string) (*wireNFS, []byte) {
 	t.Helper()
+	return dialWireMount(t, v, addr, "/")
+}
+
+// dialWireMount is dialWireRoot for the directory path of the export.
+func dialWireMount(t testing.TB, v *volume, addr, path string) (*wireNFS, []byte) {
+	t.Helper()
 	for deadline := time.Now().Add(mountReadyTimeout); ; time.Sleep(20 * time.Millisecond) {
 		c, err := dialWireNFS(addr)
 		if err == nil {
-			var root []byte
-			if root, err = c.mnt("/"); err == nil {
+			var fh []byte
+			if fh, err = c.mnt(path); err == nil {
 				t.Cleanup(c.Close)
-				return c, root
+				return c, fh
 			}
 			c.Close()
 		}
