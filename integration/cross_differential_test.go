@@ -59,10 +59,11 @@ func TestCrossDifferential(t *testing.T) {
 type xRun struct {
 	rng     *rand.Rand
 	data    *rand.ChaCha8
-	fuse    string   // the work directory on the mount
-	ref     string   // the reference work directory
-	nfs     *wireNFS // a connection to the NFS server of the mount process
-	work    []byte   // NFS handle of the work directory
+	fuse    string        // the work directory on the mount
+	ref     string        // the reference work directory
+	tree    difftest.Tree // the reference work directory's paths
+	nfs     *wireNFS      // a connection to the NFS server of the mount process
+	work    []byte        // NFS handle of the work directory
 	handles []*xHandle
 	// dirNlink: objfs counts a directory's links as ext4 does (2 +
 	// subdirectories), so directory link counts are compared.
@@ -104,6 +105,7 @@ func runCross(t *testing.T, seed uint64, nops int, remount bool) *difftest.Failu
 		data: difftest.Data(seed),
 		fuse: v.mnt + "/x",
 		ref:  refTop + "/x",
+		tree: difftest.Tree{Root: refTop + "/x"},
 	}
 	defer r.closeHandles()
 	fail := func(step int, phase, msg string) *difftest.Failure {
@@ -182,40 +184,13 @@ func (r *xRun) closeHandles() {
 
 // --- choosing paths ---
 
-// refEntries lists every path under the reference work directory.
-func (r *xRun) refEntries() []string {
-	var out []string
-	var walk func(rel string)
-	walk = func(rel string) {
-		names, err := readNames(r.refPath(rel))
-		if err != nil {
-			return
-		}
-		for _, n := range names {
-			p := path.Join(rel, n)
-			out = append(out, p)
-			if fi, err := os.Lstat(r.refPath(p)); err == nil && fi.IsDir() {
-				walk(p)
-			}
-		}
-	}
-	walk("")
-	return out
-}
-
 // pick returns an existing path whose type is one of kinds ('f' file, 'd'
 // directory, 'l' symlink) most of the time, else a random path, which may
 // or may not exist.
 func (r *xRun) pick(kinds string) string {
 	if r.rng.IntN(5) > 0 {
-		var match []string
-		for _, p := range r.refEntries() {
-			if strings.IndexByte(kinds, r.refKind(p)) >= 0 {
-				match = append(match, p)
-			}
-		}
-		if len(match) > 0 {
-			return match[r.rng.IntN(len(match))]
+		if p, ok := r.tree.Existing(r.rng, kinds); ok {
+			return p
 		}
 	}
 	return r.randomPath()
@@ -298,7 +273,9 @@ var xOps = []xOp{
 // step makes one change and then checks what both front ends see.
 func (r *xRun) step() error {
 	r.touched = r.touched[:0]
-	if err := difftest.Pick(r.rng, xOps).Fn(r); err != nil {
+	err := difftest.Pick(r.rng, xOps).Fn(r)
+	r.tree.Changed() // whatever it did, the reference may have changed
+	if err != nil {
 		return err
 	}
 	r.touched = append(r.touched, r.pick("fdl"), r.pick("fdl"))
@@ -803,7 +780,11 @@ func (r *xRun) observeHandles() error {
 func (r *xRun) compareAll() []string {
 	var diffs []string
 	seen := map[string]bool{}
-	paths := append(r.refEntries(), ".")
+	r.tree.Changed()
+	paths := []string{"."}
+	for _, e := range r.tree.List() {
+		paths = append(paths, e.Rel)
+	}
 	var walk func(rel string)
 	walk = func(rel string) { // names only objfs has
 		names, _ := readNames(r.fusePath(rel))

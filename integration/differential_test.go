@@ -71,12 +71,6 @@ func (s diffSide) p(rel string) string {
 	return s.root + "/" + rel
 }
 
-type diffEntry struct {
-	rel   string
-	kind  byte // 'f' regular, 'd' directory, 'l' symlink, '?' other
-	depth int
-}
-
 type diffHandle struct {
 	id     int
 	fd     [2]int
@@ -91,15 +85,14 @@ type diffRun struct {
 	sides    [2]diffSide
 	handles  []*diffHandle
 	nextID   int
-	entries  []diffEntry
-	fresh    bool
+	tree     difftest.Tree            // the reference side's paths
 	mtimes   map[uint64]unix.Timespec // reference inode -> mtime set by utimens since its last change
 	dirNlink bool
 	ignore   map[string]bool // names in the mount root that predate the run
 	desc     string
 	outcome  string
 	trace    []string
-	stats    map[string]*[2]int
+	stats    difftest.Counts
 	sizeSum  int
 }
 
@@ -137,6 +130,7 @@ func runDifferentialOn(t *testing.T, newVol func(testing.TB) *volume, seed uint6
 	}
 	r.sides[0] = diffSide{name: "objfs", top: v.mnt, root: v.mnt + "/w", idx: 0}
 	r.sides[1] = diffSide{name: "reference", top: refTop, root: refTop + "/w", idx: 1}
+	r.tree.Root = r.sides[1].root
 
 	fail := func(step int, phase, msg string) *difftest.Failure {
 		if ok, why := v.alive(); !ok {
@@ -222,69 +216,19 @@ func runDifferentialOn(t *testing.T, newVol func(testing.TB) *volume, seed uint6
 
 // --- random choices ---
 
-func (r *diffRun) list() []diffEntry {
-	if r.fresh {
-		return r.entries
-	}
-	r.entries = r.entries[:0]
-	var walk func(rel string, depth int)
-	walk = func(rel string, depth int) {
-		des, err := os.ReadDir(r.sides[1].p(rel))
-		if err != nil {
-			return
-		}
-		for _, de := range des {
-			child := de.Name()
-			if rel != "" {
-				child = rel + "/" + de.Name()
-			}
-			kind := byte('?')
-			switch t := de.Type(); {
-			case t.IsRegular():
-				kind = 'f'
-			case t.IsDir():
-				kind = 'd'
-			case t&os.ModeSymlink != 0:
-				kind = 'l'
-			}
-			r.entries = append(r.entries, diffEntry{rel: child, kind: kind, depth: depth + 1})
-			if kind == 'd' {
-				walk(child, depth+1)
-			}
-		}
-	}
-	walk("", 0)
-	r.fresh = true
-	return r.entries
-}
+func (r *diffRun) list() []difftest.Entry { return r.tree.List() }
 
-func (r *diffRun) changed() { r.fresh = false }
+func (r *diffRun) changed() { r.tree.Changed() }
 
 func (r *diffRun) chance(p float64) bool { return r.rng.Float64() < p }
 
 // existing returns a random existing path of one of the given kinds.
-func (r *diffRun) existing(kinds string) (string, bool) {
-	var cands []string
-	for _, e := range r.list() {
-		if strings.IndexByte(kinds, e.kind) >= 0 {
-			cands = append(cands, e.rel)
-		}
-	}
-	if len(cands) == 0 {
-		return "", false
-	}
-	return cands[r.rng.IntN(len(cands))], true
-}
+func (r *diffRun) existing(kinds string) (string, bool) { return r.tree.Existing(r.rng, kinds) }
 
 // newPath returns a pool name inside a random existing directory (or the
 // work root) that is not too deep; the name may well exist already.
 func (r *diffRun) newPath() string {
-	dirs := []string{""}
-	for _, e := range r.list() {
-		if e.kind == 'd' && e.depth < maxDepth {
-			dirs = append(dirs, e.rel)
-		}
-	}
+	dirs := r.tree.Dirs(maxDepth)
 	dir := dirs[r.rng.IntN(len(dirs))]
 	name := namePool[r.rng.IntN(len(namePool))]
 	if dir == "" {
@@ -674,35 +618,16 @@ func (r *diffRun) step() error {
 	o := difftest.Pick(r.rng, ops)
 	err := o.Fn(r)
 	if r.stats == nil {
-		r.stats = map[string]*[2]int{}
+		r.stats = difftest.Counts{}
 	}
-	c := r.stats[o.Name]
-	if c == nil {
-		c = new([2]int)
-		r.stats[o.Name] = c
-	}
-	if strings.Contains(r.outcome, "-> ok") {
-		c[0]++
-	} else {
-		c[1]++
-	}
+	r.stats.Add(o.Name, strings.Contains(r.outcome, "-> ok"))
 	return err
 }
 
 // summary tells how often each kind of operation ran and succeeded.
 func (r *diffRun) summary() string {
-	names := make([]string, 0, len(r.stats))
-	for n := range r.stats {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var b strings.Builder
-	for _, n := range names {
-		c := r.stats[n]
-		fmt.Fprintf(&b, " %s=%d/%d", n, c[0], c[0]+c[1])
-	}
 	return fmt.Sprintf("operations (succeeded/run):%s; tree size: %.1f entries on average, %d at the end",
-		b.String(), float64(r.sizeSum)/float64(max(1, len(r.trace))), len(r.list()))
+		r.stats, float64(r.sizeSum)/float64(max(1, len(r.trace))), len(r.list()))
 }
 
 func (r *diffRun) opCreate() error {

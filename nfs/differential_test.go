@@ -345,12 +345,6 @@ func ndOK(attrs map[string]ndAttr) ndOutcome { return ndOutcome{st: nfsOK, attrs
 
 // --- the run ---
 
-type ndEntry struct {
-	rel   string
-	kind  byte // 'f' regular, 'd' directory, 'l' symlink, 'p' FIFO
-	depth int
-}
-
 type ndRun struct {
 	t      *testing.T
 	rng    *rand.Rand
@@ -360,14 +354,13 @@ type ndRun struct {
 	work   []byte // handle of the work directory "w" (never renamed)
 	ref    string // the reference work directory
 
-	entries []ndEntry
-	fresh   bool
+	tree    difftest.Tree            // the reference work directory's paths
 	mtimes  map[uint64]unix.Timespec // reference inode -> mtime the test set
 	verf    []byte                   // write verifier last seen
 	desc    string
 	outcome string
 	trace   []string
-	stats   map[string]*[2]int
+	stats   difftest.Counts
 	rules   map[string]int
 	sizeSum int
 	mtimeN  int // reference attributes with an mtime the test set (compared exactly)
@@ -401,8 +394,9 @@ func ndRunOnce(t *testing.T, seed uint64, nops int, reopen, verbose bool) *difft
 		rng:    rand.New(rand.NewPCG(seed, 0x6e66737633)),
 		data:   difftest.Data(seed),
 		ref:    refTop + "/w",
+		tree:   difftest.Tree{Root: refTop + "/w"},
 		mtimes: map[uint64]unix.Timespec{},
-		stats:  map[string]*[2]int{},
+		stats:  difftest.Counts{},
 		rules:  map[string]int{},
 	}
 	fail := func(step int, phase, msg string) *difftest.Failure {
@@ -472,16 +466,6 @@ func (r *ndRun) connect(addr string) {
 func (r *ndRun) root() []byte { return r.rootFH }
 
 func (r *ndRun) summary() string {
-	names := make([]string, 0, len(r.stats))
-	for n := range r.stats {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var b strings.Builder
-	for _, n := range names {
-		c := r.stats[n]
-		fmt.Fprintf(&b, " %s=%d/%d", n, c[0], c[0]+c[1])
-	}
 	var rb strings.Builder
 	rules := make([]string, 0, len(r.rules))
 	for n := range r.rules {
@@ -492,75 +476,26 @@ func (r *ndRun) summary() string {
 		fmt.Fprintf(&rb, " %s=%d", n, r.rules[n])
 	}
 	return fmt.Sprintf("operations (succeeded/run):%s\nNFS-vs-local rules applied:%s\nmtimes set by the test and compared: %d\ntree size: %.1f entries on average, %d at the end",
-		b.String(), rb.String(), r.mtimeN, float64(r.sizeSum)/float64(max(1, len(r.trace))), len(r.list()))
+		r.stats, rb.String(), r.mtimeN, float64(r.sizeSum)/float64(max(1, len(r.trace))), len(r.list()))
 }
 
 // --- random choices (from the reference tree only) ---
 
-func (r *ndRun) list() []ndEntry {
-	if r.fresh {
-		return r.entries
-	}
-	r.entries = r.entries[:0]
-	var walk func(rel string, depth int)
-	walk = func(rel string, depth int) {
-		des, err := os.ReadDir(r.refPath(rel))
-		if err != nil {
-			return
-		}
-		for _, de := range des {
-			child := ndJoin(rel, de.Name())
-			kind := byte('?')
-			switch t := de.Type(); {
-			case t.IsRegular():
-				kind = 'f'
-			case t.IsDir():
-				kind = 'd'
-			case t&os.ModeSymlink != 0:
-				kind = 'l'
-			case t&os.ModeNamedPipe != 0:
-				kind = 'p'
-			}
-			r.entries = append(r.entries, ndEntry{rel: child, kind: kind, depth: depth + 1})
-			if kind == 'd' {
-				walk(child, depth+1)
-			}
-		}
-	}
-	walk("", 0)
-	r.fresh = true
-	return r.entries
-}
+func (r *ndRun) list() []difftest.Entry { return r.tree.List() }
 
-func (r *ndRun) changed() { r.fresh = false }
+func (r *ndRun) changed() { r.tree.Changed() }
 
 func (r *ndRun) chance(p float64) bool { return r.rng.Float64() < p }
 
 func (r *ndRun) name() string { return ndNames[r.rng.IntN(len(ndNames))] }
 
 // existing returns a random existing path of one of the given kinds.
-func (r *ndRun) existing(kinds string) (string, bool) {
-	var cands []string
-	for _, e := range r.list() {
-		if strings.IndexByte(kinds, e.kind) >= 0 {
-			cands = append(cands, e.rel)
-		}
-	}
-	if len(cands) == 0 {
-		return "", false
-	}
-	return cands[r.rng.IntN(len(cands))], true
-}
+func (r *ndRun) existing(kinds string) (string, bool) { return r.tree.Existing(r.rng, kinds) }
 
 // newPath is a pool name in the work directory or in an existing directory
 // not too deep; the name may well exist already.
 func (r *ndRun) newPath() string {
-	dirs := []string{""}
-	for _, e := range r.list() {
-		if e.kind == 'd' && e.depth < ndMaxDepth {
-			dirs = append(dirs, e.rel)
-		}
-	}
+	dirs := r.tree.Dirs(ndMaxDepth)
 	return ndJoin(dirs[r.rng.IntN(len(dirs))], r.name())
 }
 
@@ -1215,16 +1150,7 @@ func (r *ndRun) step() error {
 	}
 	o := difftest.Pick(r.rng, ops)
 	err := o.Fn(r)
-	c := r.stats[o.Name]
-	if c == nil {
-		c = new([2]int)
-		r.stats[o.Name] = c
-	}
-	if strings.HasPrefix(r.outcome, " -> OK") {
-		c[0]++
-	} else {
-		c[1]++
-	}
+	r.stats.Add(o.Name, strings.HasPrefix(r.outcome, " -> OK"))
 	return err
 }
 
@@ -1516,22 +1442,22 @@ func (r *ndRun) opRmtree() error {
 	if !ok {
 		return r.opRemove()
 	}
-	var order []ndEntry
+	var order []difftest.Entry
 	for _, e := range r.list() {
-		if e.rel == top || strings.HasPrefix(e.rel, top+"/") {
+		if e.Rel == top || strings.HasPrefix(e.Rel, top+"/") {
 			order = append(order, e)
 		}
 	}
 	// Children before parents: deeper paths first.
-	sort.SliceStable(order, func(i, j int) bool { return order[i].depth > order[j].depth })
+	sort.SliceStable(order, func(i, j int) bool { return order[i].Depth > order[j].Depth })
 	r.op("rm -r %s (%d removals)", top, len(order))
 	for i, e := range order {
 		proc, rm, name := uint32(ndProcRemove), unix.Unlink, "REMOVE"
-		if e.kind == 'd' {
+		if e.Kind == 'd' {
 			proc, rm, name = ndProcRmdir, unix.Rmdir, "RMDIR"
 		}
-		if err := r.removing(e.rel, proc, rm); err != nil {
-			return fmt.Errorf("removal %d of %d, %s %s: %w", i+1, len(order), name, e.rel, err)
+		if err := r.removing(e.Rel, proc, rm); err != nil {
+			return fmt.Errorf("removal %d of %d, %s %s: %w", i+1, len(order), name, e.Rel, err)
 		}
 	}
 	return nil

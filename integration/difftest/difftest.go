@@ -1,13 +1,18 @@
 // Package difftest holds what the differential tests of the FUSE mount
-// (integration) and of the NFS server (nfs) share: the weighted choice of
-// random operations, the failure a run reports, and the search for the
-// shortest prefix of a seeded sequence that still fails.
+// and of both front ends (integration) and of the NFS server (nfs) share:
+// the weighted choice of random operations, the reference tree paths are
+// chosen from, the failure a run reports, and the search for the shortest
+// prefix of a seeded sequence that still fails.
 package difftest
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"path"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -156,4 +161,113 @@ func EnvUint(t testing.TB, name string, def uint64) uint64 {
 		t.Fatalf("%s=%q: want an unsigned integer", name, s)
 	}
 	return v
+}
+
+// Entry is a path of a reference tree, relative to its root, with its kind
+// ('f' file, 'd' directory, 'l' symlink, 'p' FIFO, '?' other) and depth
+// (1 for the root's entries).
+type Entry struct {
+	Rel   string
+	Kind  byte
+	Depth int
+}
+
+// Tree lists the reference directory Root, from which runs choose their
+// paths; the list is kept until Changed.
+type Tree struct {
+	Root    string
+	entries []Entry
+	fresh   bool
+}
+
+// Changed says the reference directory changed: the next List walks it.
+func (t *Tree) Changed() { t.fresh = false }
+
+// List returns every path under Root, parents before their children.
+func (t *Tree) List() []Entry {
+	if t.fresh {
+		return t.entries
+	}
+	t.entries = t.entries[:0]
+	var walk func(rel string, depth int)
+	walk = func(rel string, depth int) {
+		des, err := os.ReadDir(filepath.Join(t.Root, rel))
+		if err != nil {
+			return
+		}
+		for _, de := range des {
+			child := path.Join(rel, de.Name())
+			kind := byte('?')
+			switch m := de.Type(); {
+			case m.IsRegular():
+				kind = 'f'
+			case m.IsDir():
+				kind = 'd'
+			case m&os.ModeSymlink != 0:
+				kind = 'l'
+			case m&os.ModeNamedPipe != 0:
+				kind = 'p'
+			}
+			t.entries = append(t.entries, Entry{Rel: child, Kind: kind, Depth: depth + 1})
+			if kind == 'd' {
+				walk(child, depth+1)
+			}
+		}
+	}
+	walk("", 0)
+	t.fresh = true
+	return t.entries
+}
+
+// Existing returns a random listed path of one of kinds.
+func (t *Tree) Existing(rng *rand.Rand, kinds string) (string, bool) {
+	var cands []string
+	for _, e := range t.List() {
+		if strings.IndexByte(kinds, e.Kind) >= 0 {
+			cands = append(cands, e.Rel)
+		}
+	}
+	if len(cands) == 0 {
+		return "", false
+	}
+	return cands[rng.IntN(len(cands))], true
+}
+
+// Dirs returns "" (the root) and the listed directories less than
+// maxDepth deep: where a new entry may go.
+func (t *Tree) Dirs(maxDepth int) []string {
+	dirs := []string{""}
+	for _, e := range t.List() {
+		if e.Kind == 'd' && e.Depth < maxDepth {
+			dirs = append(dirs, e.Rel)
+		}
+	}
+	return dirs
+}
+
+// Counts tallies how often each kind of operation ran and succeeded.
+type Counts map[string]*[2]int // name -> {succeeded, failed}
+
+// Add counts one run of the operation name.
+func (c Counts) Add(name string, ok bool) {
+	n := c[name]
+	if n == nil {
+		n = new([2]int)
+		c[name] = n
+	}
+	if ok {
+		n[0]++
+	} else {
+		n[1]++
+	}
+}
+
+// String lists " name=succeeded/run" for every operation, by name.
+func (c Counts) String() string {
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(c)) {
+		n := c[name]
+		fmt.Fprintf(&b, " %s=%d/%d", name, n[0], n[0]+n[1])
+	}
+	return b.String()
 }
