@@ -66,6 +66,18 @@ func (f *FS) Lookup(ctx context.Context, c *Caller, parent uint64, name string) 
 	return f.withBuffered(a), nil
 }
 
+// Named returns the inode that name names in directory parent, as
+// committed: unlike Lookup it never waits for a file's buffered writes (a
+// commit holds the file while it uploads), so a caller that needs only the
+// inode may call it while holding a lock of its own.
+func (f *FS) Named(ctx context.Context, parent uint64, name string) (uint64, error) {
+	a, err := f.meta.Lookup(ctx, &meta.Root, parent, name)
+	if err != nil {
+		return 0, err
+	}
+	return a.Ino, nil
+}
+
 // SetAttr changes attributes; size and time changes commit buffered writes first.
 // fh, when not zero, is the handle the change comes through (ftruncate).
 func (f *FS) SetAttr(ctx context.Context, c *Caller, ino uint64, in meta.SetAttrIn, fh uint64) (*Attr, error) {

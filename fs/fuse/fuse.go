@@ -57,11 +57,12 @@ type FS struct {
 func New(f *fs.FS, log *slog.Logger, ops *metrics.Ops) *FS {
 	a := &FS{RawFileSystem: gofuse.NewDefaultRawFileSystem(), fs: f, log: log, ops: ops}
 	a.holds.lookup = func(dir uint64, name string) uint64 {
-		at, err := f.Lookup(context.Background(), &meta.Root, dir, name)
+		// Under the holds' lock: Named, which waits for no commit.
+		ino, err := f.Named(context.Background(), dir, name)
 		if err != nil {
 			return 0 // missing, or unreadable: the kernel will ask again
 		}
-		return at.Ino
+		return ino
 	}
 	return a
 }

@@ -72,10 +72,12 @@ func (i *Invalidator) Renaming(fromDir uint64, fromName string, toDir uint64, to
 // what its name named (an inode, 0 for nothing) when it was taken, or when
 // a later change of the name that the kernel knows of refreshed it.
 type nameHolds struct {
-	n      atomic.Int64 // holds in place: lookups skip the map when 0
-	mu     sync.Mutex   // also orders reads of the names with refreshes
-	m      map[heldName][]*nameHold
-	lookup func(dir uint64, name string) uint64 // what name names now, 0 for nothing
+	n  atomic.Int64 // holds in place: lookups skip the map when 0
+	mu sync.Mutex   // also orders reads of the names with refreshes
+	m  map[heldName][]*nameHold
+	// lookup says what name names now, 0 for nothing. It runs under mu,
+	// so it must not wait for a file's commit (fs.Named, not fs.Lookup).
+	lookup func(dir uint64, name string) uint64
 }
 
 type heldName struct {

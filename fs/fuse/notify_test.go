@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 
@@ -20,6 +22,13 @@ import (
 // newTestFS opens the POSIX layer of a fresh volume in a temporary
 // directory, closed when the test ends.
 func newTestFS(t *testing.T) *fs.FS {
+	t.Helper()
+	return newTestFSWith(t, nil)
+}
+
+// newTestFSWith is newTestFS over the store that wrap, when not nil, makes
+// of the volume's own.
+func newTestFSWith(t *testing.T, wrap func(objstore.Store) objstore.Store) *fs.FS {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -39,7 +48,11 @@ func newTestFS(t *testing.T) *fs.FS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := fs.New(ctx, m, s, fs.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var fsStore objstore.Store = s
+	if wrap != nil {
+		fsStore = wrap(s)
+	}
+	f, err := fs.New(ctx, m, fsStore, fs.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +175,93 @@ func TestRenamingHoldsNames(t *testing.T) {
 	}
 	check("held, inode removed by another front end", src, "w", 0, false)
 	done(false)
+}
+
+// gatedStore holds every Put until gate is closed, telling entered when
+// one starts.
+type gatedStore struct {
+	objstore.Store
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (s *gatedStore) Put(ctx context.Context, key string, data []byte) error {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-s.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Store.Put(ctx, key, data)
+}
+
+// TestHoldsDoNotWaitForCommits: taking a hold reads what the name names
+// under the holds' lock, which every lookup of a held name takes too. It
+// must not wait for the file's commit, which holds the file while its
+// blocks upload (seconds to a slow store): an NFS rename of a file being
+// written would stall every FUSE lookup of any held name meanwhile.
+func TestHoldsDoNotWaitForCommits(t *testing.T) {
+	gs := &gatedStore{entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	f := newTestFSWith(t, func(s objstore.Store) objstore.Store { gs.Store = s; return gs })
+	opened := true
+	defer func() {
+		if opened {
+			close(gs.gate)
+		}
+	}()
+	a := New(f, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	inv := &Invalidator{srv: &fakeNotifier{}, fs: a}
+	ctx := context.Background()
+	at, fh, err := f.Create(ctx, &meta.Root, meta.RootIno, "f", 0o644, syscall.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(ctx, fh, 0, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- f.Flush(ctx, fh) }()
+	select {
+	case <-gs.entered:
+	case err := <-flushed:
+		t.Fatalf("the commit did not upload anything (flush: %v)", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the commit never reached the store")
+	}
+	held := make(chan func(bool), 1)
+	go func() { held <- inv.Renaming(meta.RootIno, "f", meta.RootIno, "g") }()
+	select {
+	case done := <-held:
+		var out gofuse.EntryOut
+		if st := a.Lookup(nil, &gofuse.InHeader{NodeId: meta.RootIno}, "g", &out); st != gofuse.OK || out.NodeId != 0 {
+			t.Errorf("lookup of the held, missing name: %v, inode %d", st, out.NodeId)
+		}
+		done(false)
+	case <-time.After(10 * time.Second):
+		t.Error("taking a hold of a file's name waited for the file's commit")
+	}
+	close(gs.gate)
+	opened = false
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case done := <-held: // after a failure above: let it end
+		done(false)
+	default:
+	}
+	if err := f.Release(ctx, fh); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.Named(ctx, meta.RootIno, "f"); err != nil || got != at.Ino {
+		t.Errorf("Named(f) = %d, %v; want %d", got, err, at.Ino)
+	}
+	if _, err := f.Named(ctx, meta.RootIno, "g"); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("Named(g) of a missing name: %v, want ENOENT", err)
+	}
 }
 
 // TestBufferedAttributesNotCached: attributes read while a file has writes
