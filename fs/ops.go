@@ -159,13 +159,23 @@ func (f *FS) Link(ctx context.Context, c *Caller, ino, parent uint64, name strin
 // transaction (one commit instead of two); one still open, by its last
 // release.
 func (f *FS) Unlink(ctx context.Context, c *Caller, parent uint64, name string) error {
+	_, err := f.UnlinkInode(ctx, c, parent, name)
+	return err
+}
+
+// UnlinkInode is Unlink that returns the inode that lost the link, for a
+// front end that tells others of the change (its link count and ctime).
+func (f *FS) UnlinkInode(ctx context.Context, c *Caller, parent uint64, name string) (uint64, error) {
 	g := f.freeGuard()
 	defer g.done()
 	a, freed, err := f.meta.UnlinkFreeing(ctx, c, parent, name, g.closed)
-	if err == nil && !freed {
+	if err != nil {
+		return 0, err
+	}
+	if !freed {
 		f.orphaned(a)
 	}
-	return err
+	return a.Ino, nil
 }
 
 // freeGuard keeps the inode a transaction frees (see meta.UnlinkFreeing)
@@ -219,13 +229,24 @@ func (f *FS) Rmdir(ctx context.Context, c *Caller, parent uint64, name string) e
 // Rename moves a name atomically (flags as in renameat2). A replaced file
 // nothing has open is freed in the same transaction, as by Unlink.
 func (f *FS) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
+	_, err := f.RenameInodes(ctx, c, oldParent, oldName, newParent, newName, flags)
+	return err
+}
+
+// RenameInodes is Rename that returns the inodes besides the two
+// directories whose attributes the rename changed (the one moved, the one
+// replaced or exchanged), for a front end that tells others of them.
+func (f *FS) RenameInodes(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) ([]uint64, error) {
 	g := f.freeGuard()
 	defer g.done()
-	replaced, freed, err := f.meta.RenameFreeing(ctx, c, oldParent, oldName, newParent, newName, flags, g.closed)
-	if err == nil && !freed {
-		f.orphaned(replaced)
+	r, err := f.meta.RenameFreeing(ctx, c, oldParent, oldName, newParent, newName, flags, g.closed)
+	if err != nil {
+		return nil, err
 	}
-	return err
+	if !r.Freed {
+		f.orphaned(r.Replaced)
+	}
+	return r.Changed(), nil
 }
 
 // ReadDir lists dir after cookie; see meta.ReadDir.

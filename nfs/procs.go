@@ -691,8 +691,8 @@ func (rq *request) unlinkLike(rmdir bool) {
 	case rmdir:
 		err = rq.s.f.Rmdir(rq.ctx, rq.c, dir.Ino, name)
 	default:
-		child := rq.watched(dir.Ino, name)
-		if err = rq.s.f.Unlink(rq.ctx, rq.c, dir.Ino, name); err == nil {
+		var child uint64
+		if child, err = rq.s.f.UnlinkInode(rq.ctx, rq.c, dir.Ino, name); err == nil {
 			rq.s.changed(child) // its link count and ctime changed
 		}
 	}
@@ -703,20 +703,6 @@ func (rq *request) unlinkLike(rmdir bool) {
 	rq.s.entryChanged(dir.Ino, name)
 	rq.w.u32(nfsOK)
 	rq.wcc(dir.Ino)
-}
-
-// watched returns the inode name names in dir, when a FUSE mount of this
-// process must hear about changes to it (Options.Watcher is set), so that
-// a remove or rename can tell it which inode lost a link; 0 otherwise.
-func (rq *request) watched(dir uint64, name string) uint64 {
-	if rq.s.opts.Watcher == nil {
-		return 0
-	}
-	a, err := rq.s.f.Lookup(rq.ctx, &meta.Root, dir, name)
-	if err != nil {
-		return 0
-	}
-	return a.Ino
 }
 
 func (rq *request) remove() { rq.unlinkLike(false) }
@@ -747,11 +733,14 @@ func (rq *request) rename() {
 	default:
 		// Names too long are the metadata's to refuse, in rename(2)'s
 		// order: a missing source first.
-		moved, replaced := rq.watched(from.Ino, fromName), rq.watched(to.Ino, toName)
 		done := rq.s.renaming(from.Ino, fromName, to.Ino, toName)
-		if err = rq.s.f.Rename(rq.ctx, rq.c, from.Ino, fromName, to.Ino, toName, 0); err == nil {
-			rq.s.changed(moved)    // ctime (and a directory's "..")
-			rq.s.changed(replaced) // lost a link
+		var changed []uint64
+		if changed, err = rq.s.f.RenameInodes(rq.ctx, rq.c, from.Ino, fromName, to.Ino, toName, 0); err == nil {
+			// The moved inode's ctime (and a directory's ".."), the
+			// replaced one's link count: as the transaction found them.
+			for _, ino := range changed {
+				rq.s.changed(ino)
+			}
 		}
 		done(err == nil) // reports both names changed
 	}

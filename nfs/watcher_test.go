@@ -97,4 +97,22 @@ func TestWatcherRenaming(t *testing.T) {
 	if got := w.take(); !slices.Equal(got, want) {
 		t.Errorf("failed rename told the watcher\n%q\nwant\n%q", got, want)
 	}
+
+	// A rename of a name onto itself changes nothing and reports no inode.
+	if err := v.Rename("b/g", "b/g"); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{fmt.Sprintf("renaming %d/g -> %d/g", b, b), "done true"}
+	if got := w.take(); !slices.Equal(got, want) {
+		t.Errorf("rename onto itself told the watcher\n%q\nwant\n%q", got, want)
+	}
+
+	// A REMOVE reports the inode that lost a link, then the name.
+	if err := v.Remove("b/g"); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{fmt.Sprintf("changed %d", fIno), fmt.Sprintf("entry %d/g", b)}
+	if got := w.take(); !slices.Equal(got, want) {
+		t.Errorf("remove told the watcher\n%q\nwant\n%q", got, want)
+	}
 }

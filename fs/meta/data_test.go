@@ -556,10 +556,11 @@ func TestRenameFreeing(t *testing.T) {
 				}
 				return !tc.open
 			}
-			_, freed, err := v.m.RenameFreeing(v.ctx, &Root, RootIno, "src", RootIno, "dst", tc.flags, closed)
+			r, err := v.m.RenameFreeing(v.ctx, &Root, RootIno, "src", RootIno, "dst", tc.flags, closed)
 			if err != nil {
 				t.Fatal(err)
 			}
+			freed := r.Freed
 			if freed != tc.wantFreed {
 				t.Fatalf("freed %v, want %v", freed, tc.wantFreed)
 			}

@@ -539,31 +539,63 @@ func (x *tx) isAncestor(anc, ino uint64) (bool, error) {
 // returns the inode it replaced, if any, as it is afterwards (its Nlink
 // tells whether it lost its last link).
 func (m *Meta) Rename(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) (replaced *Attr, err error) {
-	replaced, _, err = m.RenameFreeing(ctx, c, oldParent, oldName, newParent, newName, flags, nil)
-	return replaced, err
+	r, err := m.RenameFreeing(ctx, c, oldParent, oldName, newParent, newName, flags, nil)
+	return r.Replaced, err
+}
+
+// Renamed is what a rename did besides changing its two directories.
+type Renamed struct {
+	// Moved is the inode whose name changed (its ctime, and a
+	// directory's ".."); 0 when the rename changed nothing (a name onto
+	// itself, or onto another link of the same file).
+	Moved uint64
+	// Replaced is the inode the new name named, as it is afterwards (its
+	// Nlink tells whether it lost its last link); nil when there was none
+	// and for an exchange, which moves it to the old name (Exchanged).
+	Replaced  *Attr
+	Exchanged uint64
+	// Freed says that Replaced lost its last link and was freed in the
+	// same transaction (see RenameFreeing).
+	Freed bool
+}
+
+// Changed lists the inodes besides the two directories whose attributes
+// the rename changed: for a front end that tells others of them.
+func (r Renamed) Changed() []uint64 {
+	var out []uint64
+	for _, ino := range []uint64{r.Moved, r.Exchanged} {
+		if ino != 0 {
+			out = append(out, ino)
+		}
+	}
+	if r.Replaced != nil {
+		out = append(out, r.Replaced.Ino)
+	}
+	return out
 }
 
 // RenameFreeing is Rename that frees the replaced inode in the same
 // transaction when it lost its last link and closed reports that nothing
-// has it open, as UnlinkFreeing does; freed says it did.
-func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32, closed func(ino uint64) bool) (replaced *Attr, freed bool, err error) {
+// has it open, as UnlinkFreeing does (Renamed.Freed says it did), and
+// reports every inode it changed.
+func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32, closed func(ino uint64) bool) (r Renamed, err error) {
 	ctx = freeing(ctx)
 	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
-		return nil, false, syscall.EINVAL
+		return Renamed{}, syscall.EINVAL
 	}
 	for _, n := range []string{oldName, newName} {
 		if n == "." || n == ".." {
-			return nil, false, syscall.EBUSY
+			return Renamed{}, syscall.EBUSY
 		}
 	}
 	// The new name is checked once the source is found: a missing
 	// source is ENOENT whatever the new name, as rename(2) says.
 	if err := CheckName(oldName); err != nil {
-		return nil, false, err
+		return Renamed{}, err
 	}
 	defer m.dirs.lock(oldParent, newParent)()
 	err = m.update(ctx, func(x *tx) error {
-		replaced, freed = nil, false
+		r = Renamed{}
 		od, err := x.dir(oldParent)
 		if err != nil {
 			return err
@@ -642,6 +674,7 @@ func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, o
 				return err
 			}
 			x.moved(src, od, nd)
+			r.Moved = src.Ino
 			return nil
 		}
 		dst, err := x.inode(de.child)
@@ -652,7 +685,11 @@ func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, o
 			return syscall.EPERM
 		}
 		if flags&RenameExchange != 0 {
-			return x.exchange(c, od, oldName, se, src, nd, newName, de, dst)
+			if err := x.exchange(c, od, oldName, se, src, nd, newName, de, dst); err != nil {
+				return err
+			}
+			r.Moved, r.Exchanged = src.Ino, dst.Ino
+			return nil
 		}
 		if dst.Ino == src.Ino {
 			return nil // two links to one file: POSIX says do nothing
@@ -681,15 +718,18 @@ func (m *Meta) RenameFreeing(ctx context.Context, c *Caller, oldParent uint64, o
 		if dst.IsDir() {
 			nd.Nlink--
 		}
-		if freed, err = x.dropLink(dst, closed); err != nil {
+		if r.Freed, err = x.dropLink(dst, closed); err != nil {
 			return err
 		}
 		x.moved(src, od, nd)
 		cp := *dst
-		replaced = &cp
+		r.Moved, r.Replaced = src.Ino, &cp
 		return nil
 	})
-	return replaced, freed, err
+	if err != nil {
+		return Renamed{}, err
+	}
+	return r, nil
 }
 
 // moved records that src now lives in nd instead of od.

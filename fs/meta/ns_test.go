@@ -568,8 +568,29 @@ func TestRename(t *testing.T) {
 			v := r.v
 			byName := map[string]uint64{"a": r.a.Ino, "b": r.b.Ino, "f": r.f.Ino, "sub": r.sub.Ino, "x": r.x.Ino,
 				"g": r.g.Ino, "empty": r.empty.Ino, "full": r.full.Ino, "y": r.y.Ino}
-			replaced, err := v.m.Rename(v.ctx, &Root, r.dir(tc.from[0]), tc.from[1], r.dir(tc.to[0]), tc.to[1], tc.flags)
+			// What the two names name before: a rename that does
+			// something changes the one it moves and the one it
+			// replaces or exchanges, and reports both (Changed).
+			named := func(dir uint64, name string) uint64 {
+				if a, err := v.lookup(dir, name); err == nil && name != "." && name != ".." {
+					return a.Ino
+				}
+				return 0
+			}
+			srcIno, dstIno := named(r.dir(tc.from[0]), tc.from[1]), named(r.dir(tc.to[0]), tc.to[1])
+			var wantChanged []uint64
+			if tc.want == 0 && srcIno != dstIno {
+				wantChanged = append(wantChanged, srcIno)
+				if dstIno != 0 {
+					wantChanged = append(wantChanged, dstIno)
+				}
+			}
+			res, err := v.m.RenameFreeing(v.ctx, &Root, r.dir(tc.from[0]), tc.from[1], r.dir(tc.to[0]), tc.to[1], tc.flags, nil)
 			wantErrno(t, "rename", err, tc.want)
+			if got := res.Changed(); !slices.Equal(got, wantChanged) {
+				t.Errorf("rename reports inodes %v changed, want %v", got, wantChanged)
+			}
+			replaced := res.Replaced
 			switch {
 			case tc.replaced == "" && replaced != nil && replaced.Nlink == 0:
 				t.Errorf("rename reports inode %d lost its last link, want none", replaced.Ino)
