@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/objfs/objfs/integration/difftest"
 )
 
 // TestCrossPipeline runs the pipeline objfs exists for across both front
@@ -99,7 +101,7 @@ func TestCrossPipeline(t *testing.T) {
 				}
 				id := p*perProducer + i
 				name := strconv.Itoa(id)
-				data := pipelineItem(id)
+				data := difftest.PipelineItem(id)
 				if viaNFS {
 					if err := nfsProduce(s.c, s.tmp, s.inbox, name, data, i%2 == 0, &created[id]); err != nil {
 						fail("NFS producer %d, item %d: %v", p, id, err)
@@ -192,8 +194,8 @@ func TestCrossPipeline(t *testing.T) {
 						fail("consumer %d (NFS %v), item %d: %v", c, viaNFS, id, err)
 						return
 					}
-					if !bytes.Equal(got, pipelineItem(id)) {
-						fail("consumer %d (NFS %v): claimed/%d: %s", c, viaNFS, id, describeDiff(got, pipelineItem(id)))
+					if !bytes.Equal(got, difftest.PipelineItem(id)) {
+						fail("consumer %d (NFS %v): claimed/%d: %s", c, viaNFS, id, describeDiff(got, difftest.PipelineItem(id)))
 						return
 					}
 				}
@@ -217,8 +219,8 @@ func TestCrossPipeline(t *testing.T) {
 		if errors.Is(err, os.ErrNotExist) {
 			return false, nil
 		}
-		if err == nil && !bytes.Equal(got, pipelineItem(id)) {
-			err = fmt.Errorf("%s: %s", p, describeDiff(got, pipelineItem(id)))
+		if err == nil && !bytes.Equal(got, difftest.PipelineItem(id)) {
+			err = fmt.Errorf("%s: %s", p, describeDiff(got, difftest.PipelineItem(id)))
 		}
 		return err == nil, err
 	}
@@ -237,8 +239,8 @@ func TestCrossPipeline(t *testing.T) {
 					var got []byte
 					// A consumer may move or the test may not yet have
 					// claimed it; a handle read stays valid either way.
-					if got, err = s.c.readAll(fh); err == nil && !bytes.Equal(got, pipelineItem(id)) {
-						err = fmt.Errorf("%s/%d: %s", stages[st], id, describeDiff(got, pipelineItem(id)))
+					if got, err = s.c.readAll(fh); err == nil && !bytes.Equal(got, difftest.PipelineItem(id)) {
+						err = fmt.Errorf("%s/%d: %s", stages[st], id, describeDiff(got, difftest.PipelineItem(id)))
 					}
 				}
 				return err == nil, err
@@ -360,16 +362,4 @@ func nfsProduce(c *wireNFS, tmp, inbox []byte, name string, data []byte, unstabl
 		return fmt.Errorf("RENAME tmp/%s: %w", name, err)
 	}
 	return nil
-}
-
-// pipelineItem is item id's data: its size varies, so that some items are
-// kept in the metadata and some span several WRITEs and data blocks.
-func pipelineItem(id int) []byte {
-	n := 100 + (id*7919)%(300<<10)
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(id*31 + i*7)
-	}
-	copy(b, fmt.Sprintf("item %d|", id))
-	return b
 }

@@ -15,6 +15,8 @@ import (
 
 	nfsc "github.com/willscott/go-nfs-client/nfs"
 	"github.com/willscott/go-nfs-client/nfs/rpc"
+
+	"github.com/objfs/objfs/integration/difftest"
 )
 
 // dialTarget mounts the export with go-nfs-client on a connection of its own.
@@ -36,18 +38,6 @@ func dialTarget(t testing.TB, addr string, uid uint32) *nfsc.Target {
 		t.Fatal(err)
 	}
 	return v
-}
-
-// content is item id's data: its size varies so that some items span
-// several WRITEs and some are inline-sized.
-func content(id int) []byte {
-	n := 100 + (id*7919)%(300<<10)
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(id*31 + i*7)
-	}
-	copy(b, fmt.Sprintf("item %d|", id))
-	return b
 }
 
 func readAll(f io.Reader) ([]byte, error) {
@@ -106,7 +96,7 @@ func TestPipeline(t *testing.T) {
 					fail("producer: create %s: %v", tmp, err)
 					return
 				}
-				if _, err := fh.Write(content(id)); err != nil {
+				if _, err := fh.Write(difftest.PipelineItem(id)); err != nil {
 					fail("producer: write %s: %v", tmp, err)
 					return
 				}
@@ -163,8 +153,8 @@ func TestPipeline(t *testing.T) {
 						fail("consumer: read %s: %v", dst, err)
 						return
 					}
-					if !bytes.Equal(got, content(id)) {
-						fail("consumer: %s: read %d bytes that differ from the %d written", dst, len(got), len(content(id)))
+					if !bytes.Equal(got, difftest.PipelineItem(id)) {
+						fail("consumer: %s: read %d bytes that differ from the %d written", dst, len(got), len(difftest.PipelineItem(id)))
 						return
 					}
 				}

@@ -2,7 +2,8 @@
 // and of both front ends (integration) and of the NFS server (nfs) share:
 // the weighted choice of random operations, the reference tree paths are
 // chosen from, the failure a run reports, and the search for the shortest
-// prefix of a seeded sequence that still fails.
+// prefix of a seeded sequence that still fails; and the items that the
+// rename-into-place pipeline tests of both packages move.
 package difftest
 
 import (
@@ -270,4 +271,17 @@ func (c Counts) String() string {
 		fmt.Fprintf(&b, " %s=%d/%d", name, n[0], n[0]+n[1])
 	}
 	return b.String()
+}
+
+// PipelineItem is item id's data in the pipeline tests: its size varies
+// (100 bytes to 300 KiB), so that some items are kept in the metadata and
+// some span several NFS WRITEs and data blocks; it starts with its id.
+func PipelineItem(id int) []byte {
+	n := 100 + (id*7919)%(300<<10)
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(id*31 + i*7)
+	}
+	copy(b, fmt.Sprintf("item %d|", id))
+	return b
 }
